@@ -1,0 +1,138 @@
+#include "agent/agent_config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include <toml++/toml.h>
+
+namespace tlswall::agent {
+namespace {
+
+std::string where(const std::string& name, const toml::source_region& r) {
+  return name + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
+}
+
+[[noreturn]] void fail(const std::string& name, const toml::node& n, const std::string& msg) {
+  throw std::runtime_error(where(name, n.source()) + ": " + msg);
+}
+
+void check_keys(const std::string& name, const toml::table& t, const std::set<std::string>& allowed,
+                const std::string& section) {
+  for (const auto& [k, v] : t) {
+    if (!allowed.count(std::string(k.str()))) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      throw std::runtime_error(where(name, k.source()) + ": unknown key '" + std::string(k.str()) +
+                               "' in " + section + " (accepted: " + list + ")");
+    }
+  }
+}
+
+std::string get_string(const std::string& name, const toml::table& t, const char* key,
+                       const std::string& def) {
+  const toml::node* n = t.get(key);
+  if (!n) return def;
+  if (!n->is_string()) fail(name, *n, std::string("'") + key + "' must be a string");
+  return n->value<std::string>().value();
+}
+
+uint32_t get_u32(const std::string& name, const toml::table& t, const char* key, uint32_t def,
+                 uint32_t lo, uint32_t hi) {
+  const toml::node* n = t.get(key);
+  if (!n) return def;
+  if (!n->is_integer()) fail(name, *n, std::string("'") + key + "' must be an integer");
+  const int64_t v = n->value<int64_t>().value();
+  if (v < lo || v > hi) {
+    fail(name, *n,
+         std::string("'") + key + "' must be between " + std::to_string(lo) + " and " +
+             std::to_string(hi));
+  }
+  return static_cast<uint32_t>(v);
+}
+
+const toml::table* get_table(const std::string& name, const toml::table& t, const char* key) {
+  const toml::node* n = t.get(key);
+  if (!n) return nullptr;
+  if (!n->is_table()) fail(name, *n, std::string("'") + key + "' must be a table");
+  return n->as_table();
+}
+
+std::string resolve(const std::string& base_dir, const std::string& p) {
+  if (p.empty() || p == "-" || std::filesystem::path(p).is_absolute()) return p;
+  return (std::filesystem::path(base_dir) / p).lexically_normal().string();
+}
+
+}  // namespace
+
+AgentConfig parse_agent_config(const std::string& text, const std::string& name,
+                               const std::string& base_dir) {
+  toml::table root;
+  try {
+    root = toml::parse(text, name);
+  } catch (const toml::parse_error& e) {
+    throw std::runtime_error(where(name, e.source()) + ": " + std::string(e.description()));
+  }
+  check_keys(name, root, {"interfaces", "policy", "pin_root", "control", "events", "log", "bpf"},
+             "the agent config");
+  AgentConfig c;
+  c.source = name;
+  if (const toml::node* n = root.get("interfaces")) {
+    const toml::array* a = n->as_array();
+    if (!a) fail(name, *n, "'interfaces' must be an array of interface names");
+    for (const auto& item : *a) {
+      if (!item.is_string()) fail(name, item, "interface names must be strings");
+      const std::string s = item.value<std::string>().value();
+      if (s.empty() || s.size() >= 16 || s.find('/') != std::string::npos) {
+        fail(name, item, "'" + s + "' is not a valid interface name");
+      }
+      c.interfaces.push_back(s);
+    }
+  }
+  c.policy_path = resolve(base_dir, get_string(name, root, "policy", "policy.d"));
+  c.pin_root = get_string(name, root, "pin_root", c.pin_root);
+  if (const toml::table* t = get_table(name, root, "control")) {
+    check_keys(name, *t, {"socket", "group"}, "[control]");
+    c.control_socket = resolve(base_dir, get_string(name, *t, "socket", c.control_socket));
+    c.control_group = get_string(name, *t, "group", "");
+  }
+  if (const toml::table* t = get_table(name, root, "events")) {
+    check_keys(name, *t, {"json_file"}, "[events]");
+    c.events_json = resolve(base_dir, get_string(name, *t, "json_file", c.events_json));
+  }
+  if (const toml::table* t = get_table(name, root, "log")) {
+    check_keys(name, *t, {"level"}, "[log]");
+    c.log_level = get_string(name, *t, "level", c.log_level);
+  }
+  if (const toml::table* t = get_table(name, root, "bpf")) {
+    check_keys(name, *t, {"flow_table_entries", "ringbuf_bytes"}, "[bpf]");
+    c.flow_table_entries =
+        get_u32(name, *t, "flow_table_entries", c.flow_table_entries, 1024, 1u << 24);
+    c.ringbuf_bytes = get_u32(name, *t, "ringbuf_bytes", c.ringbuf_bytes, 4096, 1u << 30);
+    if (c.ringbuf_bytes & (c.ringbuf_bytes - 1)) {
+      fail(name, *t->get("ringbuf_bytes"), "'ringbuf_bytes' must be a power of two");
+    }
+  }
+  return c;
+}
+
+AgentConfig load_agent_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot read agent config");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const auto dir = std::filesystem::absolute(path).parent_path().string();
+  return parse_agent_config(ss.str(), path, dir);
+}
+
+AgentConfig embedded_default_config() {
+  static const char* kDefault =
+#include "tlswalld_default_config.inc"
+      ;
+  AgentConfig c = parse_agent_config(kDefault, "<embedded default>", "/etc/tlswall");
+  return c;
+}
+
+}  // namespace tlswall::agent

@@ -1,0 +1,37 @@
+// tlswalld's own configuration (not the policy): which interfaces, where the
+// policy lives, pins, control socket, events, log level, table sizes.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tlswall::agent {
+
+struct AgentConfig {
+  std::string source;  // file it was read from, or "<embedded default>"
+  std::vector<std::string> interfaces;
+  std::string policy_path;
+  std::string pin_root = "/sys/fs/bpf/tlswall";
+  std::string control_socket = "/run/tlswall/control.sock";
+  std::string control_group;  // "" = root only
+  std::string events_json = "/var/log/tlswall/events.jsonl";
+  std::string log_level = "info";
+  uint32_t flow_table_entries = 131072;
+  uint32_t ringbuf_bytes = 1u << 20;
+};
+
+// Parses agent config TOML. Relative paths are resolved against `base_dir`.
+// Throws std::runtime_error("file:line:col: message") on any error,
+// including unknown keys.
+AgentConfig parse_agent_config(const std::string& text, const std::string& name,
+                               const std::string& base_dir);
+
+// Reads and parses a config file.
+AgentConfig load_agent_config(const std::string& path);
+
+// The configuration used when --config is not given (configs/tlswalld.toml
+// as shipped, with its policy under /etc/tlswall/policy.d).
+AgentConfig embedded_default_config();
+
+}  // namespace tlswall::agent

@@ -1,0 +1,484 @@
+#include "agent/daemon.h"
+
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
+#include <bpf/libbpf.h>
+
+#include "agent/sock_destroy.h"
+#include "agent/sys_mounts.h"
+#include "logging/log.h"
+
+namespace tlswall::agent {
+namespace {
+
+using logging::Event;
+using logging::EventType;
+using logging::Severity;
+using logging::Subsystem;
+
+constexpr size_t kGenerationHistory = 8;
+
+std::string hostname() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string addr_to_string(const uint8_t addr[16], int family) {
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (family == 4) {
+    ::inet_ntop(AF_INET, addr + 12, buf, sizeof(buf));
+  } else {
+    ::inet_ntop(AF_INET6, addr, buf, sizeof(buf));
+  }
+  return buf;
+}
+
+std::string ifname_of(uint32_t ifindex) {
+  char buf[IF_NAMESIZE] = {};
+  return ::if_indextoname(ifindex, buf) ? std::string(buf) : std::to_string(ifindex);
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd = -1) : fd_(fd) {}
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+std::string join_diagnostics(const std::vector<policy::Diagnostic>& diags, bool errors_only) {
+  std::string out;
+  for (const auto& d : diags) {
+    if (errors_only && d.severity != policy::Diagnostic::Severity::kError) continue;
+    if (!out.empty()) out += "; ";
+    out += d.render();
+  }
+  return out;
+}
+
+}  // namespace
+
+Daemon::Daemon(AgentConfig config)
+    : config_(std::move(config)), host_(hostname()), started_(std::chrono::steady_clock::now()) {
+  auto& log = logging::get(Subsystem::kAgent);
+  if (config_.interfaces.empty()) {
+    throw std::runtime_error("no interfaces configured (set interfaces = [...] in " +
+                             config_.source + ")");
+  }
+  for (const auto& ifn : config_.interfaces) {
+    if (if_nametoindex(ifn.c_str()) == 0) {
+      throw std::runtime_error("interface '" + ifn + "' not found (configured in " +
+                               config_.source + ")");
+    }
+  }
+  if (!std::filesystem::exists("/sys/kernel/btf/vmlinux")) {
+    throw std::runtime_error(
+        "kernel BTF missing (/sys/kernel/btf/vmlinux): tlswall needs CONFIG_DEBUG_INFO_BTF=y");
+  }
+
+  // The policy must be valid before anything touches the kernel.
+  apply_policy(/*initial=*/true);
+
+  events_ = std::make_unique<logging::JsonLinesSink>(config_.events_json, host_, TLSWALL_VERSION);
+
+  const BpffsResult fs = ensure_bpffs(config_.pin_root);
+  bpffs_ = fs.mount_point;
+  std::error_code ec;
+  if (fs.mounted_by_us) {
+    log.info("mounted bpffs at {}", bpffs_);
+    bpffs_mounted_at_pin_root_ =
+        std::filesystem::equivalent(bpffs_, config_.pin_root, ec) && !ec;
+    created_pin_root_ = bpffs_mounted_at_pin_root_;
+  }
+  if (!std::filesystem::exists(config_.pin_root)) {
+    std::filesystem::create_directories(config_.pin_root, ec);
+    if (ec) throw std::runtime_error("cannot create pin root " + config_.pin_root + ": " + ec.message());
+    created_pin_root_ = true;
+  }
+  cgroup2_ = find_cgroup2();
+
+  classifier_ = std::make_unique<TcClassifier>(
+      ClassifierOptions{config_.flow_table_entries, config_.ringbuf_bytes});
+  maps_ = std::make_unique<BpfPolicyMaps>(
+      classifier_->lpm4_fd(), classifier_->lpm6_fd(), classifier_->rulesets_fd(),
+      [c = classifier_.get()](uint64_t g) { c->set_generation(g); },
+      [c = classifier_.get()]() { return c->generation(); });
+  publisher_ = std::make_unique<PolicyPublisher>(*maps_);
+  // Policy in the tables before the first packet is judged.
+  publish(policy_->model, policy_->compiled, "initial policy");
+
+  ring_ = ring_buffer__new(classifier_->events_fd(), &Daemon::ring_callback, this, nullptr);
+  if (!ring_) throw std::runtime_error(std::string("cannot open event ring buffer: ") + std::strerror(errno));
+
+  control_ = std::make_unique<ControlServer>(config_.control_socket, config_.control_group);
+
+  // Attach last, all or nothing.
+  try {
+    for (const auto& ifn : config_.interfaces) classifier_->attach_egress(ifn);
+  } catch (...) {
+    classifier_->detach_all();
+    throw;
+  }
+}
+
+Daemon::~Daemon() {
+  if (classifier_) classifier_->detach_all();
+  if (ring_) ring_buffer__free(ring_);
+  control_.reset();
+  if (bpffs_mounted_at_pin_root_) ::umount2(config_.pin_root.c_str(), MNT_DETACH);
+  if (created_pin_root_) {
+    std::error_code ec;
+    std::filesystem::remove(config_.pin_root, ec);  // only if still empty
+  }
+}
+
+void Daemon::apply_policy(bool initial) {
+  auto& log = logging::get(Subsystem::kPolicy);
+  const auto now = std::chrono::system_clock::now();
+  policy::LoadResult r = policy::load_policy(config_.policy_path, now);
+  for (const auto& d : r.diagnostics) {
+    if (d.severity == policy::Diagnostic::Severity::kWarning) log.warn("{}", d.render());
+  }
+  std::shared_ptr<const policy::CompiledPolicy> compiled;
+  std::string error;
+  if (r.ok()) {
+    try {
+      compiled = std::make_shared<const policy::CompiledPolicy>(policy::compile_policy(*r.policy, now));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  } else {
+    error = join_diagnostics(r.diagnostics, true);
+  }
+  if (!compiled) {
+    if (initial) throw std::runtime_error("policy " + config_.policy_path + " is invalid: " + error);
+    last_error_ = error;
+    last_error_at_ = now;
+    log.error("policy reload rejected, generation {} stays in force: {}",
+              policy_ ? policy_->generation : 0, error);
+    Event e;
+    e.type = EventType::kPolicyRejected;
+    e.severity = Severity::kError;
+    e.message = error;
+    if (policy_) {
+      e.policy_version = policy_->model.version;
+      e.policy_generation = policy_->generation;
+    }
+    emit(std::move(e));
+    return;
+  }
+  if (initial) {
+    policy_ = PolicyState{std::move(*r.policy), compiled, 0, now};
+    return;
+  }
+  try {
+    publish(std::move(*r.policy), compiled, "reload");
+    last_error_.clear();
+  } catch (const std::exception& ex) {
+    last_error_ = ex.what();
+    last_error_at_ = now;
+    log.error("policy reload failed while writing tables, generation {} stays in force: {}",
+              policy_->generation, ex.what());
+    Event e;
+    e.type = EventType::kPolicyRejected;
+    e.severity = Severity::kError;
+    e.message = ex.what();
+    emit(std::move(e));
+  }
+}
+
+void Daemon::publish(policy::Policy model, std::shared_ptr<const policy::CompiledPolicy> compiled,
+                     const std::string& why) {
+  const uint64_t gen = publisher_->publish(*compiled);
+  history_[gen] = compiled;
+  while (history_.size() > kGenerationHistory) history_.erase(history_.begin());
+  policy_ = PolicyState{std::move(model), compiled, gen, std::chrono::system_clock::now()};
+  logging::get(Subsystem::kPolicy)
+      .info("policy '{}' ({}) in force as generation {} [{}]: {} rules rows, {} prefixes",
+            compiled->version, compiled->hash.substr(0, 12), gen, why, compiled->rules.size(),
+            compiled->v4.size() + compiled->v6.size());
+  Event e;
+  e.type = EventType::kPolicyApplied;
+  e.severity = Severity::kNotice;
+  e.policy_version = compiled->version;
+  e.policy_generation = gen;
+  e.message = why + "; hash " + compiled->hash;
+  emit(std::move(e));
+}
+
+void Daemon::recompile_for_expiry() {
+  if (!policy_ || !policy_->compiled->next_expiry) return;
+  const auto now = std::chrono::system_clock::now();
+  if (now < *policy_->compiled->next_expiry) return;
+  try {
+    auto compiled = std::make_shared<const policy::CompiledPolicy>(policy::compile_policy(policy_->model, now));
+    publish(policy_->model, compiled, "exemption expired");
+  } catch (const std::exception& ex) {
+    logging::get(Subsystem::kPolicy).error("recompiling after an exemption expired: {}", ex.what());
+  }
+}
+
+std::shared_ptr<const policy::CompiledPolicy> Daemon::names_for(uint64_t generation) const {
+  auto it = history_.find(generation);
+  return it == history_.end() ? nullptr : it->second;
+}
+
+int Daemon::ring_callback(void* ctx, void* data, size_t size) {
+  static_cast<Daemon*>(ctx)->on_kernel_event(data, size);
+  return 0;
+}
+
+void Daemon::on_kernel_event(const void* data, size_t size) {
+  auto& log = logging::get(Subsystem::kAgent);
+  ++events_received_;
+  tw_event_hdr hdr;
+  if (size < sizeof(hdr)) return;
+  std::memcpy(&hdr, data, sizeof(hdr));
+  if ((hdr.type != TW_EV_FLOW_VERDICT && hdr.type != TW_EV_FLOW_UNTRACKED) ||
+      size < sizeof(tw_flow_event)) {
+    log.warn("unknown kernel event type {} version {} size {}", hdr.type, hdr.version, size);
+    return;
+  }
+  tw_flow_event fe;
+  std::memcpy(&fe, data, sizeof(fe));
+
+  Event e;
+  const auto names = names_for(fe.policy_generation);
+  logging::FlowEndpoints f;
+  f.family = fe.flow.family;
+  f.src = addr_to_string(fe.flow.saddr, fe.flow.family);
+  f.dst = addr_to_string(fe.flow.daddr, fe.flow.family);
+  f.sport = ntohs(fe.flow.sport);
+  f.dport = ntohs(fe.flow.dport);
+  e.flow = f;
+  e.reason = reason_name(fe.reason);
+  e.mode = fe.mode == TW_MODE_ENFORCE ? "enforce" : "monitor";
+  e.action = action_name(fe.action);
+  e.interface = ifname_of(fe.ifindex);
+  e.policy_generation = fe.policy_generation;
+  e.sock_cookie = fe.sock_cookie;
+  if (fe.hello_version) e.tls_version = policy::tls_version_to_string(fe.hello_version);
+  if (names) {
+    e.policy_version = names->version;
+    if (fe.rule_id < names->rule_names.size()) e.rule = names->rule_names[fe.rule_id];
+    if (fe.boundary < names->boundary_names.size()) e.boundary = names->boundary_names[fe.boundary];
+  }
+  if (hdr.type == TW_EV_FLOW_UNTRACKED) {
+    e.type = EventType::kStateLost;
+    e.severity = Severity::kWarning;
+    e.action = "pass";
+    e.message = "flow seen mid-stream (started before attach, or its state was evicted): passed unjudged";
+  } else if (fe.reason == TW_REASON_TLS_BELOW_MINIMUM) {
+    e.type = EventType::kTlsBelowMinimum;
+    e.severity = Severity::kWarning;
+  } else {
+    e.type = fe.action == TW_ACTION_DROP ? EventType::kPlaintextBlocked : EventType::kPlaintextReported;
+    e.severity = Severity::kWarning;
+  }
+
+  if (hdr.type == TW_EV_FLOW_VERDICT && fe.action == TW_ACTION_DROP) {
+    const int rc = destroy_tcp_socket(fe.flow, fe.sock_cookie);
+    if (rc == 0) {
+      ++sockets_destroyed_;
+    } else if (rc != -ENOENT) {
+      // Not fatal: the flow stays blocked in the kernel; the client only
+      // fails slower (TCP timeout).
+      ++socket_destroy_failed_;
+      log.warn("could not destroy blocked socket {}:{} -> {}:{}: {}", f.src, f.sport, f.dst,
+               f.dport, std::strerror(-rc));
+    }
+  }
+  log.info("{} {} {}:{} -> {}:{} rule={} reason={}", logging::event_type_name(e.type), e.action,
+           f.src, f.sport, f.dst, f.dport, e.rule, e.reason);
+  emit(std::move(e));
+}
+
+void Daemon::emit(Event e) {
+  if (events_) events_->write(e);
+}
+
+void Daemon::periodic() {
+  recompile_for_expiry();
+  if (!classifier_) return;
+  const auto c = classifier_->counters();
+  const uint64_t lost = c[TW_CNT_EVENTS_LOST];
+  if (lost > kernel_events_lost_seen_) {
+    Event e;
+    e.type = EventType::kEventsDropped;
+    e.severity = Severity::kError;
+    e.count = lost - kernel_events_lost_seen_;
+    e.reason = "ring_buffer_full";
+    e.message = "kernel events lost because the ring buffer was full";
+    kernel_events_lost_seen_ = lost;
+    emit(std::move(e));
+  }
+  for (const auto& a : classifier_->attachments()) {
+    if (!a->still_attached()) {
+      logging::get(Subsystem::kBpf).error("our tc filter on {} is gone", a->ifname());
+    }
+  }
+}
+
+StatusReport Daemon::status() const {
+  StatusReport s;
+  s.version = TLSWALL_VERSION;
+  s.host = host_;
+  s.uptime_s = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                         std::chrono::steady_clock::now() - started_)
+                                         .count());
+  s.policy_path = config_.policy_path;
+  if (policy_) {
+    s.policy_version = policy_->model.version;
+    s.policy_hash = policy_->model.hash;
+    s.policy_generation = policy_->generation;
+    s.policy_loaded_at = logging::format_time(policy_->loaded_at);
+    const auto& c = *policy_->compiled;
+    for (size_t i = 0; i < c.rule_names.size(); ++i) {
+      s.rules.emplace_back(c.rule_names[i], i < c.rule_modes.size() ? c.rule_modes[i] : "");
+    }
+    s.exemptions_active = c.exemption_names;
+  }
+  s.policy_last_error = last_error_;
+  if (!last_error_.empty()) s.policy_last_error_at = logging::format_time(last_error_at_);
+  if (classifier_) {
+    for (const auto& a : classifier_->attachments()) {
+      s.interfaces.push_back({a->ifname(), a->ifindex(), a->still_attached(), a->created_qdisc()});
+    }
+    s.counters = classifier_->counters();
+    s.drops_by_reason = classifier_->drops_by_reason();
+  }
+  s.bpffs = bpffs_;
+  s.pin_root = config_.pin_root;
+  s.cgroup2 = cgroup2_;
+  s.events_received = events_received_;
+  if (events_) {
+    s.events_written = events_->written();
+    s.events_write_failed = events_->failed();
+    s.events_path = events_->path();
+  }
+  s.sockets_destroyed = sockets_destroyed_;
+  s.socket_destroy_failed = socket_destroy_failed_;
+  return s;
+}
+
+ControlReply Daemon::handle_control(const ControlRequest& req) {
+  auto& log = logging::get(Subsystem::kControl);
+  if (req.command == "status json") return {true, render_status_json(status()) + "\n"};
+  if (req.command == "status text" || req.command == "status") return {true, render_status_text(status())};
+  if (req.command == "ping") return {true, "pong\n"};
+  if (req.command == "reload") {
+    if (req.uid != 0) {
+      log.warn("refused reload from uid {} pid {}: root only", req.uid, req.pid);
+      return {false, "permission denied: reload is for root only"};
+    }
+    log.info("reload requested over the control socket by pid {}", req.pid);
+    const uint64_t before = policy_ ? policy_->generation : 0;
+    apply_policy(false);
+    const uint64_t after = policy_ ? policy_->generation : 0;
+    if (after == before) return {false, "policy rejected, generation " + std::to_string(before) + " stays in force: " + last_error_};
+    return {true, "policy generation " + std::to_string(after) + " in force (" + policy_->model.version + ")\n"};
+  }
+  return {false, "unknown request '" + req.command + "'"};
+}
+
+int Daemon::run() {
+  auto& log = logging::get(Subsystem::kAgent);
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) throw std::runtime_error("sigprocmask failed");
+  Fd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  Fd tfd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  Fd ep(::epoll_create1(EPOLL_CLOEXEC));
+  if (sfd.get() < 0 || tfd.get() < 0 || ep.get() < 0) throw std::runtime_error(std::string("event loop: ") + std::strerror(errno));
+  itimerspec its{{1, 0}, {1, 0}};
+  timerfd_settime(tfd.get(), 0, &its, nullptr);
+
+  const int ring_fd = ring_buffer__epoll_fd(ring_);
+  auto add = [&](int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw std::runtime_error(std::string("epoll_ctl: ") + std::strerror(errno));
+  };
+  add(sfd.get());
+  add(tfd.get());
+  add(ring_fd);
+  add(control_->fd());
+
+  Event started;
+  started.type = EventType::kAgentStarted;
+  started.policy_version = policy_->model.version;
+  started.policy_generation = policy_->generation;
+  std::string ifs;
+  for (const auto& i : config_.interfaces) ifs += (ifs.empty() ? "" : ",") + i;
+  started.message = "tc egress on " + ifs;
+  emit(std::move(started));
+  log.info("tlswalld {} running: interfaces {}, policy '{}' generation {}, control {}",
+           TLSWALL_VERSION, ifs, policy_->model.version, policy_->generation, config_.control_socket);
+
+  bool running = true;
+  while (running) {
+    epoll_event evs[8];
+    const int n = epoll_wait(ep.get(), evs, 8, -1);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error(std::string("epoll_wait: ") + std::strerror(errno));
+    }
+    for (int i = 0; i < n; ++i) {
+      const int fd = evs[i].data.fd;
+      if (fd == ring_fd) {
+        ring_buffer__consume(ring_);
+      } else if (fd == sfd.get()) {
+        signalfd_siginfo si;
+        while (::read(sfd.get(), &si, sizeof(si)) == sizeof(si)) {
+          if (si.ssi_signo == SIGHUP) {
+            log.info("SIGHUP: reloading policy from {}", config_.policy_path);
+            apply_policy(false);
+          } else {
+            log.info("signal {}: stopping", si.ssi_signo);
+            running = false;
+          }
+        }
+      } else if (fd == tfd.get()) {
+        uint64_t ticks;
+        (void)!::read(tfd.get(), &ticks, sizeof(ticks));
+        periodic();
+      } else if (fd == control_->fd()) {
+        control_->serve_one([this](const ControlRequest& r) { return handle_control(r); });
+      }
+    }
+  }
+  ring_buffer__consume(ring_);
+  classifier_->detach_all();
+  Event stopped;
+  stopped.type = EventType::kAgentStopped;
+  stopped.message = "detached; kernel tables released";
+  emit(std::move(stopped));
+  if (events_) events_->flush();
+  return 0;
+}
+
+}  // namespace tlswall::agent

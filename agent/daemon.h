@@ -1,0 +1,81 @@
+// tlswalld's lifecycle: start-up (config, policy, BPF load, attach), the
+// event loop (signals, ring buffer, control socket, timers) and teardown
+// that removes only what it created.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "agent/agent_config.h"
+#include "agent/bpf_classifier.h"
+#include "agent/control_socket.h"
+#include "agent/policy_tables.h"
+#include "agent/status_report.h"
+#include "logging/json_lines_sink.h"
+#include "policy/policy.h"
+
+struct ring_buffer;
+
+namespace tlswall::agent {
+
+class Daemon {
+ public:
+  // Everything that can fail at start-up happens here and throws
+  // std::runtime_error with one clear line; nothing stays attached then.
+  explicit Daemon(AgentConfig config);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Runs until SIGTERM/SIGINT. Returns the process exit code.
+  int run();
+
+ private:
+  struct PolicyState {
+    policy::Policy model;
+    std::shared_ptr<const policy::CompiledPolicy> compiled;
+    uint64_t generation = 0;
+    std::chrono::system_clock::time_point loaded_at;
+  };
+
+  void apply_policy(bool initial);
+  void recompile_for_expiry();
+  void publish(policy::Policy model, std::shared_ptr<const policy::CompiledPolicy> compiled,
+               const std::string& why);
+  void on_kernel_event(const void* data, size_t size);
+  void periodic();
+  ControlReply handle_control(const ControlRequest& req);
+  StatusReport status() const;
+  void emit(logging::Event e);
+  std::shared_ptr<const policy::CompiledPolicy> names_for(uint64_t generation) const;
+
+  static int ring_callback(void* ctx, void* data, size_t size);
+
+  AgentConfig config_;
+  std::string host_;
+  std::chrono::steady_clock::time_point started_;
+  std::string bpffs_;
+  bool created_pin_root_ = false;
+  bool bpffs_mounted_at_pin_root_ = false;
+  std::string cgroup2_;
+  std::unique_ptr<logging::JsonLinesSink> events_;
+  std::unique_ptr<TcClassifier> classifier_;
+  std::unique_ptr<BpfPolicyMaps> maps_;
+  std::unique_ptr<PolicyPublisher> publisher_;
+  std::unique_ptr<ControlServer> control_;
+  ring_buffer* ring_ = nullptr;
+  std::optional<PolicyState> policy_;
+  // Compiled policies of recent generations, to name rules in late events.
+  std::map<uint64_t, std::shared_ptr<const policy::CompiledPolicy>> history_;
+  std::string last_error_;
+  std::chrono::system_clock::time_point last_error_at_;
+  uint64_t events_received_ = 0;
+  uint64_t sockets_destroyed_ = 0;
+  uint64_t socket_destroy_failed_ = 0;
+  uint64_t kernel_events_lost_seen_ = 0;
+};
+
+}  // namespace tlswall::agent

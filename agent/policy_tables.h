@@ -1,0 +1,76 @@
+// Writes a compiled policy into the classifier's tables as one new
+// generation, then flips the active generation with a single store.
+//
+// Slot = generation % 2. The new generation is written into the slot the
+// classifier is NOT reading; only then is the generation word flipped, so
+// no packet is judged against half a policy. A failure while writing leaves
+// the active generation untouched (the last good policy stays in force).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+
+#include "policy/policy.h"
+
+namespace tlswall::agent {
+
+// The kernel-table operations the publisher needs: the seam that lets the
+// publishing logic be tested without root. Methods throw std::runtime_error.
+class PolicyMaps {
+ public:
+  virtual ~PolicyMaps() = default;
+  virtual void clear_slot(uint32_t slot) = 0;
+  virtual void put_v4(uint32_t slot, const policy::LpmRow4& row) = 0;
+  virtual void put_v6(uint32_t slot, const policy::LpmRow6& row) = 0;
+  virtual void put_ruleset(uint32_t slot, const tw_ruleset& rs) = 0;
+  virtual void set_generation(uint64_t generation) = 0;
+  virtual uint64_t generation() const = 0;
+};
+
+// PolicyMaps over real BPF map fds (borrowed, not owned) and a generation
+// setter/getter (the classifier's .bss word).
+class BpfPolicyMaps : public PolicyMaps {
+ public:
+  BpfPolicyMaps(int lpm4_fd, int lpm6_fd, int rulesets_fd, std::function<void(uint64_t)> set_gen,
+                std::function<uint64_t()> get_gen);
+  void clear_slot(uint32_t slot) override;
+  void put_v4(uint32_t slot, const policy::LpmRow4& row) override;
+  void put_v6(uint32_t slot, const policy::LpmRow6& row) override;
+  void put_ruleset(uint32_t slot, const tw_ruleset& rs) override;
+  void set_generation(uint64_t generation) override;
+  uint64_t generation() const override;
+
+ private:
+  int lpm4_fd_, lpm6_fd_, rulesets_fd_;
+  std::function<void(uint64_t)> set_gen_;
+  std::function<uint64_t()> get_gen_;
+};
+
+class PolicyPublisher {
+ public:
+  using Clock = std::chrono::steady_clock;
+  // `sleep` is injectable for tests.
+  explicit PolicyPublisher(PolicyMaps& maps,
+                           std::function<void(Clock::duration)> sleep = default_sleep);
+
+  // Writes `compiled` as generation current+1 and makes it active. Returns
+  // the new generation. Throws (with the active generation unchanged) if a
+  // table write fails.
+  uint64_t publish(const policy::CompiledPolicy& compiled);
+
+  // A slot that was active is rewritten only after this long, so no
+  // classifier run that read the old generation can still be reading it
+  // (a tc program runs for microseconds, in softirq context).
+  static constexpr Clock::duration kSlotQuiesce = std::chrono::milliseconds(50);
+
+  static tw_ruleset build_ruleset(const policy::CompiledPolicy& compiled, uint64_t generation);
+
+ private:
+  static void default_sleep(Clock::duration d);
+  PolicyMaps& maps_;
+  std::function<void(Clock::duration)> sleep_;
+  Clock::time_point last_flip_{};
+};
+
+}  // namespace tlswall::agent

@@ -1,0 +1,196 @@
+#include "agent/status_report.h"
+
+#include <cstdio>
+#include <sstream>
+
+#include "logging/json.h"
+
+namespace tlswall::agent {
+
+using logging::JsonArray;
+using logging::JsonObject;
+
+const char* counter_name(uint32_t c) {
+  switch (c) {
+    case TW_CNT_PACKETS: return "packets";
+    case TW_CNT_FLOWS_SEEN: return "flows_seen";
+    case TW_CNT_FLOWS_TLS: return "flows_tls";
+    case TW_CNT_FLOWS_NOT_TLS: return "flows_not_tls";
+    case TW_CNT_PLAINTEXT_REPORTED: return "plaintext_reported";
+    case TW_CNT_PLAINTEXT_BLOCKED: return "plaintext_blocked";
+    case TW_CNT_EXEMPT: return "exempt";
+    case TW_CNT_STATE_LOST: return "state_lost";
+    case TW_CNT_PACKETS_DROPPED: return "packets_dropped";
+    case TW_CNT_EVENTS_LOST: return "events_lost";
+    case TW_CNT_HELD_OUT_OF_WINDOW: return "held_out_of_window";
+    case TW_CNT_FRAGMENTS: return "fragments_dropped";
+    case TW_CNT_FLOW_TABLE_FULL: return "flow_table_full";
+    case TW_CNT_PARSE_ERRORS: return "parse_errors";
+    case TW_CNT_TLS_BELOW_MINIMUM: return "tls_below_minimum";
+    default: return nullptr;
+  }
+}
+
+const char* reason_name(uint32_t r) {
+  switch (r) {
+    case TW_REASON_NONE: return "none";
+    case TW_REASON_NOT_HANDSHAKE_RECORD: return "not_handshake_record";
+    case TW_REASON_BAD_RECORD_VERSION: return "bad_record_version";
+    case TW_REASON_BAD_RECORD_LENGTH: return "bad_record_length";
+    case TW_REASON_NOT_CLIENT_HELLO: return "not_client_hello";
+    case TW_REASON_BAD_HANDSHAKE_LENGTH: return "bad_handshake_length";
+    case TW_REASON_BAD_CLIENT_VERSION: return "bad_client_version";
+    case TW_REASON_TLS_BELOW_MINIMUM: return "tls_below_minimum";
+    case TW_REASON_OVERLAP_MISMATCH: return "overlap_mismatch";
+    case TW_REASON_UNDECIDABLE: return "undecidable";
+    case TW_REASON_FRAGMENTED: return "fragmented";
+    case TW_REASON_STATE_LOST: return "state_lost";
+    case TW_REASON_OUT_OF_WINDOW: return "out_of_window";
+    case TW_REASON_OPAQUE_HEADERS: return "opaque_headers";
+    default: return "unknown";
+  }
+}
+
+const char* class_name(uint32_t c) {
+  switch (c) {
+    case TW_CLASS_PENDING: return "pending";
+    case TW_CLASS_TLS: return "tls";
+    case TW_CLASS_NOT_TLS: return "not_tls";
+    case TW_CLASS_UNTRACKED: return "untracked";
+    default: return "unknown";
+  }
+}
+
+const char* action_name(uint32_t a) {
+  switch (a) {
+    case TW_ACTION_PASS: return "pass";
+    case TW_ACTION_REPORT: return "report";
+    case TW_ACTION_DROP: return "drop";
+    default: return "unknown";
+  }
+}
+
+std::string overall_mode(const StatusReport& s) {
+  bool mon = false, enf = false;
+  for (const auto& [name, mode] : s.rules) (mode == "enforce" ? enf : mon) = true;
+  if (mon && enf) return "mixed";
+  if (enf) return "enforce";
+  if (mon) return "monitor";
+  return "none";
+}
+
+std::string render_status_json(const StatusReport& s) {
+  JsonObject policy;
+  policy.add("path", s.policy_path)
+      .add("version", s.policy_version)
+      .add("hash", s.policy_hash)
+      .add("generation", s.policy_generation)
+      .add("loaded_at", s.policy_loaded_at)
+      .add("last_error", s.policy_last_error)
+      .add("last_error_at", s.policy_last_error_at);
+  JsonArray rules;
+  for (const auto& [name, mode] : s.rules) rules.add_raw(JsonObject().add("name", name).add("mode", mode).str());
+  JsonArray exemptions;
+  for (const auto& e : s.exemptions_active) exemptions.add(e);
+  JsonArray ifaces;
+  for (const auto& i : s.interfaces) {
+    ifaces.add_raw(JsonObject()
+                       .add("name", i.name)
+                       .add("ifindex", i.ifindex)
+                       .add("hook", i.hook)
+                       .add_bool("attached", i.attached)
+                       .add_bool("created_qdisc", i.created_qdisc)
+                       .str());
+  }
+  JsonObject counters;
+  for (uint32_t c = 0; c < TW_CNT_MAX; ++c) {
+    if (const char* n = counter_name(c)) counters.add(n, s.counters[c]);
+  }
+  JsonObject drops;
+  for (uint32_t r = 1; r < TW_REASON_MAX; ++r) {
+    if (s.drops_by_reason[r]) drops.add(reason_name(r), s.drops_by_reason[r]);
+  }
+  JsonObject events;
+  events.add("path", s.events_path)
+      .add("received", s.events_received)
+      .add("written", s.events_written)
+      .add("write_failed", s.events_write_failed)
+      .add("lost_in_kernel", s.counters[TW_CNT_EVENTS_LOST]);
+  JsonObject o;
+  o.add("version", s.version)
+      .add("host", s.host)
+      .add("uptime_s", s.uptime_s)
+      .add("mode", overall_mode(s))
+      .add_raw("policy", policy.str())
+      .add_raw("rules", rules.str())
+      .add_raw("exemptions_active", exemptions.str())
+      .add_raw("interfaces", ifaces.str())
+      .add_raw("bpf", JsonObject()
+                          .add("abi_version", s.abi_version)
+                          .add("bpffs", s.bpffs)
+                          .add("pin_root", s.pin_root)
+                          .add("cgroup2", s.cgroup2)
+                          .str())
+      .add_raw("counters", counters.str())
+      .add_raw("drops_by_reason", drops.str())
+      .add_raw("events", events.str())
+      .add_raw("sockets", JsonObject()
+                              .add("destroyed", s.sockets_destroyed)
+                              .add("destroy_failed", s.socket_destroy_failed)
+                              .str());
+  return o.str();
+}
+
+std::string render_status_text(const StatusReport& s) {
+  std::ostringstream o;
+  char line[256];
+  auto row = [&](const char* k, const std::string& v) {
+    std::snprintf(line, sizeof(line), "  %-22s %s\n", k, v.c_str());
+    o << line;
+  };
+  o << "tlswalld " << s.version << " on " << s.host << ", up " << s.uptime_s << "s\n";
+  o << "Policy\n";
+  row("mode", overall_mode(s));
+  row("version", s.policy_version);
+  row("hash", s.policy_hash);
+  row("path", s.policy_path);
+  row("generation", std::to_string(s.policy_generation));
+  row("loaded at", s.policy_loaded_at);
+  row("last reload error", s.policy_last_error.empty() ? "none" : s.policy_last_error_at + " " + s.policy_last_error);
+  o << "Rules\n";
+  for (const auto& [name, mode] : s.rules) row(name.c_str(), mode);
+  if (!s.exemptions_active.empty()) {
+    o << "Exemptions in force\n";
+    for (const auto& e : s.exemptions_active) row(e.c_str(), "");
+  }
+  o << "Attached\n";
+  for (const auto& i : s.interfaces) {
+    row(i.name.c_str(), i.hook + (i.attached ? ", attached" : ", NOT ATTACHED") +
+                            (i.created_qdisc ? " (clsact ours)" : " (clsact pre-existing)"));
+  }
+  row("bpffs", s.bpffs + " (pin root " + s.pin_root + ")");
+  row("cgroup v2", s.cgroup2.empty() ? "not mounted" : s.cgroup2);
+  row("table ABI", std::to_string(s.abi_version));
+  o << "Counters\n";
+  for (uint32_t c = 0; c < TW_CNT_MAX; ++c) {
+    if (const char* n = counter_name(c)) row(n, std::to_string(s.counters[c]));
+  }
+  bool any_drop = false;
+  for (uint32_t r = 1; r < TW_REASON_MAX; ++r) {
+    if (!s.drops_by_reason[r]) continue;
+    if (!any_drop) o << "Drops by reason\n";
+    any_drop = true;
+    row(reason_name(r), std::to_string(s.drops_by_reason[r]));
+  }
+  o << "Events\n";
+  row("file", s.events_path);
+  row("received", std::to_string(s.events_received));
+  row("written", std::to_string(s.events_written));
+  row("lost (ring buffer)", std::to_string(s.counters[TW_CNT_EVENTS_LOST]));
+  row("lost (write failed)", std::to_string(s.events_write_failed));
+  row("sockets destroyed", std::to_string(s.sockets_destroyed) + " (failed " +
+                               std::to_string(s.socket_destroy_failed) + ")");
+  return o.str();
+}
+
+}  // namespace tlswall::agent

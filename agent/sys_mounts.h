@@ -1,0 +1,33 @@
+// Finds (or mounts) the kernel filesystems the agent needs: bpffs for pins
+// and cgroup v2 for attribution. Never assumes a path: reads /proc/mounts.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace tlswall::agent {
+
+struct MountEntry {
+  std::string source, target, fstype;
+};
+
+// Parses /proc/mounts-format text (octal escapes decoded).
+std::vector<MountEntry> parse_mounts(const std::string& text);
+
+// Mount points of `fstype` in the current mount namespace, in mount order.
+std::vector<std::string> find_mounts(const std::string& fstype);
+
+struct BpffsResult {
+  std::string mount_point;  // bpffs holding pin_root
+  bool mounted_by_us = false;
+};
+
+// Makes sure pin_root is on bpffs: if no bpffs covers it, mounts one at
+// /sys/fs/bpf (when pin_root is below it) or at pin_root itself. Throws
+// std::runtime_error with the reason on failure.
+BpffsResult ensure_bpffs(const std::string& pin_root);
+
+// The cgroup v2 mount point, or "" if there is none (cgroup v1 only).
+std::string find_cgroup2();
+
+}  // namespace tlswall::agent

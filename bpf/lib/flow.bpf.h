@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Per-flow state machine of the egress classifier.
+ *
+ * Every TCP flow's first TW_HELLO_PREFIX payload bytes are collected in
+ * sequence order (across segments, TFO SYN data and non-linear skbs) and
+ * judged by tw_hello_judge(); the class is kept per flow. The policy
+ * decision is cached with the generation it was made under and redone when
+ * the daemon publishes a new one, so a reload applies to live flows too.
+ *
+ * While a flow is undecided only bytes that extend a valid ClientHello
+ * prefix leave (at most 10 constrained header bytes); the first bad byte
+ * decides. In enforce mode, data beyond the collected prefix is held back
+ * (dropped, the sender retransmits) until the prefix is complete.
+ */
+#ifndef TLSWALL_BPF_LIB_FLOW_BPF_H
+#define TLSWALL_BPF_LIB_FLOW_BPF_H
+
+#include "lib/events.bpf.h"
+#include "lib/parse.bpf.h"
+#include "lib/policy.bpf.h"
+#include "lib/tls_hello.h"
+
+static __always_inline void tw_apply_decision(struct tw_flow_state *st, const struct tw_decision *d,
+					      __u64 generation)
+{
+	st->policy_generation = generation;
+	st->protected_ = d->protected_;
+	st->exempt = d->exempt;
+	st->rule_id = d->rule_id;
+	st->boundary = d->boundary;
+	st->exemption = d->exemption;
+	st->min_tls = d->min_tls;
+	st->mode = d->mode;
+}
+
+/* Appends payload bytes to the hello prefix. Returns 1 if the packet carries
+ * data beyond what has been collected (out of order), else 0. */
+static __always_inline int tw_collect(struct __sk_buff *skb, const struct tw_pkt *p,
+				      struct tw_flow_state *st)
+{
+	__u32 data_seq = p->seq + ((p->tcp_flags & TCP_FLAG_SYN) ? 1 : 0);
+	__u32 offset = data_seq - (st->isn + 1);
+	__u32 have = st->hello_len;
+	__u32 j;
+	__u8 b;
+
+	if (have > TW_HELLO_PREFIX)
+		return 0;
+	if (offset > have)
+		return 1;
+	for (j = 0; j < TW_HELLO_PREFIX; j++) {
+		__u32 idx = offset + j;
+
+		if (j >= p->payload_len || idx >= TW_HELLO_PREFIX)
+			break;
+		if (bpf_skb_load_bytes(skb, p->payload_off + j, &b, 1) < 0)
+			break;
+		if (idx < have) {
+			/* Retransmitted byte: must equal the copy we judged,
+			 * or the receiver may see something else. */
+			if (st->hello[idx] != b) {
+				st->cls = TW_CLASS_NOT_TLS;
+				st->reason = TW_REASON_OVERLAP_MISMATCH;
+				return 0;
+			}
+			continue;
+		}
+		st->hello[idx] = b;
+		have = idx + 1;
+	}
+	st->hello_len = have;
+	return 0;
+}
+
+static __always_inline void tw_judge(struct tw_flow_state *st)
+{
+	__u16 version = 0;
+	int r;
+
+	if (st->cls != TW_CLASS_PENDING)
+		return;
+	r = tw_hello_judge(st->hello, st->hello_len, &version);
+	if (r == TW_HELLO_VALID) {
+		st->cls = TW_CLASS_TLS;
+		st->hello_version = version;
+		tw_count(TW_CNT_FLOWS_TLS);
+	} else if (r < 0) {
+		st->cls = TW_CLASS_NOT_TLS;
+		st->reason = -r;
+		tw_count(TW_CNT_FLOWS_NOT_TLS);
+	} else if (st->data_pkts >= TW_MAX_PENDING_PKTS) {
+		st->cls = TW_CLASS_NOT_TLS;
+		st->reason = TW_REASON_UNDECIDABLE;
+		tw_count(TW_CNT_FLOWS_NOT_TLS);
+	}
+}
+
+/* The verdict for a protected, non-exempt, decided flow. */
+static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_pkt *p,
+				      struct tw_flow_state *st)
+{
+	__u8 reason, action;
+
+	if (st->cls == TW_CLASS_NOT_TLS) {
+		reason = st->reason;
+	} else if (st->cls == TW_CLASS_TLS && st->hello_version < st->min_tls) {
+		reason = TW_REASON_TLS_BELOW_MINIMUM;
+	} else {
+		return TC_ACT_UNSPEC;
+	}
+	action = st->mode == TW_MODE_ENFORCE ? TW_ACTION_DROP : TW_ACTION_REPORT;
+	if (!st->reported || st->action != action) {
+		st->action = action;
+		st->reported = 1;
+		if (st->cls == TW_CLASS_TLS)
+			st->reason = reason;
+		tw_count(action == TW_ACTION_DROP ? TW_CNT_PLAINTEXT_BLOCKED
+						  : TW_CNT_PLAINTEXT_REPORTED);
+		if (reason == TW_REASON_TLS_BELOW_MINIMUM)
+			tw_count(TW_CNT_TLS_BELOW_MINIMUM);
+		tw_emit_flow_event(skb, &p->key, st, TW_EV_FLOW_VERDICT);
+	}
+	if (action != TW_ACTION_DROP)
+		return TC_ACT_UNSPEC;
+	/* Let our own resets out: the daemon's socket destroy sends one so
+	 * the peer forgets the flow too. */
+	if (p->tcp_flags & TCP_FLAG_RST)
+		return TC_ACT_UNSPEC;
+	tw_count_drop(reason);
+	return TC_ACT_SHOT;
+}
+
+/* A data packet of a flow we have no state for (started before we were
+ * attached, or evicted under table pressure). Its first bytes are gone, so
+ * it cannot be judged: it passes, and on a protected destination it is
+ * counted and reported once (the state inserted here caches that). */
+static __always_inline int tw_untracked(struct __sk_buff *skb, const struct tw_pkt *p,
+					__u64 generation)
+{
+	struct tw_flow_state st = {};
+	struct tw_decision d;
+
+	tw_decide(&p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
+	st.first_seen_ns = bpf_ktime_get_ns();
+	st.cls = TW_CLASS_UNTRACKED;
+	tw_apply_decision(&st, &d, generation);
+	if (d.protected_ && !d.exempt) {
+		st.reason = TW_REASON_STATE_LOST;
+		st.reported = 1;
+		tw_count(TW_CNT_STATE_LOST);
+		tw_emit_flow_event(skb, &p->key, &st, TW_EV_FLOW_UNTRACKED);
+	}
+	if (bpf_map_update_elem(&tw_flows, &p->key, &st, BPF_NOEXIST) < 0)
+		tw_count(TW_CNT_FLOW_TABLE_FULL);
+	return TC_ACT_UNSPEC;
+}
+
+/* IP fragments and hidden L4 towards a boundary: no ports, no stream. In an
+ * enforce rule's boundary they are dropped; elsewhere counted and passed. */
+static __always_inline int tw_opaque(const struct tw_pkt *p, __u64 generation)
+{
+	struct tw_decision d;
+
+	tw_decide(&p->key, 0, generation, 1, &d);
+	if (!d.any_enforce)
+		return TC_ACT_UNSPEC;
+	tw_count(TW_CNT_FRAGMENTS);
+	tw_count_drop(p->opaque_reason);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p)
+{
+	__u64 generation = tw_policy_generation;
+	struct tw_flow_state *st;
+	struct tw_decision d;
+
+	if ((p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & TCP_FLAG_ACK)) {
+		struct tw_flow_state init = {};
+
+		/* A new SYN, also on a reused 5-tuple, starts from scratch. */
+		init.first_seen_ns = bpf_ktime_get_ns();
+		init.isn = p->seq;
+		init.cls = TW_CLASS_PENDING;
+		tw_decide(&p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
+		tw_apply_decision(&init, &d, generation);
+		tw_count(TW_CNT_FLOWS_SEEN);
+		if (bpf_map_update_elem(&tw_flows, &p->key, &init, BPF_ANY) < 0) {
+			tw_count(TW_CNT_FLOW_TABLE_FULL);
+			return TC_ACT_UNSPEC;
+		}
+		if (!p->payload_len) /* TFO data is judged below */
+			return TC_ACT_UNSPEC;
+	}
+
+	st = bpf_map_lookup_elem(&tw_flows, &p->key);
+	if (!st) {
+		if (!p->payload_len)
+			return TC_ACT_UNSPEC;
+		return tw_untracked(skb, p, generation);
+	}
+
+	if (st->policy_generation != generation) {
+		tw_decide(&p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
+		tw_apply_decision(st, &d, generation);
+	}
+
+	if (st->cls == TW_CLASS_PENDING && p->payload_len) {
+		int ahead = tw_collect(skb, p, st);
+
+		if (st->data_pkts < 255)
+			st->data_pkts++;
+		tw_judge(st);
+		if (st->cls == TW_CLASS_PENDING && ahead && st->protected_ && !st->exempt &&
+		    st->mode == TW_MODE_ENFORCE) {
+			tw_count(TW_CNT_HELD_OUT_OF_WINDOW);
+			tw_count_drop(TW_REASON_OUT_OF_WINDOW);
+			return TC_ACT_SHOT;
+		}
+	}
+
+	if (!st->protected_)
+		return TC_ACT_UNSPEC;
+	if (st->exempt) {
+		if (!st->reported && st->cls != TW_CLASS_PENDING) {
+			st->reported = 1;
+			tw_count(TW_CNT_EXEMPT);
+		}
+		return TC_ACT_UNSPEC;
+	}
+	return tw_enforce(skb, p, st);
+}
+
+#endif /* TLSWALL_BPF_LIB_FLOW_BPF_H */

@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Every map of the classifier, each with its purpose. Layouts: abi/tlswall_abi.h. */
+#ifndef TLSWALL_BPF_LIB_MAPS_BPF_H
+#define TLSWALL_BPF_LIB_MAPS_BPF_H
+
+#include "lib/common.bpf.h"
+
+/* Flow verdict cache: 5-tuple -> first-bytes class + policy decision. LRU, so
+ * table pressure evicts the oldest flows; an evicted flow that sends data
+ * again is "state lost": passed and counted, never blocked mid-stream. The
+ * daemon may raise max_entries before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct tw_flow_key);
+	__type(value, struct tw_flow_state);
+} tw_flows SEC(".maps");
+
+/* IPv4 destination classes: (slot, prefix) -> boundaries and exemptions. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, TW_MAX_PREFIXES * TW_POLICY_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tw_lpm4_key);
+	__type(value, struct tw_dest_class);
+} tw_lpm4 SEC(".maps");
+
+/* IPv6 destination classes: (slot, prefix) -> boundaries and exemptions. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, TW_MAX_PREFIXES * TW_POLICY_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tw_lpm6_key);
+	__type(value, struct tw_dest_class);
+} tw_lpm6 SEC(".maps");
+
+/* Rule and exemption rows, one element per slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TW_POLICY_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tw_ruleset);
+} tw_rulesets SEC(".maps");
+
+/* Counters by enum tw_counter (per CPU; the daemon sums). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TW_CNT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} tw_counters SEC(".maps");
+
+/* Dropped packets by enum tw_reason (per CPU; the daemon sums). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TW_REASON_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} tw_drop_reasons SEC(".maps");
+
+/* Events to the daemon; a full ring is counted in TW_CNT_EVENTS_LOST. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} tw_events SEC(".maps");
+
+/* Active policy generation, written by the daemon through the mmapped .bss;
+ * slot = TW_SLOT_OF(generation); 0 = no policy yet. */
+volatile __u64 tw_policy_generation;
+
+#endif /* TLSWALL_BPF_LIB_MAPS_BPF_H */

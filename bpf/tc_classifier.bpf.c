@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tc classifiers of tlswall. Thin entry points; the logic lives in lib/.
+ * Return values: TC_ACT_UNSPEC lets the packet continue (to any later
+ * filter), TC_ACT_SHOT drops it.
+ */
+#include "lib/common.bpf.h"
+#include "lib/flow.bpf.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+SEC("tc")
+int tlswall_egress(struct __sk_buff *skb)
+{
+	struct tw_pkt p = {};
+	__u64 generation;
+
+	tw_count(TW_CNT_PACKETS);
+	switch (tw_parse(skb, &p)) {
+	case TW_PARSE_TCP:
+		return tw_tcp_egress(skb, &p);
+	case TW_PARSE_OPAQUE:
+		generation = tw_policy_generation;
+		return tw_opaque(&p, generation);
+	case TW_PARSE_MALFORMED:
+		tw_count(TW_CNT_PARSE_ERRORS);
+		return TC_ACT_UNSPEC;
+	default:
+		return TC_ACT_UNSPEC;
+	}
+}

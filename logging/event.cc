@@ -1,0 +1,82 @@
+#include "logging/event.h"
+
+#include <ctime>
+
+#include "logging/json.h"
+
+namespace tlswall::logging {
+
+const char* event_type_name(EventType t) {
+  switch (t) {
+    case EventType::kAgentStarted: return "agent_started";
+    case EventType::kAgentStopped: return "agent_stopped";
+    case EventType::kPolicyApplied: return "policy_applied";
+    case EventType::kPolicyRejected: return "policy_rejected";
+    case EventType::kPlaintextReported: return "plaintext_reported";
+    case EventType::kPlaintextBlocked: return "plaintext_blocked";
+    case EventType::kTlsBelowMinimum: return "tls_below_minimum";
+    case EventType::kStateLost: return "state_lost";
+    case EventType::kEventsDropped: return "events_dropped";
+    case EventType::kSocketDestroyFailed: return "socket_destroy_failed";
+    case EventType::kInterfaceDetached: return "interface_detached";
+  }
+  return "unknown";
+}
+
+const char* severity_name(Severity s) {
+  switch (s) {
+    case Severity::kInfo: return "info";
+    case Severity::kNotice: return "notice";
+    case Severity::kWarning: return "warning";
+    case Severity::kError: return "error";
+  }
+  return "info";
+}
+
+std::string format_time(std::chrono::system_clock::time_point t) {
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[40];
+  const size_t n = std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+  std::snprintf(buf + n, sizeof(buf) - n, ".%03dZ", static_cast<int>(ms % 1000));
+  return buf;
+}
+
+std::string render_json(const Event& e, const std::string& host, const std::string& agent_version) {
+  JsonObject o;
+  o.add("time", format_time(e.time));
+  o.add("host", host);
+  o.add("agent_version", agent_version);
+  o.add("type", event_type_name(e.type));
+  o.add("type_id", static_cast<unsigned>(e.type));
+  o.add("severity", severity_name(e.severity));
+  auto opt = [&o](const char* k, const std::string& v) {
+    if (!v.empty()) o.add(k, v);
+  };
+  opt("action", e.action);
+  opt("reason", e.reason);
+  opt("mode", e.mode);
+  if (e.flow) {
+    o.add("family", e.flow->family);
+    o.add("src", e.flow->src);
+    o.add("sport", static_cast<unsigned>(e.flow->sport));
+    o.add("dst", e.flow->dst);
+    o.add("dport", static_cast<unsigned>(e.flow->dport));
+    o.add("protocol", "tcp");
+  }
+  opt("boundary", e.boundary);
+  opt("rule", e.rule);
+  opt("interface", e.interface);
+  opt("tls_version", e.tls_version);
+  opt("policy_version", e.policy_version);
+  if (e.policy_generation) o.add("policy_generation", e.policy_generation);
+  if (e.count != 1) o.add("count", e.count);
+  if (e.sock_cookie) o.add("sock_cookie", e.sock_cookie);
+  opt("message", e.message);
+  return o.str();
+}
+
+}  // namespace tlswall::logging

@@ -1,0 +1,145 @@
+// Public API of the policy room: TOML policy files -> validated model ->
+// compiled flat tables for the BPF classifier (bpf/abi/tlswall_abi.h).
+//
+// Nothing here touches the kernel; the agent writes CompiledPolicy into maps.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "abi/tlswall_abi.h"
+}
+
+namespace tlswall::policy {
+
+// Where something is in a policy file (1-based; 0 = unknown).
+struct SourceLocation {
+  std::string file;
+  uint32_t line = 0;
+  uint32_t column = 0;
+};
+
+// One validation problem, rendered as "file:line:col: error: message".
+struct Diagnostic {
+  enum class Severity { kError, kWarning };
+  Severity severity = Severity::kError;
+  SourceLocation where;
+  std::string message;
+  std::string render() const;
+};
+
+struct Cidr {
+  int family = 4;         // 4 or 6
+  uint8_t addr[16] = {};  // network order; IPv4 uses the first 4 bytes
+  uint8_t prefix_len = 0;
+  SourceLocation where;
+  std::string text;  // as written
+};
+
+struct PortRange {
+  uint16_t lo = 0;
+  uint16_t hi = 0;
+  SourceLocation where;
+};
+
+enum class Mode { kMonitor, kEnforce };
+
+struct Boundary {
+  std::string name;
+  std::string description;
+  std::vector<Cidr> cidrs;
+  SourceLocation where;
+};
+
+struct Rule {
+  std::string name;
+  std::string boundary;
+  std::vector<PortRange> ports;
+  Mode mode = Mode::kMonitor;
+  uint16_t min_tls = 0x0303;  // wire version; TLS 1.2 default
+  SourceLocation where;
+};
+
+// Year-month-day, UTC; an exemption is active through the end of that day.
+struct Date {
+  int year = 0, month = 0, day = 0;
+};
+
+struct Exemption {
+  std::string name;
+  std::vector<Cidr> cidrs;        // empty = any destination
+  std::vector<PortRange> ports;   // empty = any port
+  std::string reason;
+  std::string owner;
+  std::optional<Date> expires;
+  SourceLocation where;
+};
+
+struct Policy {
+  std::string version;
+  Mode default_mode = Mode::kMonitor;
+  uint16_t default_min_tls = 0x0303;
+  std::vector<Boundary> boundaries;
+  std::vector<Rule> rules;
+  std::vector<Exemption> exemptions;
+  std::vector<std::string> files;  // the files it was read from, sorted
+  std::string hash;                // sha256 hex over (file name, bytes) in sorted order
+};
+
+struct LoadResult {
+  std::optional<Policy> policy;  // set only when there is no error
+  std::vector<Diagnostic> diagnostics;
+  bool ok() const { return policy.has_value(); }
+};
+
+// Reads one .toml file, or every *.toml in a directory (sorted, merged),
+// parses and validates it. `now` decides whether an exemption has expired.
+LoadResult load_policy(const std::string& path, std::chrono::system_clock::time_point now);
+
+// Same from in-memory text (tests, fuzzing). `name` is used in diagnostics.
+LoadResult load_policy_text(const std::string& name, const std::string& text,
+                            std::chrono::system_clock::time_point now);
+
+struct LpmRow4 {
+  uint8_t addr[4];  // network order
+  uint8_t prefix_len;
+  tw_dest_class cls;
+};
+
+struct LpmRow6 {
+  uint8_t addr[16];
+  uint8_t prefix_len;
+  tw_dest_class cls;
+};
+
+// Flat tables ready for the kernel. Indices into the name vectors are the
+// numbers the kernel reports (tw_rule_entry.rule_id, boundary, exemption).
+struct CompiledPolicy {
+  std::string version;
+  std::string hash;
+  std::vector<std::string> boundary_names;
+  std::vector<std::string> rule_names;
+  std::vector<std::string> exemption_names;
+  std::vector<std::string> rule_modes;  // "monitor" | "enforce", per rule_id
+  std::vector<LpmRow4> v4;
+  std::vector<LpmRow6> v6;
+  std::vector<tw_rule_entry> rules;
+  std::vector<tw_exempt_entry> exempts;
+  // Earliest expiry among the exemptions compiled in: the agent recompiles then.
+  std::optional<std::chrono::system_clock::time_point> next_expiry;
+};
+
+// Compiles a validated policy. Exemptions expired at `now` are left out.
+// Throws std::runtime_error if a table limit in tlswall_abi.h is exceeded.
+CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::time_point now);
+
+const char* mode_name(Mode m);
+// "1.0" -> 0x0301 ... "1.3" -> 0x0304; 0 if unknown.
+uint16_t tls_version_from_string(const std::string& s);
+std::string tls_version_to_string(uint16_t wire);
+
+}  // namespace tlswall::policy

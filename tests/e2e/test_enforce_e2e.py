@@ -1,0 +1,521 @@
+#!/usr/bin/python3
+"""End-to-end test of tlswalld enforcement with real clients and servers.
+
+Runs entirely inside private network namespaces (see sandbox.py for the safety
+rules). Needs root, the built daemon (<build>/agent/tlswalld, tlswallctl) and
+the Debian packages iproute2, nginx-light, curl, openssl, socat.
+
+    /usr/bin/python3 tests/e2e/test_enforce_e2e.py [--build-dir build] [-v]
+
+Prints PASS/FAIL per named check and ends with "N passed, M failed"; exits
+non-zero if anything failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sandbox as S  # noqa: E402
+
+FAIL_FAST_S = 2.0  # a blocked client must fail within this
+BOUNDARY = "remote"
+RULE = "remote-enforce"
+EXEMPTION = "legacy-metrics"
+
+
+def policy_text(mode: str, version: str) -> str:
+    expires = (datetime.date.today() + datetime.timedelta(days=365)).isoformat()
+    return f"""# tlswall e2e policy (generated)
+version = "{version}"
+default_mode = "monitor"
+
+[boundaries.{BOUNDARY}]
+description = "e2e: the protected remote region"
+cidrs = ["198.18.128.0/17", "2001:db8:2::/48"]
+
+[[rules]]
+name = "{RULE}"
+boundary = "{BOUNDARY}"
+ports = [80, 443, 6379, 9100]
+mode = "{mode}"
+min_tls = "1.2"
+
+[[exemptions]]
+name = "{EXEMPTION}"
+cidrs = ["198.18.200.0/24"]
+ports = [9100]
+reason = "e2e: legacy metrics exporter without TLS"
+owner = "e2e@tlswall.test"
+expires = {expires}
+"""
+
+
+BAD_POLICY = """# deliberately invalid: unknown boundary, bad port, bad mode
+version = "e2e-bad"
+default_mode = "monitor"
+
+[boundaries.remote]
+cidrs = ["198.18.128.0/17"]
+
+[[rules]]
+name = "broken"
+boundary = "nowhere"
+ports = [70000]
+mode = "enforce-ish"
+"""
+
+
+class Checks:
+    def __init__(self):
+        self.results: list[tuple[str, bool, str]] = []
+
+    def record(self, name: str, ok: bool, detail: str) -> bool:
+        self.results.append((name, ok, detail))
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+        return ok
+
+    def run(self, name: str, fn, *args) -> bool:
+        try:
+            ok, detail = fn(*args)
+        except S.Interrupted:
+            raise
+        except Exception as e:  # noqa: BLE001 -- a crashing check is a failed check
+            ok, detail = False, f"exception: {type(e).__name__}: {e}"
+            if os.environ.get("TLSWALL_E2E_TRACE"):
+                traceback.print_exc()
+        return self.record(name, ok, detail)
+
+    def summary(self) -> int:
+        p = sum(1 for _, ok, _ in self.results if ok)
+        f = len(self.results) - p
+        if f:
+            print("\nfailed checks:")
+            for n, ok, d in self.results:
+                if not ok:
+                    print(f"  - {n}: {d}")
+        print(f"{p} passed, {f} failed", flush=True)
+        return 0 if f == 0 and p > 0 else 1
+
+
+class E2E:
+    def __init__(self, sb: S.Sandbox, bdir: Path, checks: Checks):
+        self.sb, self.bdir, self.c = sb, bdir, checks
+        self.policy_dir = sb.tmp / "policy.d"
+        self.policy_dir.mkdir()
+        self.policy_file = self.policy_dir / "e2e.toml"
+        self.d: S.Daemon | None = None
+
+    # -- helpers ------------------------------------------------------------
+    def write_policy(self, text: str) -> None:
+        tmp = self.policy_dir / ".e2e.toml.tmp"
+        tmp.write_text(text)
+        os.replace(tmp, self.policy_file)  # atomic, as config management does
+
+    def curl(self, url: str, tls: bool = False, timeout: float = 8) -> S.Result:
+        cmd = ["curl", "-sS", "-g", "--max-time", str(timeout), "-o", "-", "-w", "\n%{local_port} %{http_code}"]
+        if tls:
+            cmd += ["--cacert", str(self.sb.cert)]
+        return self.sb.client(cmd + [url], timeout=timeout + 5)
+
+    @staticmethod
+    def curl_port(r: S.Result) -> int:
+        try:
+            return int((r.stdout or "").strip().splitlines()[-1].split()[0])
+        except (IndexError, ValueError):
+            return 0
+
+    def netclient(self, *args, timeout: float = 15) -> tuple[S.Result, dict]:
+        r = self.sb.client([S.PYTHON, S.NETCLIENT] + [str(a) for a in args], timeout=timeout)
+        try:
+            j = json.loads((r.stdout or "").strip().splitlines()[-1])
+        except (IndexError, ValueError):
+            j = {}
+        return r, j
+
+    def find_flow_event(self, start: int, dst: str, dport: int, sport: int = 0, timeout: float = 3,
+                        types=("plaintext_blocked",)):
+        def pred(ev):
+            return (ev.get("type") in types and S.same_ip(ev.get("dst"), dst)
+                    and int(ev.get("dport", -1)) == dport
+                    and (not sport or int(ev.get("sport", -1)) == sport))
+        return self.d.wait_event(pred, timeout=timeout, start_index=start)
+
+    def check_event_fields(self, ev: dict | None, want: dict) -> list[str]:
+        if ev is None:
+            return ["no matching event"]
+        bad = []
+        for k, v in want.items():
+            got = ev.get(k)
+            if k in ("dst", "src"):
+                if not S.same_ip(got, v):
+                    bad.append(f"{k}={got!r} want {v!r}")
+            elif str(got) != str(v):
+                bad.append(f"{k}={got!r} want {v!r}")
+        return bad
+
+    def need_daemon(self):
+        if self.d is None or self.d.proc is None or not self.d.proc.alive():
+            raise RuntimeError("tlswalld is not running" + (f"; log tail:\n{self.d.proc.log_tail(15)}" if self.d and self.d.proc else ""))
+
+    # -- setup ----------------------------------------------------------------
+    def start_daemon(self, name: str, mode: str, version: str):
+        self.write_policy(policy_text(mode, version))
+        d = S.Daemon(self.sb, self.bdir, name=name)
+        d.write_config(str(self.policy_dir))
+        self.d = d
+        t0 = time.monotonic()
+        d.start()
+        st = d.status()
+        ifs = st.get("interfaces", [])
+        att = [i for i in ifs if i.get("name") == "eth0" and i.get("attached")]
+        tc = d.tc_filters()
+        ok = bool(att) and int(st["policy"]["generation"]) >= 1 and st["policy"].get("version") == version
+        return ok, (f"ready in {time.monotonic() - t0:.2f}s, policy {st['policy'].get('version')!r} "
+                    f"gen {st['policy'].get('generation')} hash {str(st['policy'].get('hash'))[:12]}, "
+                    f"interfaces={ifs}, tc egress on eth0: {'present' if tc else 'NONE'}")
+
+    # -- phase A: enforce -----------------------------------------------------
+    def tls_curl_v4(self):
+        self.need_daemon()
+        r = self.curl("https://198.18.130.10/", tls=True)
+        return (r.rc == 0 and "tlswall-e2e ok" in r.stdout,
+                f"curl https://198.18.130.10/ rc={r.rc} {r.elapsed:.3f}s {r.brief(120)}")
+
+    def tls_openssl(self):
+        self.need_daemon()
+        req = "GET / HTTP/1.1\r\nHost: 198.18.130.10\r\nConnection: close\r\n\r\n"
+        r = self.sb.client(["openssl", "s_client", "-connect", "198.18.130.10:443", "-CAfile", str(self.sb.cert),
+                            "-verify_return_error", "-quiet", "-no_ign_eof"], input=req, timeout=15)
+        ok = r.rc == 0 and "tlswall-e2e ok" in r.stdout
+        return ok, f"openssl s_client rc={r.rc} {r.elapsed:.3f}s body={'ok' if 'tlswall-e2e ok' in r.stdout else r.brief(200)}"
+
+    def tls_python(self):
+        self.need_daemon()
+        r, j = self.netclient("tls", "198.18.130.10:443", "--cafile", self.sb.cert)
+        return bool(j.get("ok")), f"python ssl {j.get('tls_version')} {j.get('first')!r} err={j.get('err')} {j.get('elapsed')}s"
+
+    def tls_curl_v6(self):
+        self.need_daemon()
+        r = self.curl("https://[2001:db8:2::10]/", tls=True)
+        return (r.rc == 0 and "tlswall-e2e ok" in r.stdout,
+                f"curl https://[2001:db8:2::10]/ rc={r.rc} {r.elapsed:.3f}s {r.brief(120)}")
+
+    def _blocked_event(self, start, dst, dport, sport, family, want_reason="not_handshake_record"):
+        ev = self.find_flow_event(start, dst, dport, sport)
+        bad = self.check_event_fields(ev, {"type": "plaintext_blocked", "action": "drop", "dst": dst,
+                                           "dport": dport, "family": family, "rule": RULE,
+                                           "boundary": BOUNDARY, "reason": want_reason, "mode": "enforce"})
+        return ev, bad
+
+    def plain_curl_v4_blocked(self):
+        self.need_daemon()
+        start = len(self.d.read_events())
+        r = self.curl("http://198.18.130.10/")
+        sport = self.curl_port(r)
+        blocked = r.rc not in (0, None) and "tlswall-e2e ok" not in r.stdout
+        fast = r.elapsed < FAIL_FAST_S
+        ev, bad = self._blocked_event(start, "198.18.130.10", 80, sport, 4)
+        return (blocked and fast and not bad,
+                f"curl rc={r.rc} failed in {r.elapsed:.3f}s ({'fast' if fast else 'SLOW'}) [{r.brief(100)}]; "
+                f"event: {'ok' if not bad else bad} {json.dumps(ev) if ev else ''}")
+
+    def plain_socat_blocked(self):
+        self.need_daemon()
+        start = len(self.d.read_events())
+        r = self.sb.client(["sh", "-c", "printf 'PING\\r\\n' | socat -t 8 -T 8 - TCP:198.18.130.10:6379"], timeout=15)
+        blocked = "PING" not in (r.stdout or "")
+        fast = r.elapsed < FAIL_FAST_S
+        ev, bad = self._blocked_event(start, "198.18.130.10", 6379, 0, 4)
+        return (blocked and fast and not bad,
+                f"socat rc={r.rc} in {r.elapsed:.3f}s ({'fast' if fast else 'SLOW'}) echo={'NO' if blocked else 'yes'} "
+                f"[{r.brief(100)}]; event: {'ok' if not bad else bad}")
+
+    def plain_python_blocked(self):
+        self.need_daemon()
+        start = len(self.d.read_events())
+        r, j = self.netclient("plain", "198.18.130.10:6379", "--data", "PING\\r\\n", "--timeout", "8")
+        blocked = j.get("ok") is False
+        el = float(j.get("elapsed", 99))
+        fast = el < FAIL_FAST_S
+        ev, bad = self._blocked_event(start, "198.18.130.10", 6379, int(j.get("sport", 0)), 4)
+        return (blocked and fast and not bad,
+                f"python socket err={j.get('err')!r} after {el:.3f}s ({'fast' if fast else 'SLOW'}); "
+                f"event: {'ok' if not bad else bad}")
+
+    def plain_curl_v6_blocked(self):
+        self.need_daemon()
+        start = len(self.d.read_events())
+        r = self.curl("http://[2001:db8:2::10]/")
+        sport = self.curl_port(r)
+        blocked = r.rc not in (0, None) and "tlswall-e2e ok" not in r.stdout
+        fast = r.elapsed < FAIL_FAST_S
+        ev, bad = self._blocked_event(start, "2001:db8:2::10", 80, sport, 6)
+        return (blocked and fast and not bad,
+                f"curl -6 rc={r.rc} failed in {r.elapsed:.3f}s ({'fast' if fast else 'SLOW'}) [{r.brief(100)}]; "
+                f"event: {'ok' if not bad else bad} {json.dumps(ev) if ev else ''}")
+
+    def exempt_passes(self):
+        self.need_daemon()
+        before = int(self.d.status()["counters"].get("exempt", 0))
+        start = len(self.d.read_events())
+        r, j = self.netclient("plain", "198.18.200.10:9100", "--data", "PING\\r\\n", "--timeout", "5")
+        time.sleep(0.3)
+        after = int(self.d.status()["counters"].get("exempt", 0))
+        ev = self.find_flow_event(start, "198.18.200.10", 9100, timeout=0.5,
+                                  types=("plaintext_blocked", "plaintext_reported"))
+        ok = bool(j.get("ok")) and after > before and ev is None
+        return ok, (f"plaintext to exempt 198.18.200.10:9100 answered={j.get('ok')} {j.get('first')!r} "
+                    f"err={j.get('err')}; counters.exempt {before}->{after}; "
+                    f"{'no block/report event' if ev is None else 'UNEXPECTED event ' + json.dumps(ev)}")
+
+    def non_boundary_passes(self):
+        self.need_daemon()
+        start = len(self.d.read_events())
+        r4 = self.curl("http://198.18.1.10/")
+        r6 = self.curl("http://[2001:db8:1::10]/")
+        ev = self.d.wait_event(lambda e: e.get("type", "").startswith("plaintext")
+                               and (S.same_ip(e.get("dst"), "198.18.1.10") or S.same_ip(e.get("dst"), "2001:db8:1::10")),
+                               timeout=0.5, start_index=start)
+        ok = r4.rc == 0 and r6.rc == 0 and "tlswall-e2e ok" in r4.stdout + r6.stdout and ev is None
+        return ok, (f"http://198.18.1.10/ rc={r4.rc}, http://[2001:db8:1::10]/ rc={r6.rc}; "
+                    f"{'no event' if ev is None else 'UNEXPECTED event ' + json.dumps(ev)}")
+
+    def tls10_below_minimum(self):
+        self.need_daemon()
+        start = len(self.d.read_events())
+        r = self.sb.client(["openssl", "s_client", "-connect", "198.18.130.10:443", "-tls1",
+                            "-cipher", "DEFAULT@SECLEVEL=0", "-CAfile", str(self.sb.cert)], input="", timeout=15)
+        handshake_done = "Cipher is" in (r.stdout or "") and "(NONE)" not in (r.stdout or "")
+        ev = self.d.wait_event(lambda e: (e.get("reason") == "tls_below_minimum" or e.get("type") == "tls_below_minimum")
+                               and S.same_ip(e.get("dst"), "198.18.130.10") and int(e.get("dport", 0)) == 443,
+                               timeout=3, start_index=start)
+        bad = self.check_event_fields(ev, {"action": "drop", "reason": "tls_below_minimum", "rule": RULE, "dport": 443})
+        fast = r.elapsed < FAIL_FAST_S
+        ok = not bad and not handshake_done and fast
+        return ok, (f"openssl s_client -tls1 rc={r.rc} in {r.elapsed:.3f}s handshake={'COMPLETED' if handshake_done else 'failed'}; "
+                    f"event: {'ok' if not bad else bad} {json.dumps(ev) if ev else ''}")
+
+    def counters(self):
+        self.need_daemon()
+        st = self.d.status()
+        c = st.get("counters", {})
+        want_pos = ["packets", "flows_seen", "flows_tls", "flows_not_tls", "plaintext_blocked",
+                    "packets_dropped", "exempt"]
+        missing = [k for k in want_pos if int(c.get(k, 0)) <= 0]
+        lost = int(c.get("events_lost", 0))
+        rules = {r.get("name"): r.get("mode") for r in st.get("rules", [])}
+        rules_ok = rules.get(RULE) == "enforce"
+        ok = not missing and lost == 0 and int(c.get("plaintext_blocked", 0)) >= 4 and rules_ok
+        shown = {k: c.get(k) for k in want_pos + ["plaintext_reported", "state_lost", "events_lost"]}
+        return ok, (f"counters {shown}; rules {rules}"
+                    + (f"; NOT POSITIVE: {missing}" if missing else "")
+                    + (f"; events_lost={lost}" if lost else ""))
+
+    def event_schema(self):
+        self.need_daemon()
+        evs = self.d.read_events()
+        req = ["type", "action", "reason", "mode", "src", "sport", "dst", "dport", "family", "boundary",
+               "rule", "policy_version"]
+        problems = []
+        flow = [e for e in evs if e.get("type") in ("plaintext_blocked", "plaintext_reported", "tls_below_minimum")]
+        for e in flow:
+            miss = [k for k in req if k not in e]
+            if miss:
+                problems.append(f"{e.get('type')} missing {miss}")
+        unparse = [e for e in evs if e.get("type") == "_unparseable"]
+        types = sorted({str(e.get("type")) for e in evs})
+        started = any(e.get("type") == "agent_started" for e in evs)
+        applied = any(e.get("type") == "policy_applied" for e in evs)
+        ok = not problems and not unparse and bool(flow) and started and applied
+        return ok, (f"{len(evs)} events, types {types}; flow events {len(flow)}"
+                    + (f"; PROBLEMS {problems[:3]}" if problems else "")
+                    + (f"; {len(unparse)} unparseable lines" if unparse else "")
+                    + ("" if started else "; no agent_started") + ("" if applied else "; no policy_applied"))
+
+    def clean_shutdown(self):
+        self.need_daemon()
+        t0 = time.monotonic()
+        rc = self.d.stop(timeout=10)
+        el = time.monotonic() - t0
+        tc = self.d.tc_filters()
+        stopped = self.d.wait_event(lambda e: e.get("type") == "agent_stopped", timeout=1)
+        ok = rc == 0 and not tc and stopped is not None and el < 10
+        return ok, (f"SIGTERM -> exit {rc} in {el:.2f}s; tc egress filters on eth0 after exit: "
+                    f"{'none' if not tc else repr(tc[:200])}; agent_stopped event: {'yes' if stopped else 'NO'}"
+                    + ("" if rc == 0 else f"; log tail: {self.d.proc.log_tail(8)!r}"))
+
+    # -- phase B: monitor, hot reload, bad policy ----------------------------
+    def monitor_reports(self):
+        self.need_daemon()
+        start = len(self.d.read_events())
+        r = self.curl("http://198.18.130.10/")
+        sport = self.curl_port(r)
+        ev = self.find_flow_event(start, "198.18.130.10", 80, sport, types=("plaintext_reported",))
+        bad = self.check_event_fields(ev, {"type": "plaintext_reported", "action": "report", "mode": "monitor",
+                                           "rule": RULE, "boundary": BOUNDARY, "dport": 80,
+                                           "reason": "not_handshake_record"})
+        ok = r.rc == 0 and "tlswall-e2e ok" in r.stdout and not bad
+        return ok, (f"curl http rc={r.rc} {r.elapsed:.3f}s body={'ok' if 'tlswall-e2e ok' in r.stdout else 'MISSING'}; "
+                    f"event: {'ok' if not bad else bad} {json.dumps(ev) if ev else ''}")
+
+    def hot_reload(self):
+        self.need_daemon()
+        st0 = self.d.status()
+        gen0 = int(st0["policy"]["generation"])
+        out_path = self.sb.tmp / "loop.jsonl"
+        loop = self.sb.spawn(self.sb.client_ns, "traffic-loop",
+                             [S.PYTHON, S.NETCLIENT, "loop", "--plain", "198.18.130.10:80", "--tls", "198.18.130.10:443",
+                              "--cafile", self.sb.cert, "--duration", "6", "--max", "300", "--interval", "0.05",
+                              "--timeout", "4"], stdout_path=out_path)
+        try:
+            time.sleep(1.5)
+            self.write_policy(policy_text("enforce", "e2e-enforce-hup"))
+            t_hup = time.monotonic()
+            self.d.sighup()
+            st1 = self.d.wait_generation(gen0, timeout=5)
+            t_applied = time.monotonic()
+            gen1 = int(st1["policy"]["generation"]) if st1 else gen0
+            time.sleep(1.5)
+            self.write_policy(policy_text("enforce", "e2e-enforce-ctl"))
+            rr = self.d.ctl(["policy", "reload"])
+            st2 = self.d.wait_generation(gen1, timeout=5)
+            gen2 = int(st2["policy"]["generation"]) if st2 else gen1
+            try:
+                loop.popen.wait(timeout=15)
+            except Exception:  # noqa: BLE001
+                loop.stop()
+        finally:
+            loop.stop(timeout=3)
+        attempts = []
+        for line in out_path.read_text().splitlines():
+            try:
+                attempts.append(json.loads(line))
+            except ValueError:
+                pass
+        plain = [a for a in attempts if a["kind"] == "plain"]
+        tls = [a for a in attempts if a["kind"] == "tls"]
+        before = [a for a in plain if a["t0"] + a["elapsed"] < t_hup]
+        after = [a for a in plain if a["t0"] > t_applied + 0.05]
+        before_ok = sum(1 for a in before if a["ok"])
+        after_blocked = sum(1 for a in after if not a["ok"])
+        after_slow = [a["elapsed"] for a in after if not a["ok"] and a["elapsed"] >= FAIL_FAST_S]
+        tls_ok = sum(1 for a in tls if a["ok"])
+        tls_bad = [a.get("err") for a in tls if not a["ok"]][:3]
+        st_final = self.d.status()
+        ok = (st1 is not None and gen1 > gen0 and rr.rc == 0 and gen2 > gen1
+              and len(before) >= 3 and before_ok == len(before)
+              and len(after) >= 3 and after_blocked == len(after) and not after_slow
+              and len(tls) >= 6 and tls_ok == len(tls)
+              and st_final["policy"].get("version") == "e2e-enforce-ctl")
+        return ok, (f"generation {gen0} -SIGHUP-> {gen1} ({t_applied - t_hup:.2f}s) -tlswallctl reload (rc={rr.rc})-> {gen2}; "
+                    f"plaintext before HUP {before_ok}/{len(before)} answered, after apply {after_blocked}/{len(after)} blocked"
+                    f"{' SLOW ' + str(after_slow[:3]) if after_slow else ''}; TLS {tls_ok}/{len(tls)} ok"
+                    f"{' errors ' + str(tls_bad) if tls_bad else ''}; active version {st_final['policy'].get('version')!r}")
+
+    def bad_policy(self):
+        self.need_daemon()
+        st0 = self.d.status()
+        gen0, hash0 = int(st0["policy"]["generation"]), st0["policy"].get("hash")
+        # The validator first.
+        good = self.sb.tmp / "check-good.toml"
+        good.write_text(policy_text("enforce", "check"))
+        bad = self.sb.tmp / "check-bad.toml"
+        bad.write_text(BAD_POLICY)
+        rg = self.d.ctl(["policy", "check", str(good)], with_socket=False)
+        rb = self.d.ctl(["policy", "check", str(bad)], with_socket=False)
+        diag_has_loc = "check-bad.toml:" in (rb.stdout + rb.stderr)
+        # Now break the live policy and reload both ways.
+        start = len(self.d.read_events())
+        self.write_policy(BAD_POLICY)
+        self.d.sighup()
+        rej = self.d.wait_event(lambda e: e.get("type") == "policy_rejected", timeout=5, start_index=start)
+        rr = self.d.ctl(["policy", "reload"])
+        time.sleep(0.3)
+        st1 = self.d.status()
+        gen1, hash1 = int(st1["policy"]["generation"]), st1["policy"].get("hash")
+        last_err = st1["policy"].get("last_error") or ""
+        # Enforcement still on, TLS still fine.
+        p = self.curl("http://198.18.130.10/")
+        t = self.curl("https://198.18.130.10/", tls=True)
+        still_blocks = p.rc not in (0, None) and p.elapsed < FAIL_FAST_S
+        tls_ok = t.rc == 0
+        ok = (rg.rc == 0 and rb.rc not in (0, None) and diag_has_loc and rej is not None and bool(last_err)
+              and gen1 == gen0 and hash1 == hash0 and still_blocks and tls_ok and rr.rc != 0)
+        return ok, (f"policy check good rc={rg.rc}, bad rc={rb.rc} ({'file:line diag' if diag_has_loc else 'NO location'}: "
+                    f"{rb.brief(160)!r}); SIGHUP -> policy_rejected event {'yes' if rej else 'NO'}; "
+                    f"tlswallctl policy reload rc={rr.rc} (want non-zero) [{rr.brief(120)}]; "
+                    f"generation {gen0}->{gen1}, hash {'unchanged' if hash1 == hash0 else 'CHANGED'}, "
+                    f"last_error={last_err[:120]!r}; plaintext still blocked={still_blocks} ({p.elapsed:.3f}s), TLS ok={tls_ok}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build-dir", default=None, help="tlswall build dir (default $TLSWALL_BUILD_DIR or ./build)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="echo every sandbox command")
+    a = ap.parse_args()
+
+    S.install_signal_handlers()
+    checks = Checks()
+    try:
+        S.require_tools("ip", "tc", "ss", "nginx", "curl", "openssl", "socat")
+        bdir = S.build_dir(a.build_dir)
+        S.daemon_binaries(bdir)
+        print(f"tlswall e2e: build dir {bdir}, kernel {os.uname().release}", flush=True)
+        with S.Sandbox("e2e", verbose=a.verbose) as sb:
+            print(f"sandbox: client ns {sb.client_ns}, server ns {sb.server_ns}, tmp {sb.tmp}", flush=True)
+            sb.start_nginx()
+            sb.start_echo(6379)
+            sb.start_echo(9100)
+            t = E2E(sb, bdir, checks)
+            try:
+                # Phase A: enforce.
+                if checks.run("daemon_start_enforce", t.start_daemon, "tlswalld-a", "enforce", "e2e-enforce-1"):
+                    checks.run("tls_curl_https_v4_passes", t.tls_curl_v4)
+                    checks.run("tls_openssl_s_client_passes", t.tls_openssl)
+                    checks.run("tls_python_ssl_passes", t.tls_python)
+                    checks.run("tls_curl_https_v6_passes", t.tls_curl_v6)
+                    checks.run("plaintext_curl_http_v4_blocked_fast", t.plain_curl_v4_blocked)
+                    checks.run("plaintext_socat_6379_blocked_fast", t.plain_socat_blocked)
+                    checks.run("plaintext_python_socket_blocked_fast", t.plain_python_blocked)
+                    checks.run("plaintext_curl_http_v6_blocked_fast", t.plain_curl_v6_blocked)
+                    checks.run("exempt_destination_passes", t.exempt_passes)
+                    checks.run("non_boundary_destination_passes", t.non_boundary_passes)
+                    checks.run("tls10_hello_below_minimum_dropped", t.tls10_below_minimum)
+                    checks.run("status_counters", t.counters)
+                    checks.run("event_lines_schema", t.event_schema)
+                    checks.run("sigterm_clean_shutdown_detaches", t.clean_shutdown)
+                else:
+                    print(f"tlswalld log tail:\n{t.d.proc.log_tail(40) if t.d and t.d.proc else ''}")
+                if t.d:
+                    t.d.stop()
+                # Phase B: monitor -> enforce by hot reload -> bad policy.
+                if checks.run("daemon_start_monitor", t.start_daemon, "tlswalld-b", "monitor", "e2e-monitor-1"):
+                    checks.run("monitor_mode_passes_and_reports", t.monitor_reports)
+                    checks.run("hot_reload_under_live_traffic", t.hot_reload)
+                    checks.run("bad_policy_rejected_old_policy_stays", t.bad_policy)
+                else:
+                    print(f"tlswalld log tail:\n{t.d.proc.log_tail(40) if t.d and t.d.proc else ''}")
+            finally:
+                if t.d:
+                    t.d.stop()
+                    if os.environ.get("TLSWALL_E2E_SHOW_LOG"):
+                        print(t.d.proc.log_tail(200) if t.d.proc else "")
+    except S.Interrupted as e:
+        checks.record("interrupted", False, str(e))
+    except Exception as e:  # noqa: BLE001 -- setup failure is a test failure
+        checks.record("setup", False, f"{type(e).__name__}: {e}")
+        if os.environ.get("TLSWALL_E2E_TRACE"):
+            traceback.print_exc()
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
