@@ -32,9 +32,15 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r')) msg.pop_back();
   auto& log = logging::get(logging::Subsystem::kBpf);
   switch (level) {
-    case LIBBPF_WARN: log.warn("{}", msg); break;
-    case LIBBPF_INFO: log.info("{}", msg); break;
-    default: log.debug("{}", msg); break;
+    case LIBBPF_WARN:
+      log.warn("{}", msg);
+      break;
+    case LIBBPF_INFO:
+      log.info("{}", msg);
+      break;
+    default:
+      log.debug("{}", msg);
+      break;
   }
   return n;
 }
@@ -94,7 +100,8 @@ TcAttachment::~TcAttachment() {
       log.warn("removing clsact qdisc from {}: {}", ifname_, errstr(err));
     }
   }
-  log.info("detached from {}{}", ifname_, created_qdisc_ ? " (removed the clsact qdisc we added)" : "");
+  log.info("detached from {}{}", ifname_,
+           created_qdisc_ ? " (removed the clsact qdisc we added)" : "");
 }
 
 void TcClassifier::SkelDeleter::operator()(tc_classifier* s) const { tc_classifier__destroy(s); }

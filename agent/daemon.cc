@@ -106,16 +106,22 @@ Daemon::Daemon(AgentConfig config)
   std::error_code ec;
   if (fs.mounted_by_us) {
     log.info("mounted bpffs at {}", bpffs_);
-    bpffs_mounted_at_pin_root_ =
-        std::filesystem::equivalent(bpffs_, config_.pin_root, ec) && !ec;
+    bpffs_mounted_at_pin_root_ = std::filesystem::equivalent(bpffs_, config_.pin_root, ec) && !ec;
     created_pin_root_ = bpffs_mounted_at_pin_root_;
   }
   if (!std::filesystem::exists(config_.pin_root)) {
     std::filesystem::create_directories(config_.pin_root, ec);
-    if (ec) throw std::runtime_error("cannot create pin root " + config_.pin_root + ": " + ec.message());
+    if (ec)
+      throw std::runtime_error("cannot create pin root " + config_.pin_root + ": " + ec.message());
     created_pin_root_ = true;
   }
-  cgroup2_ = find_cgroup2();
+  // Attribution (issue 3) reads cgroup ids against this mount. A private
+  // mount goes in the run directory beside the control socket.
+  const Cgroup2Result cg = ensure_cgroup2(
+      (std::filesystem::path(config_.control_socket).parent_path() / "cgroup2").string());
+  cgroup2_ = cg.mount_point;
+  cgroup2_mounted_by_us_ = cg.mounted_by_us;
+  if (cg.mounted_by_us) log.info("no cgroup v2 mount visible; mounted one at {}", cgroup2_);
 
   classifier_ = std::make_unique<TcClassifier>(
       ClassifierOptions{config_.flow_table_entries, config_.ringbuf_bytes});
@@ -128,7 +134,8 @@ Daemon::Daemon(AgentConfig config)
   publish(policy_->model, policy_->compiled, "initial policy");
 
   ring_ = ring_buffer__new(classifier_->events_fd(), &Daemon::ring_callback, this, nullptr);
-  if (!ring_) throw std::runtime_error(std::string("cannot open event ring buffer: ") + std::strerror(errno));
+  if (!ring_)
+    throw std::runtime_error(std::string("cannot open event ring buffer: ") + std::strerror(errno));
 
   control_ = std::make_unique<ControlServer>(config_.control_socket, config_.control_group);
 
@@ -145,6 +152,11 @@ Daemon::~Daemon() {
   if (classifier_) classifier_->detach_all();
   if (ring_) ring_buffer__free(ring_);
   control_.reset();
+  if (cgroup2_mounted_by_us_) {
+    ::umount2(cgroup2_.c_str(), MNT_DETACH);
+    std::error_code ec;
+    std::filesystem::remove(cgroup2_, ec);
+  }
   if (bpffs_mounted_at_pin_root_) ::umount2(config_.pin_root.c_str(), MNT_DETACH);
   if (created_pin_root_) {
     std::error_code ec;
@@ -163,7 +175,8 @@ void Daemon::apply_policy(bool initial) {
   std::string error;
   if (r.ok()) {
     try {
-      compiled = std::make_shared<const policy::CompiledPolicy>(policy::compile_policy(*r.policy, now));
+      compiled =
+          std::make_shared<const policy::CompiledPolicy>(policy::compile_policy(*r.policy, now));
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -171,7 +184,8 @@ void Daemon::apply_policy(bool initial) {
     error = join_diagnostics(r.diagnostics, true);
   }
   if (!compiled) {
-    if (initial) throw std::runtime_error("policy " + config_.policy_path + " is invalid: " + error);
+    if (initial)
+      throw std::runtime_error("policy " + config_.policy_path + " is invalid: " + error);
     last_error_ = error;
     last_error_at_ = now;
     log.error("policy reload rejected, generation {} stays in force: {}",
@@ -231,7 +245,8 @@ void Daemon::recompile_for_expiry() {
   const auto now = std::chrono::system_clock::now();
   if (now < *policy_->compiled->next_expiry) return;
   try {
-    auto compiled = std::make_shared<const policy::CompiledPolicy>(policy::compile_policy(policy_->model, now));
+    auto compiled =
+        std::make_shared<const policy::CompiledPolicy>(policy::compile_policy(policy_->model, now));
     publish(policy_->model, compiled, "exemption expired");
   } catch (const std::exception& ex) {
     logging::get(Subsystem::kPolicy).error("recompiling after an exemption expired: {}", ex.what());
@@ -287,12 +302,14 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
     e.type = EventType::kStateLost;
     e.severity = Severity::kWarning;
     e.action = "pass";
-    e.message = "flow seen mid-stream (started before attach, or its state was evicted): passed unjudged";
+    e.message =
+        "flow seen mid-stream (started before attach, or its state was evicted): passed unjudged";
   } else if (fe.reason == TW_REASON_TLS_BELOW_MINIMUM) {
     e.type = EventType::kTlsBelowMinimum;
     e.severity = Severity::kWarning;
   } else {
-    e.type = fe.action == TW_ACTION_DROP ? EventType::kPlaintextBlocked : EventType::kPlaintextReported;
+    e.type =
+        fe.action == TW_ACTION_DROP ? EventType::kPlaintextBlocked : EventType::kPlaintextReported;
     e.severity = Severity::kWarning;
   }
 
@@ -343,9 +360,9 @@ StatusReport Daemon::status() const {
   StatusReport s;
   s.version = TLSWALL_VERSION;
   s.host = host_;
-  s.uptime_s = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
-                                         std::chrono::steady_clock::now() - started_)
-                                         .count());
+  s.uptime_s = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_)
+          .count());
   s.policy_path = config_.policy_path;
   if (policy_) {
     s.policy_version = policy_->model.version;
@@ -384,7 +401,8 @@ StatusReport Daemon::status() const {
 ControlReply Daemon::handle_control(const ControlRequest& req) {
   auto& log = logging::get(Subsystem::kControl);
   if (req.command == "status json") return {true, render_status_json(status()) + "\n"};
-  if (req.command == "status text" || req.command == "status") return {true, render_status_text(status())};
+  if (req.command == "status text" || req.command == "status")
+    return {true, render_status_text(status())};
   if (req.command == "ping") return {true, "pong\n"};
   if (req.command == "reload") {
     if (req.uid != 0) {
@@ -395,8 +413,11 @@ ControlReply Daemon::handle_control(const ControlRequest& req) {
     const uint64_t before = policy_ ? policy_->generation : 0;
     apply_policy(false);
     const uint64_t after = policy_ ? policy_->generation : 0;
-    if (after == before) return {false, "policy rejected, generation " + std::to_string(before) + " stays in force: " + last_error_};
-    return {true, "policy generation " + std::to_string(after) + " in force (" + policy_->model.version + ")\n"};
+    if (after == before)
+      return {false, "policy rejected, generation " + std::to_string(before) +
+                         " stays in force: " + last_error_};
+    return {true, "policy generation " + std::to_string(after) + " in force (" +
+                      policy_->model.version + ")\n"};
   }
   return {false, "unknown request '" + req.command + "'"};
 }
@@ -412,7 +433,8 @@ int Daemon::run() {
   Fd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
   Fd tfd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
   Fd ep(::epoll_create1(EPOLL_CLOEXEC));
-  if (sfd.get() < 0 || tfd.get() < 0 || ep.get() < 0) throw std::runtime_error(std::string("event loop: ") + std::strerror(errno));
+  if (sfd.get() < 0 || tfd.get() < 0 || ep.get() < 0)
+    throw std::runtime_error(std::string("event loop: ") + std::strerror(errno));
   itimerspec its{{1, 0}, {1, 0}};
   timerfd_settime(tfd.get(), 0, &its, nullptr);
 
@@ -421,7 +443,8 @@ int Daemon::run() {
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
-    if (epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0) throw std::runtime_error(std::string("epoll_ctl: ") + std::strerror(errno));
+    if (epoll_ctl(ep.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+      throw std::runtime_error(std::string("epoll_ctl: ") + std::strerror(errno));
   };
   add(sfd.get());
   add(tfd.get());
@@ -437,7 +460,8 @@ int Daemon::run() {
   started.message = "tc egress on " + ifs;
   emit(std::move(started));
   log.info("tlswalld {} running: interfaces {}, policy '{}' generation {}, control {}",
-           TLSWALL_VERSION, ifs, policy_->model.version, policy_->generation, config_.control_socket);
+           TLSWALL_VERSION, ifs, policy_->model.version, policy_->generation,
+           config_.control_socket);
 
   bool running = true;
   while (running) {

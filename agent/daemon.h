@@ -61,6 +61,7 @@ class Daemon {
   bool created_pin_root_ = false;
   bool bpffs_mounted_at_pin_root_ = false;
   std::string cgroup2_;
+  bool cgroup2_mounted_by_us_ = false;
   std::unique_ptr<logging::JsonLinesSink> events_;
   std::unique_ptr<TcClassifier> classifier_;
   std::unique_ptr<BpfPolicyMaps> maps_;

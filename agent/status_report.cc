@@ -12,61 +12,105 @@ using logging::JsonObject;
 
 const char* counter_name(uint32_t c) {
   switch (c) {
-    case TW_CNT_PACKETS: return "packets";
-    case TW_CNT_FLOWS_SEEN: return "flows_seen";
-    case TW_CNT_FLOWS_TLS: return "flows_tls";
-    case TW_CNT_FLOWS_NOT_TLS: return "flows_not_tls";
-    case TW_CNT_PLAINTEXT_REPORTED: return "plaintext_reported";
-    case TW_CNT_PLAINTEXT_BLOCKED: return "plaintext_blocked";
-    case TW_CNT_EXEMPT: return "exempt";
-    case TW_CNT_STATE_LOST: return "state_lost";
-    case TW_CNT_PACKETS_DROPPED: return "packets_dropped";
-    case TW_CNT_EVENTS_LOST: return "events_lost";
-    case TW_CNT_HELD_OUT_OF_WINDOW: return "held_out_of_window";
-    case TW_CNT_FRAGMENTS: return "fragments_dropped";
-    case TW_CNT_FLOW_TABLE_FULL: return "flow_table_full";
-    case TW_CNT_PARSE_ERRORS: return "parse_errors";
-    case TW_CNT_TLS_BELOW_MINIMUM: return "tls_below_minimum";
-    default: return nullptr;
+    case TW_CNT_PACKETS:
+      return "packets";
+    case TW_CNT_FLOWS_SEEN:
+      return "flows_seen";
+    case TW_CNT_FLOWS_TLS:
+      return "flows_tls";
+    case TW_CNT_FLOWS_NOT_TLS:
+      return "flows_not_tls";
+    case TW_CNT_PLAINTEXT_REPORTED:
+      return "plaintext_reported";
+    case TW_CNT_PLAINTEXT_BLOCKED:
+      return "plaintext_blocked";
+    case TW_CNT_EXEMPT:
+      return "exempt";
+    case TW_CNT_STATE_LOST:
+      return "state_lost";
+    case TW_CNT_PACKETS_DROPPED:
+      return "packets_dropped";
+    case TW_CNT_EVENTS_LOST:
+      return "events_lost";
+    case TW_CNT_HELD_OUT_OF_WINDOW:
+      return "held_out_of_window";
+    case TW_CNT_FRAGMENTS:
+      return "fragments_dropped";
+    case TW_CNT_FLOW_TABLE_FULL:
+      return "flow_table_full";
+    case TW_CNT_PARSE_ERRORS:
+      return "parse_errors";
+    case TW_CNT_TLS_BELOW_MINIMUM:
+      return "tls_below_minimum";
+    case TW_CNT_FLOWS_INBOUND:
+      return "flows_inbound";
+    default:
+      return nullptr;
   }
 }
 
 const char* reason_name(uint32_t r) {
   switch (r) {
-    case TW_REASON_NONE: return "none";
-    case TW_REASON_NOT_HANDSHAKE_RECORD: return "not_handshake_record";
-    case TW_REASON_BAD_RECORD_VERSION: return "bad_record_version";
-    case TW_REASON_BAD_RECORD_LENGTH: return "bad_record_length";
-    case TW_REASON_NOT_CLIENT_HELLO: return "not_client_hello";
-    case TW_REASON_BAD_HANDSHAKE_LENGTH: return "bad_handshake_length";
-    case TW_REASON_BAD_CLIENT_VERSION: return "bad_client_version";
-    case TW_REASON_TLS_BELOW_MINIMUM: return "tls_below_minimum";
-    case TW_REASON_OVERLAP_MISMATCH: return "overlap_mismatch";
-    case TW_REASON_UNDECIDABLE: return "undecidable";
-    case TW_REASON_FRAGMENTED: return "fragmented";
-    case TW_REASON_STATE_LOST: return "state_lost";
-    case TW_REASON_OUT_OF_WINDOW: return "out_of_window";
-    case TW_REASON_OPAQUE_HEADERS: return "opaque_headers";
-    default: return "unknown";
+    case TW_REASON_NONE:
+      return "none";
+    case TW_REASON_NOT_HANDSHAKE_RECORD:
+      return "not_handshake_record";
+    case TW_REASON_BAD_RECORD_VERSION:
+      return "bad_record_version";
+    case TW_REASON_BAD_RECORD_LENGTH:
+      return "bad_record_length";
+    case TW_REASON_NOT_CLIENT_HELLO:
+      return "not_client_hello";
+    case TW_REASON_BAD_HANDSHAKE_LENGTH:
+      return "bad_handshake_length";
+    case TW_REASON_BAD_CLIENT_VERSION:
+      return "bad_client_version";
+    case TW_REASON_TLS_BELOW_MINIMUM:
+      return "tls_below_minimum";
+    case TW_REASON_OVERLAP_MISMATCH:
+      return "overlap_mismatch";
+    case TW_REASON_UNDECIDABLE:
+      return "undecidable";
+    case TW_REASON_FRAGMENTED:
+      return "fragmented";
+    case TW_REASON_STATE_LOST:
+      return "state_lost";
+    case TW_REASON_OUT_OF_WINDOW:
+      return "out_of_window";
+    case TW_REASON_OPAQUE_HEADERS:
+      return "opaque_headers";
+    default:
+      return "unknown";
   }
 }
 
 const char* class_name(uint32_t c) {
   switch (c) {
-    case TW_CLASS_PENDING: return "pending";
-    case TW_CLASS_TLS: return "tls";
-    case TW_CLASS_NOT_TLS: return "not_tls";
-    case TW_CLASS_UNTRACKED: return "untracked";
-    default: return "unknown";
+    case TW_CLASS_PENDING:
+      return "pending";
+    case TW_CLASS_TLS:
+      return "tls";
+    case TW_CLASS_NOT_TLS:
+      return "not_tls";
+    case TW_CLASS_UNTRACKED:
+      return "untracked";
+    case TW_CLASS_INBOUND:
+      return "inbound";
+    default:
+      return "unknown";
   }
 }
 
 const char* action_name(uint32_t a) {
   switch (a) {
-    case TW_ACTION_PASS: return "pass";
-    case TW_ACTION_REPORT: return "report";
-    case TW_ACTION_DROP: return "drop";
-    default: return "unknown";
+    case TW_ACTION_PASS:
+      return "pass";
+    case TW_ACTION_REPORT:
+      return "report";
+    case TW_ACTION_DROP:
+      return "drop";
+    default:
+      return "unknown";
   }
 }
 
@@ -89,7 +133,8 @@ std::string render_status_json(const StatusReport& s) {
       .add("last_error", s.policy_last_error)
       .add("last_error_at", s.policy_last_error_at);
   JsonArray rules;
-  for (const auto& [name, mode] : s.rules) rules.add_raw(JsonObject().add("name", name).add("mode", mode).str());
+  for (const auto& [name, mode] : s.rules)
+    rules.add_raw(JsonObject().add("name", name).add("mode", mode).str());
   JsonArray exemptions;
   for (const auto& e : s.exemptions_active) exemptions.add(e);
   JsonArray ifaces;
@@ -156,7 +201,8 @@ std::string render_status_text(const StatusReport& s) {
   row("path", s.policy_path);
   row("generation", std::to_string(s.policy_generation));
   row("loaded at", s.policy_loaded_at);
-  row("last reload error", s.policy_last_error.empty() ? "none" : s.policy_last_error_at + " " + s.policy_last_error);
+  row("last reload error",
+      s.policy_last_error.empty() ? "none" : s.policy_last_error_at + " " + s.policy_last_error);
   o << "Rules\n";
   for (const auto& [name, mode] : s.rules) row(name.c_str(), mode);
   if (!s.exemptions_active.empty()) {

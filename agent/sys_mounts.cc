@@ -31,8 +31,8 @@ std::string unescape(const std::string& s) {
 
 bool is_under(const std::string& path, const std::string& mount) {
   if (mount == "/") return true;
-  return path == mount || (path.size() > mount.size() && path.compare(0, mount.size(), mount) == 0 &&
-                           path[mount.size()] == '/');
+  return path == mount || (path.size() > mount.size() &&
+                           path.compare(0, mount.size(), mount) == 0 && path[mount.size()] == '/');
 }
 
 }  // namespace
@@ -87,6 +87,20 @@ BpffsResult ensure_bpffs(const std::string& pin_root) {
 std::string find_cgroup2() {
   const auto m = find_mounts("cgroup2");
   return m.empty() ? std::string() : m.front();
+}
+
+Cgroup2Result ensure_cgroup2(const std::string& fallback) {
+  const std::string found = find_cgroup2();
+  if (!found.empty()) return {found, false};
+  std::error_code ec;
+  std::filesystem::create_directories(fallback, ec);
+  if (ec) throw std::runtime_error("cannot create " + fallback + " for cgroup2: " + ec.message());
+  if (::mount("cgroup2", fallback.c_str(), "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) !=
+      0) {
+    throw std::runtime_error("no cgroup v2 mount found and cannot mount one at " + fallback + ": " +
+                             std::strerror(errno));
+  }
+  return {fallback, true};
 }
 
 }  // namespace tlswall::agent

@@ -27,7 +27,18 @@ struct BpffsResult {
 // std::runtime_error with the reason on failure.
 BpffsResult ensure_bpffs(const std::string& pin_root);
 
-// The cgroup v2 mount point, or "" if there is none (cgroup v1 only).
+// The cgroup v2 mount point, or "" if there is none.
 std::string find_cgroup2();
+
+struct Cgroup2Result {
+  std::string mount_point;
+  bool mounted_by_us = false;
+};
+
+// Finds the cgroup v2 mount; where none is visible (cgroup v1 only, or a
+// private mount namespace such as `ip netns exec` makes), mounts the
+// unified hierarchy at `fallback` (created if needed). Throws
+// std::runtime_error if that fails.
+Cgroup2Result ensure_cgroup2(const std::string& fallback);
 
 }  // namespace tlswall::agent

@@ -44,9 +44,9 @@ int policy_check(const std::string& path) {
   try {
     const CompiledPolicy c = compile_policy(p, std::chrono::system_clock::now());
     std::printf("%s: ok: version %s, hash %s\n", path.c_str(), p.version.c_str(), p.hash.c_str());
-    std::printf("  %zu file(s), %zu boundaries, %zu rules, %zu exemptions in force, %zu warning(s)\n",
-                p.files.size(), p.boundaries.size(), p.rules.size(), c.exemption_names.size(),
-                warnings);
+    std::printf(
+        "  %zu file(s), %zu boundaries, %zu rules, %zu exemptions in force, %zu warning(s)\n",
+        p.files.size(), p.boundaries.size(), p.rules.size(), c.exemption_names.size(), warnings);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "%s: invalid: %s\n", path.c_str(), e.what());
     return 1;

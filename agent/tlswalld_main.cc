@@ -77,8 +77,8 @@ int main(int argc, char** argv) {
     }
   }
   try {
-    agent::AgentConfig cfg =
-        config_path.empty() ? agent::embedded_default_config() : agent::load_agent_config(config_path);
+    agent::AgentConfig cfg = config_path.empty() ? agent::embedded_default_config()
+                                                 : agent::load_agent_config(config_path);
     if (!interfaces.empty()) cfg.interfaces = interfaces;
     if (!policy.empty()) cfg.policy_path = policy;
     if (!control.empty()) cfg.control_socket = control;

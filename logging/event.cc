@@ -8,27 +8,42 @@ namespace tlswall::logging {
 
 const char* event_type_name(EventType t) {
   switch (t) {
-    case EventType::kAgentStarted: return "agent_started";
-    case EventType::kAgentStopped: return "agent_stopped";
-    case EventType::kPolicyApplied: return "policy_applied";
-    case EventType::kPolicyRejected: return "policy_rejected";
-    case EventType::kPlaintextReported: return "plaintext_reported";
-    case EventType::kPlaintextBlocked: return "plaintext_blocked";
-    case EventType::kTlsBelowMinimum: return "tls_below_minimum";
-    case EventType::kStateLost: return "state_lost";
-    case EventType::kEventsDropped: return "events_dropped";
-    case EventType::kSocketDestroyFailed: return "socket_destroy_failed";
-    case EventType::kInterfaceDetached: return "interface_detached";
+    case EventType::kAgentStarted:
+      return "agent_started";
+    case EventType::kAgentStopped:
+      return "agent_stopped";
+    case EventType::kPolicyApplied:
+      return "policy_applied";
+    case EventType::kPolicyRejected:
+      return "policy_rejected";
+    case EventType::kPlaintextReported:
+      return "plaintext_reported";
+    case EventType::kPlaintextBlocked:
+      return "plaintext_blocked";
+    case EventType::kTlsBelowMinimum:
+      return "tls_below_minimum";
+    case EventType::kStateLost:
+      return "state_lost";
+    case EventType::kEventsDropped:
+      return "events_dropped";
+    case EventType::kSocketDestroyFailed:
+      return "socket_destroy_failed";
+    case EventType::kInterfaceDetached:
+      return "interface_detached";
   }
   return "unknown";
 }
 
 const char* severity_name(Severity s) {
   switch (s) {
-    case Severity::kInfo: return "info";
-    case Severity::kNotice: return "notice";
-    case Severity::kWarning: return "warning";
-    case Severity::kError: return "error";
+    case Severity::kInfo:
+      return "info";
+    case Severity::kNotice:
+      return "notice";
+    case Severity::kWarning:
+      return "warning";
+    case Severity::kError:
+      return "error";
   }
   return "info";
 }

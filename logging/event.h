@@ -42,18 +42,18 @@ struct Event {
   Severity severity = Severity::kInfo;
   std::chrono::system_clock::time_point time = std::chrono::system_clock::now();
   std::optional<FlowEndpoints> flow;
-  std::string action;     // "drop" | "report" | "pass"
-  std::string reason;     // enum tw_reason name
-  std::string mode;       // "monitor" | "enforce"
+  std::string action;  // "drop" | "report" | "pass"
+  std::string reason;  // enum tw_reason name
+  std::string mode;    // "monitor" | "enforce"
   std::string boundary;
   std::string rule;
   std::string interface;
   std::string tls_version;  // ClientHello client_version, if any
   std::string policy_version;
   uint64_t policy_generation = 0;
-  uint64_t count = 1;      // > 1 for aggregated events
+  uint64_t count = 1;  // > 1 for aggregated events
   uint64_t sock_cookie = 0;
-  std::string message;     // human detail (errors, reload results)
+  std::string message;  // human detail (errors, reload results)
 };
 
 // One JSON object (no trailing newline). Fields that do not apply are left

@@ -9,7 +9,8 @@
 namespace tlswall::logging {
 namespace {
 
-constexpr std::array<const char*, 6> kNames = {"agent", "bpf", "policy", "proxy", "sink", "control"};
+constexpr std::array<const char*, 6> kNames = {"agent", "bpf",  "policy",
+                                               "proxy", "sink", "control"};
 
 std::once_flag g_once;
 std::array<std::shared_ptr<spdlog::logger>, kNames.size()> g_loggers;

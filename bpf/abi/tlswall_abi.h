@@ -19,15 +19,15 @@
 #define TW_ABI_VERSION 1
 
 /* ---- sizes (compile-time; map max_entries may be raised at load) ---- */
-#define TW_MAX_BOUNDARIES 128 /* bits in tw_dest_class.boundary_mask */
-#define TW_MAX_EXEMPTIONS 128 /* bits in tw_dest_class.exempt_mask */
-#define TW_MAX_RULE_ENTRIES 256 /* (boundary, port range) rows per slot */
-#define TW_MAX_EXEMPT_ENTRIES 256 /* (exemption, port range) rows per slot */
-#define TW_MAX_PREFIXES 16384 /* LPM rows per family per slot */
-#define TW_POLICY_SLOTS 2 /* double buffer: active + being written */
-#define TW_HELLO_PREFIX 11 /* ClientHello bytes judged (through client_version) */
-#define TW_MAX_PENDING_PKTS 32 /* data packets before a flow is undecidable */
-#define TW_MASK_WORDS 2 /* 128-bit masks */
+#define TW_MAX_BOUNDARIES     128   /* bits in tw_dest_class.boundary_mask */
+#define TW_MAX_EXEMPTIONS     128   /* bits in tw_dest_class.exempt_mask */
+#define TW_MAX_RULE_ENTRIES   256   /* (boundary, port range) rows per slot */
+#define TW_MAX_EXEMPT_ENTRIES 256   /* (exemption, port range) rows per slot */
+#define TW_MAX_PREFIXES	      16384 /* LPM rows per family per slot */
+#define TW_POLICY_SLOTS	      2	    /* double buffer: active + being written */
+#define TW_HELLO_PREFIX	      11    /* ClientHello bytes judged (through client_version) */
+#define TW_MAX_PENDING_PKTS   32    /* data packets before a flow is undecidable */
+#define TW_MASK_WORDS	      2	    /* 128-bit masks */
 
 /* ---- modes ---- */
 enum tw_mode {
@@ -37,54 +37,56 @@ enum tw_mode {
 
 /* ---- per-flow classification of the first payload bytes (policy-free) ---- */
 enum tw_class {
-	TW_CLASS_PENDING = 0, /* fewer than TW_HELLO_PREFIX bytes seen */
-	TW_CLASS_TLS = 1, /* valid ClientHello prefix; version in hello_version */
-	TW_CLASS_NOT_TLS = 2, /* reason in tw_flow_state.reason */
+	TW_CLASS_PENDING = 0,	/* fewer than TW_HELLO_PREFIX bytes seen */
+	TW_CLASS_TLS = 1,	/* valid ClientHello prefix; version in hello_version */
+	TW_CLASS_NOT_TLS = 2,	/* reason in tw_flow_state.reason */
 	TW_CLASS_UNTRACKED = 3, /* first bytes never seen (mid-stream / state lost) */
+	TW_CLASS_INBOUND = 4,	/* accepted here (we sent the SYN-ACK): the peer's flow */
 };
 
 /* ---- reasons a flow is not (acceptable) TLS; never reuse numbers ---- */
 enum tw_reason {
 	TW_REASON_NONE = 0,
 	TW_REASON_NOT_HANDSHAKE_RECORD = 1, /* byte 0 != 22 */
-	TW_REASON_BAD_RECORD_VERSION = 2, /* bytes 1-2 not 0x0301..0x0303 */
-	TW_REASON_BAD_RECORD_LENGTH = 3, /* bytes 3-4 zero or > 2^14 */
-	TW_REASON_NOT_CLIENT_HELLO = 4, /* byte 5 != 1 */
+	TW_REASON_BAD_RECORD_VERSION = 2,   /* bytes 1-2 not 0x0301..0x0303 */
+	TW_REASON_BAD_RECORD_LENGTH = 3,    /* bytes 3-4 zero or > 2^14 */
+	TW_REASON_NOT_CLIENT_HELLO = 4,	    /* byte 5 != 1 */
 	TW_REASON_BAD_HANDSHAKE_LENGTH = 5, /* bytes 6-8 inconsistent with record */
-	TW_REASON_BAD_CLIENT_VERSION = 6, /* bytes 9-10 not 0x0300..0x0304 */
-	TW_REASON_TLS_BELOW_MINIMUM = 7, /* client_version below rule minimum */
-	TW_REASON_OVERLAP_MISMATCH = 8, /* retransmitted bytes differ from first copy */
-	TW_REASON_UNDECIDABLE = 9, /* TW_MAX_PENDING_PKTS data packets, no decision */
-	TW_REASON_FRAGMENTED = 10, /* IP fragment to a protected destination */
-	TW_REASON_STATE_LOST = 11, /* data with no flow state (mid-stream) */
-	TW_REASON_OUT_OF_WINDOW = 12, /* data beyond the judged prefix before a decision */
-	TW_REASON_OPAQUE_HEADERS = 13, /* IPv6 extension chain too long, or ESP */
+	TW_REASON_BAD_CLIENT_VERSION = 6,   /* bytes 9-10 not 0x0300..0x0304 */
+	TW_REASON_TLS_BELOW_MINIMUM = 7,    /* client_version below rule minimum */
+	TW_REASON_OVERLAP_MISMATCH = 8,	    /* retransmitted bytes differ from first copy */
+	TW_REASON_UNDECIDABLE = 9,	    /* TW_MAX_PENDING_PKTS data packets, no decision */
+	TW_REASON_FRAGMENTED = 10,	    /* IP fragment to a protected destination */
+	TW_REASON_STATE_LOST = 11,	    /* data with no flow state (mid-stream) */
+	TW_REASON_OUT_OF_WINDOW = 12,	    /* data beyond the judged prefix before a decision */
+	TW_REASON_OPAQUE_HEADERS = 13,	    /* IPv6 extension chain too long, or ESP */
 };
 
 /* ---- what the classifier did with the packet/flow ---- */
 enum tw_action {
 	TW_ACTION_PASS = 0,
 	TW_ACTION_REPORT = 1, /* monitor: passed, reported */
-	TW_ACTION_DROP = 2, /* enforce: dropped, flow blocked */
+	TW_ACTION_DROP = 2,   /* enforce: dropped, flow blocked */
 };
 
 /* ---- counters (per-CPU array index); never reuse numbers ---- */
 enum tw_counter {
-	TW_CNT_PACKETS = 0, /* packets seen by the classifier */
-	TW_CNT_FLOWS_SEEN = 1, /* SYNs (new flows) seen */
-	TW_CNT_FLOWS_TLS = 2, /* flows whose first bytes are a ClientHello */
-	TW_CNT_FLOWS_NOT_TLS = 3, /* flows whose first bytes are not */
-	TW_CNT_PLAINTEXT_REPORTED = 4, /* protected, monitor mode */
-	TW_CNT_PLAINTEXT_BLOCKED = 5, /* protected, enforce mode */
-	TW_CNT_EXEMPT = 6, /* protected destination, exempted flow */
-	TW_CNT_STATE_LOST = 7, /* data on a protected flow with no state */
-	TW_CNT_PACKETS_DROPPED = 8, /* every TC_ACT_SHOT */
-	TW_CNT_EVENTS_LOST = 9, /* ring buffer full */
+	TW_CNT_PACKETS = 0,		/* packets seen by the classifier */
+	TW_CNT_FLOWS_SEEN = 1,		/* SYNs (new flows) seen */
+	TW_CNT_FLOWS_TLS = 2,		/* flows whose first bytes are a ClientHello */
+	TW_CNT_FLOWS_NOT_TLS = 3,	/* flows whose first bytes are not */
+	TW_CNT_PLAINTEXT_REPORTED = 4,	/* protected, monitor mode */
+	TW_CNT_PLAINTEXT_BLOCKED = 5,	/* protected, enforce mode */
+	TW_CNT_EXEMPT = 6,		/* protected destination, exempted flow */
+	TW_CNT_STATE_LOST = 7,		/* data on a protected flow with no state */
+	TW_CNT_PACKETS_DROPPED = 8,	/* every TC_ACT_SHOT */
+	TW_CNT_EVENTS_LOST = 9,		/* ring buffer full */
 	TW_CNT_HELD_OUT_OF_WINDOW = 10, /* enforce: dropped pending out-of-order data */
-	TW_CNT_FRAGMENTS = 11, /* IP fragments to protected destinations */
-	TW_CNT_FLOW_TABLE_FULL = 12, /* flow state insert failed */
-	TW_CNT_PARSE_ERRORS = 13, /* malformed/truncated headers (passed) */
-	TW_CNT_TLS_BELOW_MINIMUM = 14, /* protected flows with an old client_version */
+	TW_CNT_FRAGMENTS = 11,		/* IP fragments to protected destinations */
+	TW_CNT_FLOW_TABLE_FULL = 12,	/* flow state insert failed */
+	TW_CNT_PARSE_ERRORS = 13,	/* malformed/truncated headers (passed) */
+	TW_CNT_TLS_BELOW_MINIMUM = 14,	/* protected flows with an old client_version */
+	TW_CNT_FLOWS_INBOUND = 15,	/* connections accepted by local servers (not judged) */
 	TW_CNT_MAX = 16,
 };
 
@@ -99,7 +101,7 @@ struct tw_lpm4_key {
 	__u32 prefixlen; /* host order */
 	__u8 slot;
 	__u8 addr[4]; /* be */
-	__u8 pad[3]; /* zero; never part of the matched prefix */
+	__u8 pad[3];  /* zero; never part of the matched prefix */
 };
 
 struct tw_lpm6_key {
@@ -113,7 +115,7 @@ struct tw_lpm6_key {
  * (the compiler folds in covering prefixes, so the longest match is exact). */
 struct tw_dest_class {
 	__u64 boundary_mask[TW_MASK_WORDS]; /* bit i = boundary index i */
-	__u64 exempt_mask[TW_MASK_WORDS]; /* bit i = exemption index i */
+	__u64 exempt_mask[TW_MASK_WORDS];   /* bit i = exemption index i */
 };
 
 /* One (rule, boundary, port range) row. Rows are scanned in order; the
@@ -121,19 +123,19 @@ struct tw_dest_class {
  * the outcome. */
 struct tw_rule_entry {
 	__u16 boundary; /* boundary index (bit in boundary_mask) */
-	__u16 port_lo; /* host order, inclusive */
-	__u16 port_hi; /* host order, inclusive */
-	__u16 rule_id; /* index into the user-space rule name table */
-	__u16 min_tls; /* wire version: 0x0301 TLS1.0 .. 0x0304 TLS1.3 */
-	__u8 mode; /* enum tw_mode */
+	__u16 port_lo;	/* host order, inclusive */
+	__u16 port_hi;	/* host order, inclusive */
+	__u16 rule_id;	/* index into the user-space rule name table */
+	__u16 min_tls;	/* wire version: 0x0301 TLS1.0 .. 0x0304 TLS1.3 */
+	__u8 mode;	/* enum tw_mode */
 	__u8 pad;
 };
 
 /* One (exemption, port range) row. */
 struct tw_exempt_entry {
 	__u16 exemption; /* exemption index (bit in exempt_mask) */
-	__u16 port_lo; /* host order, inclusive */
-	__u16 port_hi; /* host order, inclusive */
+	__u16 port_lo;	 /* host order, inclusive */
+	__u16 port_hi;	 /* host order, inclusive */
 	__u16 pad;
 };
 
@@ -153,31 +155,31 @@ struct tw_ruleset {
 struct tw_flow_key {
 	__u8 saddr[16]; /* be */
 	__u8 daddr[16]; /* be */
-	__u16 sport; /* be */
-	__u16 dport; /* be */
-	__u8 family; /* 4 or 6 */
-	__u8 proto; /* IPPROTO_TCP */
+	__u16 sport;	/* be */
+	__u16 dport;	/* be */
+	__u8 family;	/* 4 or 6 */
+	__u8 proto;	/* IPPROTO_TCP */
 	__u16 pad;
 };
 
 struct tw_flow_state {
-	__u64 first_seen_ns; /* bpf_ktime_get_ns() of the SYN */
+	__u64 first_seen_ns;	 /* bpf_ktime_get_ns() of the SYN */
 	__u64 policy_generation; /* generation the decision below was made with */
-	__u32 isn; /* host order: seq of the SYN */
-	__u16 rule_id; /* valid when protected */
-	__u16 boundary; /* valid when protected */
-	__u16 exemption; /* valid when exempt */
-	__u16 hello_version; /* host order: client_version once TW_CLASS_TLS */
-	__u16 min_tls; /* rule minimum, host order */
-	__u8 cls; /* enum tw_class */
-	__u8 reason; /* enum tw_reason */
-	__u8 protected_; /* 1: destination+port covered by a rule */
-	__u8 exempt; /* 1: covered by an exemption */
-	__u8 mode; /* enum tw_mode of the rule */
-	__u8 action; /* enum tw_action currently applied */
-	__u8 hello_len; /* bytes of the hello prefix collected */
-	__u8 data_pkts; /* data packets seen while pending */
-	__u8 reported; /* 1: an event for the current action was sent */
+	__u32 isn;		 /* host order: seq of the SYN */
+	__u16 rule_id;		 /* valid when protected */
+	__u16 boundary;		 /* valid when protected */
+	__u16 exemption;	 /* valid when exempt */
+	__u16 hello_version;	 /* host order: client_version once TW_CLASS_TLS */
+	__u16 min_tls;		 /* rule minimum, host order */
+	__u8 cls;		 /* enum tw_class */
+	__u8 reason;		 /* enum tw_reason */
+	__u8 protected_;	 /* 1: destination+port covered by a rule */
+	__u8 exempt;		 /* 1: covered by an exemption */
+	__u8 mode;		 /* enum tw_mode of the rule */
+	__u8 action;		 /* enum tw_action currently applied */
+	__u8 hello_len;		 /* bytes of the hello prefix collected */
+	__u8 data_pkts;		 /* data packets seen while pending */
+	__u8 reported;		 /* 1: an event for the current action was sent */
 	__u8 pad0;
 	__u8 hello[TW_HELLO_PREFIX + 1];
 };
@@ -186,7 +188,7 @@ struct tw_flow_state {
 
 /* Event type numbers are never reused. */
 enum tw_event_type {
-	TW_EV_FLOW_VERDICT = 1, /* a protected flow was reported/blocked */
+	TW_EV_FLOW_VERDICT = 1,	  /* a protected flow was reported/blocked */
 	TW_EV_FLOW_UNTRACKED = 2, /* protected flow seen mid-stream */
 };
 
@@ -194,9 +196,9 @@ enum tw_event_type {
 
 /* Common header of every ring-buffer event. */
 struct tw_event_hdr {
-	__u16 type; /* enum tw_event_type */
-	__u16 version; /* layout version of this type */
-	__u32 size; /* bytes of the whole event, header included */
+	__u16 type;	/* enum tw_event_type */
+	__u16 version;	/* layout version of this type */
+	__u32 size;	/* bytes of the whole event, header included */
 	__u64 ktime_ns; /* bpf_ktime_get_ns() */
 };
 
@@ -210,11 +212,11 @@ struct tw_flow_event {
 	__u16 boundary;
 	__u16 exemption;
 	__u16 hello_version; /* host order, 0 if none */
-	__u16 min_tls; /* host order */
-	__u8 cls; /* enum tw_class */
-	__u8 reason; /* enum tw_reason */
-	__u8 mode; /* enum tw_mode */
-	__u8 action; /* enum tw_action */
+	__u16 min_tls;	     /* host order */
+	__u8 cls;	     /* enum tw_class */
+	__u8 reason;	     /* enum tw_reason */
+	__u8 mode;	     /* enum tw_mode */
+	__u8 action;	     /* enum tw_action */
 	__u8 pad[2];
 };
 
@@ -223,6 +225,6 @@ struct tw_flow_event {
  * (tw_policy_generation); the slot the classifier reads is generation % 2.
  * Generation 0 means no policy yet: every flow passes, unjudged. One aligned
  * 64-bit store flips the whole policy: no packet sees half of one. */
-#define TW_SLOT_OF(gen) ((__u32)((gen) & 1))
+#define TW_SLOT_OF(gen) ((__u32)((gen)&1))
 
 #endif /* TLSWALL_BPF_ABI_TLSWALL_ABI_H */

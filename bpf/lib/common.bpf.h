@@ -15,30 +15,30 @@
 #define TC_ACT_OK     0
 #define TC_ACT_SHOT   2
 
-#define ETH_HLEN       14
-#define ETH_P_IP       0x0800
-#define ETH_P_IPV6     0x86DD
-#define ETH_P_8021Q    0x8100
-#define ETH_P_8021AD   0x88A8
-#define IPPROTO_TCP_   6
-#define IP_MF          0x2000
-#define IP_OFFSET      0x1FFF
-#define TCP_FLAG_FIN   0x01
-#define TCP_FLAG_SYN   0x02
-#define TCP_FLAG_RST   0x04
-#define TCP_FLAG_ACK   0x10
-#define NEXTHDR_HOP    0
-#define NEXTHDR_TCP    6
-#define NEXTHDR_ROUTING 43
+#define ETH_HLEN	 14
+#define ETH_P_IP	 0x0800
+#define ETH_P_IPV6	 0x86DD
+#define ETH_P_8021Q	 0x8100
+#define ETH_P_8021AD	 0x88A8
+#define IPPROTO_TCP_	 6
+#define IP_MF		 0x2000
+#define IP_OFFSET	 0x1FFF
+#define TCP_FLAG_FIN	 0x01
+#define TCP_FLAG_SYN	 0x02
+#define TCP_FLAG_RST	 0x04
+#define TCP_FLAG_ACK	 0x10
+#define NEXTHDR_HOP	 0
+#define NEXTHDR_TCP	 6
+#define NEXTHDR_ROUTING	 43
 #define NEXTHDR_FRAGMENT 44
-#define NEXTHDR_UDP    17
-#define NEXTHDR_ESP    50
-#define NEXTHDR_ICMPV6 58
-#define NEXTHDR_AUTH   51
-#define NEXTHDR_NONE   59
-#define NEXTHDR_DEST   60
+#define NEXTHDR_UDP	 17
+#define NEXTHDR_ESP	 50
+#define NEXTHDR_ICMPV6	 58
+#define NEXTHDR_AUTH	 51
+#define NEXTHDR_NONE	 59
+#define NEXTHDR_DEST	 60
 
-#define TW_MAX_VLAN_TAGS 2
+#define TW_MAX_VLAN_TAGS   2
 #define TW_MAX_V6_EXT_HDRS 8
 
 #endif /* TLSWALL_BPF_LIB_COMMON_BPF_H */

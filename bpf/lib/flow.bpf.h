@@ -194,12 +194,32 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 			return TC_ACT_UNSPEC;
 	}
 
+	if ((p->tcp_flags & TCP_FLAG_SYN) && (p->tcp_flags & TCP_FLAG_ACK)) {
+		struct tw_flow_state in = {};
+
+		/* A local server accepted this connection: the remote peer
+		 * opened it and chose the port, so egress rules (keyed on the
+		 * port we connect to) do not apply. Remembered so its data is
+		 * not mistaken for a flow whose state was lost. */
+		in.first_seen_ns = bpf_ktime_get_ns();
+		in.isn = p->seq;
+		in.cls = TW_CLASS_INBOUND;
+		in.policy_generation = generation;
+		tw_count(TW_CNT_FLOWS_INBOUND);
+		if (bpf_map_update_elem(&tw_flows, &p->key, &in, BPF_ANY) < 0)
+			tw_count(TW_CNT_FLOW_TABLE_FULL);
+		return TC_ACT_UNSPEC;
+	}
+
 	st = bpf_map_lookup_elem(&tw_flows, &p->key);
 	if (!st) {
 		if (!p->payload_len)
 			return TC_ACT_UNSPEC;
 		return tw_untracked(skb, p, generation);
 	}
+
+	if (st->cls == TW_CLASS_INBOUND)
+		return TC_ACT_UNSPEC;
 
 	if (st->policy_generation != generation) {
 		tw_decide(&p->key, bpf_ntohs(p->key.dport), generation, 0, &d);

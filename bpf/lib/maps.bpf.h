@@ -19,7 +19,7 @@ struct {
 /* IPv4 destination classes: (slot, prefix) -> boundaries and exemptions. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, TW_MAX_PREFIXES * TW_POLICY_SLOTS);
+	__uint(max_entries, TW_MAX_PREFIXES *TW_POLICY_SLOTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct tw_lpm4_key);
 	__type(value, struct tw_dest_class);
@@ -28,7 +28,7 @@ struct {
 /* IPv6 destination classes: (slot, prefix) -> boundaries and exemptions. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, TW_MAX_PREFIXES * TW_POLICY_SLOTS);
+	__uint(max_entries, TW_MAX_PREFIXES *TW_POLICY_SLOTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct tw_lpm6_key);
 	__type(value, struct tw_dest_class);

@@ -11,9 +11,9 @@
 #include "lib/common.bpf.h"
 
 enum tw_parse_result {
-	TW_PARSE_TCP = 0, /* key, ports, seq, flags and payload bounds are set */
-	TW_PARSE_NOT_TCP = 1, /* not IP, or IP but not TCP: not our business */
-	TW_PARSE_OPAQUE = 2, /* IP to key.daddr, but L4 hidden: fragment, ESP, long chain */
+	TW_PARSE_TCP = 0,	/* key, ports, seq, flags and payload bounds are set */
+	TW_PARSE_NOT_TCP = 1,	/* not IP, or IP but not TCP: not our business */
+	TW_PARSE_OPAQUE = 2,	/* IP to key.daddr, but L4 hidden: fragment, ESP, long chain */
 	TW_PARSE_MALFORMED = 3, /* truncated or inconsistent headers */
 };
 

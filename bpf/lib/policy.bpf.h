@@ -26,7 +26,7 @@ static __always_inline int tw_mask_has(const __u64 mask[TW_MASK_WORDS], __u32 bi
 }
 
 static __always_inline const struct tw_dest_class *tw_lookup_dest(const struct tw_flow_key *k,
-								 __u32 slot)
+								  __u32 slot)
 {
 	if (k->family == 4) {
 		struct tw_lpm4_key lk = {};
