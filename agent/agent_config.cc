@@ -92,7 +92,7 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
     }
   }
   c.policy_path = resolve(base_dir, get_string(name, root, "policy", "policy.d"));
-  c.pin_root = get_string(name, root, "pin_root", c.pin_root);
+  c.pin_root = resolve(base_dir, get_string(name, root, "pin_root", c.pin_root));
   if (const toml::table* t = get_table(name, root, "control")) {
     check_keys(name, *t, {"socket", "group"}, "[control]");
     c.control_socket = resolve(base_dir, get_string(name, *t, "socket", c.control_socket));

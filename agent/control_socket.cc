@@ -78,7 +78,14 @@ ControlServer::ControlServer(const std::string& path, const std::string& group) 
       throw std::runtime_error("another tlswalld is already answering on " + path);
     }
   }
-  ::unlink(path.c_str());  // stale socket of a daemon that died
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      throw std::runtime_error("refusing to replace " + path +
+                               ": it exists and is not a socket (check [control] socket)");
+    }
+    ::unlink(path.c_str());  // stale socket of a daemon that died
+  }
   fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd_ < 0) throw std::runtime_error("control socket: " + errstr());
   const mode_t old = ::umask(0177);

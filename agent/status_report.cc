@@ -49,7 +49,7 @@ const char* counter_name(uint32_t c) {
   }
 }
 
-const char* reason_name(uint32_t r) {
+std::string reason_name(uint32_t r) {
   switch (r) {
     case TW_REASON_NONE:
       return "none";
@@ -80,7 +80,7 @@ const char* reason_name(uint32_t r) {
     case TW_REASON_OPAQUE_HEADERS:
       return "opaque_headers";
     default:
-      return "unknown";
+      return "reason_" + std::to_string(r);
   }
 }
 
@@ -188,10 +188,10 @@ std::string render_status_json(const StatusReport& s) {
 
 std::string render_status_text(const StatusReport& s) {
   std::ostringstream o;
-  char line[256];
-  auto row = [&](const char* k, const std::string& v) {
-    std::snprintf(line, sizeof(line), "  %-22s %s\n", k, v.c_str());
-    o << line;
+  auto row = [&](const std::string& k, const std::string& v) {
+    o << "  " << k;
+    if (k.size() < 22) o << std::string(22 - k.size(), ' ');
+    o << ' ' << v << '\n';
   };
   o << "tlswalld " << s.version << " on " << s.host << ", up " << s.uptime_s << "s\n";
   o << "Policy\n";
@@ -204,15 +204,15 @@ std::string render_status_text(const StatusReport& s) {
   row("last reload error",
       s.policy_last_error.empty() ? "none" : s.policy_last_error_at + " " + s.policy_last_error);
   o << "Rules\n";
-  for (const auto& [name, mode] : s.rules) row(name.c_str(), mode);
+  for (const auto& [name, mode] : s.rules) row(name, mode);
   if (!s.exemptions_active.empty()) {
     o << "Exemptions in force\n";
-    for (const auto& e : s.exemptions_active) row(e.c_str(), "");
+    for (const auto& e : s.exemptions_active) row(e, "");
   }
   o << "Attached\n";
   for (const auto& i : s.interfaces) {
-    row(i.name.c_str(), i.hook + (i.attached ? ", attached" : ", NOT ATTACHED") +
-                            (i.created_qdisc ? " (clsact ours)" : " (clsact pre-existing)"));
+    row(i.name, i.hook + (i.attached ? ", attached" : ", NOT ATTACHED") +
+                    (i.created_qdisc ? " (clsact ours)" : " (clsact pre-existing)"));
   }
   row("bpffs", s.bpffs + " (pin root " + s.pin_root + ")");
   row("cgroup v2", s.cgroup2.empty() ? "not mounted" : s.cgroup2);

@@ -61,7 +61,7 @@ std::string render_status_text(const StatusReport& s);
 
 // Stable lower-case names used in events and status.
 const char* counter_name(uint32_t counter);  // nullptr for unused slots
-const char* reason_name(uint32_t reason);    // "reason_N" for unknown
+std::string reason_name(uint32_t reason);    // "reason_N" for unknown
 const char* class_name(uint32_t cls);
 const char* action_name(uint32_t action);
 

@@ -124,7 +124,8 @@ CidrParseResult parse_cidr(std::string_view text) {
   }
   const std::string_view len_text = text.substr(slash + 1);
   if (len_text.empty() || len_text.size() > 3 ||
-      !std::all_of(len_text.begin(), len_text.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+      !std::all_of(len_text.begin(), len_text.end(),
+                   [](char ch) { return ch >= '0' && ch <= '9'; })) {
     r.error = quoted + " is not a valid CIDR: the prefix length \"" + std::string(len_text) +
               "\" is not a number from 0 to " + std::to_string(max_prefix(family));
     return r;
@@ -142,7 +143,8 @@ CidrParseResult parse_cidr(std::string_view text) {
   mask_bits(masked, family == 4 ? 4 : 16, len);
 
   if (family == 6 && len >= 96 && is_v4_mapped(c.addr)) {
-    r.error = quoted + " is an IPv4-mapped IPv6 CIDR, which tlswall does not accept; write it as IPv4: \"" +
+    r.error = quoted +
+              " is an IPv4-mapped IPv6 CIDR, which tlswall does not accept; write it as IPv4: \"" +
               cidr_to_string(4, masked + 12, len - 96) + "\"";
     return r;
   }
@@ -258,14 +260,13 @@ std::optional<Date> parse_date(std::string_view text) {
 }
 
 int64_t utc_day(std::chrono::system_clock::time_point t) {
-  const auto secs =
-      std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
   return secs >= 0 ? secs / 86400 : -((-secs + 86399) / 86400);
 }
 
 bool is_expired(const Exemption& e, std::chrono::system_clock::time_point now) {
-  return e.expires && days_from_civil(e.expires->year, e.expires->month, e.expires->day) <
-                          utc_day(now);
+  return e.expires &&
+         days_from_civil(e.expires->year, e.expires->month, e.expires->day) < utc_day(now);
 }
 
 std::chrono::system_clock::time_point end_of_day(const Date& d) {
@@ -286,18 +287,22 @@ bool is_valid_name(std::string_view name) {
 }
 
 namespace {
+// Optimal string alignment distance: insertions, deletions, substitutions
+// and swaps of two neighbouring letters ("prot" -> "port") each cost 1.
 size_t edit_distance(std::string_view a, std::string_view b) {
-  std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
   for (size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
     for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t sub = prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
+      const size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
     }
-    std::swap(prev, cur);
   }
-  return prev[b.size()];
+  return d[a.size()][b.size()];
 }
 }  // namespace
 
@@ -311,8 +316,9 @@ std::string closest_match(std::string_view word, const std::vector<std::string>&
       best_distance = d;
     }
   }
-  // A typo, not a different word: at most a third of the letters changed.
-  if (best.empty() || best_distance == 0 || best_distance > std::max<size_t>(1, word.size() / 3)) {
+  // A typo, not a different word: two edits, or a third of a longer word.
+  if (best.empty() || best_distance == 0 || best_distance > std::max<size_t>(2, word.size() / 3) ||
+      best_distance >= word.size()) {
     return "";
   }
   return best;

@@ -41,8 +41,7 @@ std::vector<const T*> sorted_by_name(const std::vector<T>& items, const char* wh
   std::sort(out.begin(), out.end(), [](const T* a, const T* b) { return a->name < b->name; });
   for (size_t i = 1; i < out.size(); ++i) {
     if (out[i]->name == out[i - 1]->name) {
-      throw std::runtime_error(std::string("duplicate ") + what + " name \"" + out[i]->name +
-                               "\"");
+      throw std::runtime_error(std::string("duplicate ") + what + " name \"" + out[i]->name + "\"");
     }
   }
   return out;
@@ -131,8 +130,8 @@ CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::t
       if (r.mode != pass) continue;
       auto b = boundary_index.find(r.boundary);
       if (b == boundary_index.end()) {
-        throw std::runtime_error("rule \"" + r.name + "\" names unknown boundary \"" +
-                                 r.boundary + "\"");
+        throw std::runtime_error("rule \"" + r.name + "\" names unknown boundary \"" + r.boundary +
+                                 "\"");
       }
       for (const PortRange& p : r.ports) {
         tw_rule_entry e{};

@@ -70,7 +70,7 @@ struct ParsedPolicy {
   std::vector<ParsedRule> rules;
   std::vector<ParsedExemption> exemptions;
   std::vector<std::string> files;  // display names, in load order
-  bool incomplete = false;  // some file could not be read or parsed at all
+  bool incomplete = false;         // some file could not be read or parsed at all
 };
 
 // policy_parser.cc: parses one file's text and appends what it defines to
@@ -106,9 +106,7 @@ struct PrefixKey {
   bool operator<(const PrefixKey& o) const {
     return addr != o.addr ? addr < o.addr : prefix_len < o.prefix_len;
   }
-  bool operator==(const PrefixKey& o) const {
-    return addr == o.addr && prefix_len == o.prefix_len;
-  }
+  bool operator==(const PrefixKey& o) const { return addr == o.addr && prefix_len == o.prefix_len; }
 };
 PrefixKey prefix_key(const Cidr& c);
 // `key` cut down to its first `len` bits.

@@ -15,8 +15,8 @@ const std::vector<std::string> kTopKeys = {"version",    "default_mode", "defaul
                                            "boundaries", "rules",        "exemptions"};
 const std::vector<std::string> kBoundaryKeys = {"description", "cidrs"};
 const std::vector<std::string> kRuleKeys = {"name", "boundary", "ports", "mode", "min_tls"};
-const std::vector<std::string> kExemptionKeys = {"name",   "cidrs", "ports", "reason",
-                                                 "owner", "expires"};
+const std::vector<std::string> kExemptionKeys = {"name",   "cidrs", "ports",
+                                                 "reason", "owner", "expires"};
 
 std::string join(const std::vector<std::string>& v) {
   std::string out;
@@ -136,8 +136,7 @@ class FileParser {
   }
 
   template <typename T>
-  void set_once(Setting<T>& setting, const std::string& key, const T& value,
-                const toml::node& n) {
+  void set_once(Setting<T>& setting, const std::string& key, const T& value, const toml::node& n) {
     if (setting.value) {
       diags_.error(at(n), key + " is set again here; it was already set at " +
                               location_string(setting.where) +
@@ -182,8 +181,8 @@ class FileParser {
     if (!s) return std::nullopt;
     if (*s == "monitor") return Mode::kMonitor;
     if (*s == "enforce") return Mode::kEnforce;
-    diags_.error(at(n), "unknown " + what + " " + quote(*s) +
-                            "; accepted: \"monitor\", \"enforce\"");
+    diags_.error(at(n),
+                 "unknown " + what + " " + quote(*s) + "; accepted: \"monitor\", \"enforce\"");
     return std::nullopt;
   }
 
@@ -196,10 +195,11 @@ class FileParser {
     if (!s) return std::nullopt;
     const uint16_t v = tls_version_from_string(*s);
     if (v == 0x0304) {
-      diags_.error(at(n), what +
-                              " \"1.3\" is not supported yet: a minimum of TLS 1.3 cannot be judged "
-                              "from the ClientHello (TLS 1.3 clients send legacy_version 0x0303); "
-                              "accepted: \"1.0\", \"1.1\", \"1.2\"");
+      diags_.error(at(n),
+                   what +
+                       " \"1.3\" is not supported yet: a minimum of TLS 1.3 cannot be judged "
+                       "from the ClientHello (TLS 1.3 clients send legacy_version 0x0303); "
+                       "accepted: \"1.0\", \"1.1\", \"1.2\"");
       return std::nullopt;
     }
     if (v == 0) {
@@ -349,7 +349,8 @@ class FileParser {
       const std::string hi_text = dash == std::string::npos ? lo_text : s->substr(dash + 1);
       const bool digits_only =
           !lo_text.empty() && !hi_text.empty() &&
-          std::all_of(lo_text.begin(), lo_text.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+          std::all_of(lo_text.begin(), lo_text.end(),
+                      [](char c) { return c >= '0' && c <= '9'; }) &&
           std::all_of(hi_text.begin(), hi_text.end(), [](char c) { return c >= '0' && c <= '9'; });
       if (!digits_only) {
         diags_.error(at(e), "port " + quote(*s) +
@@ -394,8 +395,8 @@ class FileParser {
 
   void missing(const toml::table& t, const std::string& what, const std::string& key,
                const std::string& example) {
-    diags_.error(at(t), what + " is missing required key " + quote(key) + " (e.g. " + example +
-                            ")");
+    diags_.error(at(t),
+                 what + " is missing required key " + quote(key) + " (e.g. " + example + ")");
   }
 
   void parse_rule(const toml::table& t) {

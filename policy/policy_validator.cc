@@ -194,8 +194,8 @@ class Validator {
       if (boundary_index_.count(pr.rule.boundary)) continue;
       pr.ok = false;
       if (!complete_) continue;  // it may be defined in the file that did not parse
-      std::string msg = "rule " + quote(pr.rule.name) + " names unknown boundary " +
-                        quote(pr.rule.boundary);
+      std::string msg =
+          "rule " + quote(pr.rule.name) + " names unknown boundary " + quote(pr.rule.boundary);
       if (names.empty()) {
         msg += "; no boundaries are defined (add [boundaries." + pr.rule.boundary + "])";
       } else {
@@ -259,8 +259,9 @@ class Validator {
 
   void check_limits() {
     auto by_order = [&](std::vector<std::pair<SourceLocation, size_t>>& v) {
-      std::stable_sort(v.begin(), v.end(),
-                       [&](const auto& x, const auto& y) { return order(x.first) < order(y.first); });
+      std::stable_sort(v.begin(), v.end(), [&](const auto& x, const auto& y) {
+        return order(x.first) < order(y.first);
+      });
     };
     // Emits one error at the item whose cumulative count first exceeds `limit`.
     auto over = [&](std::vector<std::pair<SourceLocation, size_t>> items, size_t limit,

@@ -182,6 +182,7 @@ struct tw_flow_state {
 	__u8 reported;		 /* 1: an event for the current action was sent */
 	__u8 pad0;
 	__u8 hello[TW_HELLO_PREFIX + 1];
+	__u8 pad1[4];
 };
 
 /* ---- events (ring buffer) ---- */
@@ -217,7 +218,7 @@ struct tw_flow_event {
 	__u8 reason;	     /* enum tw_reason */
 	__u8 mode;	     /* enum tw_mode */
 	__u8 action;	     /* enum tw_action */
-	__u8 pad[2];
+	__u8 pad[6];
 };
 
 /* ---- active policy ----

@@ -49,8 +49,7 @@ static __always_inline void tw_emit_flow_event(struct __sk_buff *skb, const stru
 	e->reason = st->reason;
 	e->mode = st->mode;
 	e->action = st->action;
-	e->pad[0] = 0;
-	e->pad[1] = 0;
+	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	bpf_ringbuf_submit(e, 0);
 }
 

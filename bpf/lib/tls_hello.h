@@ -61,6 +61,15 @@ static __always_inline int tw_hello_judge(const __u8 *buf, __u32 len, __u16 *cli
 		return -TW_REASON_NOT_CLIENT_HELLO;
 	if (len > 6 && buf[6] > (TW_TLS_MAX_HELLO >> 16))
 		return -TW_REASON_BAD_HANDSHAKE_LENGTH;
+	if (len > 7) {
+		/* Bytes 6-7 already bound the length: if even the largest value
+		 * byte 8 could add is too short for the record, or the smallest
+		 * is too long, no byte 8 can make this a ClientHello. */
+		rec_len = ((__u32)buf[3] << 8) | buf[4];
+		hs_len = ((__u32)buf[6] << 16) | ((__u32)buf[7] << 8);
+		if ((hs_len | 0xff) + 4 < rec_len || hs_len > TW_TLS_MAX_HELLO)
+			return -TW_REASON_BAD_HANDSHAKE_LENGTH;
+	}
 	if (len > 8) {
 		rec_len = ((__u32)buf[3] << 8) | buf[4];
 		hs_len = ((__u32)buf[6] << 16) | ((__u32)buf[7] << 8) | buf[8];

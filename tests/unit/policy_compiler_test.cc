@@ -77,8 +77,8 @@ const LpmRow4* Lookup4(const CompiledPolicy& c, const char* addr) {
   const uint32_t x = (uint32_t{a[0]} << 24) | (a[1] << 16) | (a[2] << 8) | a[3];
   const LpmRow4* best = nullptr;
   for (const auto& row : c.v4) {
-    const uint32_t r = (uint32_t{row.addr[0]} << 24) | (row.addr[1] << 16) | (row.addr[2] << 8) |
-                       row.addr[3];
+    const uint32_t r =
+        (uint32_t{row.addr[0]} << 24) | (row.addr[1] << 16) | (row.addr[2] << 8) | row.addr[3];
     const uint32_t mask = row.prefix_len == 0 ? 0 : ~uint32_t{0} << (32 - row.prefix_len);
     if ((x & mask) == r && (!best || row.prefix_len > best->prefix_len)) best = &row;
   }
@@ -347,7 +347,7 @@ TEST(PolicyCompiler, HighBoundaryIndexUsesSecondMaskWord) {
   EXPECT_EQ(c.boundary_names[70], "b69");
   const LpmRow4* row = Row4(c, "10.69.0.0", 16);
   ASSERT_NE(row, nullptr);
-  EXPECT_EQ(row->cls.boundary_mask[0], 1u);                     // "all" (index 0) covers it
+  EXPECT_EQ(row->cls.boundary_mask[0], 1u);                        // "all" (index 0) covers it
   EXPECT_EQ(row->cls.boundary_mask[1], uint64_t{1} << (70 - 64));  // b69 = index 70
   EXPECT_EQ(c.rules[0].boundary, 70);
 }
@@ -358,8 +358,7 @@ TEST(PolicyCompiler, IsDeterministic) {
   ASSERT_EQ(a.v4.size(), b.v4.size());
   EXPECT_EQ(std::memcmp(a.v4.data(), b.v4.data(), a.v4.size() * sizeof(LpmRow4)), 0);
   ASSERT_EQ(a.rules.size(), b.rules.size());
-  EXPECT_EQ(std::memcmp(a.rules.data(), b.rules.data(), a.rules.size() * sizeof(tw_rule_entry)),
-            0);
+  EXPECT_EQ(std::memcmp(a.rules.data(), b.rules.data(), a.rules.size() * sizeof(tw_rule_entry)), 0);
 }
 
 // ---- limits: compile_policy refuses what the kernel tables cannot hold ----
@@ -405,8 +404,9 @@ TEST(PolicyCompiler, TooManyBoundariesThrows) {
   EXPECT_NO_THROW(compile_policy(p, kNow));
   p.boundaries.push_back(p.boundaries.back());
   p.boundaries.back().name = "one-too-many";
-  ExpectThrows(p, "policy needs 129 boundaries, the kernel tables hold at most 128 "
-                  "(TW_MAX_BOUNDARIES)");
+  ExpectThrows(p,
+               "policy needs 129 boundaries, the kernel tables hold at most 128 "
+               "(TW_MAX_BOUNDARIES)");
 }
 
 TEST(PolicyCompiler, TooManyRuleEntriesThrows) {
@@ -434,7 +434,8 @@ TEST(PolicyCompiler, TooManyExemptionsAndEntriesThrow) {
   ExpectThrows(p, "(TW_MAX_EXEMPTIONS)");
   p.exemptions.resize(2);
   for (int i = 0; i < TW_MAX_EXEMPT_ENTRIES; ++i) {
-    p.exemptions[1].ports.push_back({static_cast<uint16_t>(i + 1), static_cast<uint16_t>(i + 1), {}});
+    p.exemptions[1].ports.push_back(
+        {static_cast<uint16_t>(i + 1), static_cast<uint16_t>(i + 1), {}});
   }
   ExpectThrows(p, "policy needs 258 exemption entries");
 }
@@ -457,8 +458,9 @@ TEST(PolicyCompiler, TooManyPrefixesThrows) {
     p.boundaries[0].cidrs.push_back(
         V4(11, static_cast<uint8_t>(i / 256), static_cast<uint8_t>(i % 256), 0, 24));
   }
-  ExpectThrows(p, "policy needs 16385 distinct IPv4 prefixes, the kernel tables hold at most 16384 "
-                  "(TW_MAX_PREFIXES)");
+  ExpectThrows(p,
+               "policy needs 16385 distinct IPv4 prefixes, the kernel tables hold at most 16384 "
+               "(TW_MAX_PREFIXES)");
   p.boundaries[0].cidrs.erase(p.boundaries[0].cidrs.begin());
   EXPECT_NO_THROW(compile_policy(p, kNow));
 }

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <ctime>
+#include <ostream>
 #include <string>
 
 #include "policy/policy.h"
@@ -44,9 +45,9 @@ size_t Errors(const LoadResult& r) {
       return ::testing::AssertionSuccess();
     }
   }
-  return ::testing::AssertionFailure() << "no diagnostic \"" << prefix << "...'" << fragment
-                                       << "'...\" among:\n"
-                                       << All(r);
+  return ::testing::AssertionFailure()
+         << "no diagnostic \"" << prefix << "...'" << fragment << "'...\" among:\n"
+         << All(r);
 }
 
 // A valid policy; tests append to it or replace parts of it.
@@ -75,7 +76,7 @@ TEST(PolicyParser, GoodPolicyLoads) {
 TEST(PolicyParser, SyntaxErrorHasPosition) {
   const auto r = Load("version = \"t-1\"\nrules = [1,\n");
   EXPECT_FALSE(r.ok());
-  EXPECT_TRUE(HasDiag(r, "p.toml:2:12: error: syntax error:", "end-of-file")) << All(r);
+  EXPECT_TRUE(HasDiag(r, "p.toml:2:13: error: syntax error:", "end-of-file")) << All(r);
   EXPECT_EQ(Errors(r), 1u) << All(r);  // no "no version"/"no rules" echoes
 }
 
@@ -103,8 +104,8 @@ TEST(PolicyParser, MissingVersion) {
 }
 
 TEST(PolicyParser, UnknownTopLevelKeySuggests) {
-  const auto r = Load(kHead + "verison = \"x\"\n" + kRule);
-  EXPECT_TRUE(HasDiag(r, "p.toml:4:1: error: ",
+  const auto r = Load("verison = \"x\"\n" + kHead + kRule);
+  EXPECT_TRUE(HasDiag(r, "p.toml:1:1: error: ",
                       "unknown key \"verison\" at the top level (did you mean \"version\"?); "
                       "accepted keys: version, default_mode, default_min_tls, boundaries, rules, "
                       "exemptions"))
@@ -158,8 +159,7 @@ TEST(PolicyParser, RuleMissingName) {
 
 TEST(PolicyParser, RuleMissingBoundary) {
   const auto r = Load(kHead + "[[rules]]\nname = \"a\"\nports = [443]\n");
-  EXPECT_TRUE(
-      HasDiag(r, "p.toml:4:1: error: ", "rule \"a\" is missing required key \"boundary\""))
+  EXPECT_TRUE(HasDiag(r, "p.toml:4:1: error: ", "rule \"a\" is missing required key \"boundary\""))
       << All(r);
   EXPECT_EQ(Errors(r), 1u) << All(r);
 }
@@ -196,6 +196,7 @@ struct CidrCase {
   const char* text;
   const char* fragment;
 };
+void PrintTo(const CidrCase& c, std::ostream* os) { *os << c.text; }
 
 class PolicyParserBadCidr : public ::testing::TestWithParam<CidrCase> {};
 
@@ -203,15 +204,16 @@ TEST_P(PolicyParserBadCidr, IsRejectedAtTheValue) {
   const auto r = Load("version = \"t\"\n[boundaries.b]\ncidrs = [\"10.0.0.0/8\", \"" +
                       std::string(GetParam().text) + "\"]\n");
   EXPECT_FALSE(r.ok());
-  // Column 23: the second array element.
-  EXPECT_TRUE(HasDiag(r, "p.toml:3:23: error: ", GetParam().fragment)) << All(r);
+  // Column 24: the second array element.
+  EXPECT_TRUE(HasDiag(r, "p.toml:3:24: error: ", GetParam().fragment)) << All(r);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     All, PolicyParserBadCidr,
     ::testing::Values(
-        CidrCase{"198.18.0/16", "\"198.18.0/16\" is not a valid CIDR: \"198.18.0\" is not an IPv4 "
-                                "address"},
+        CidrCase{"198.18.0/16",
+                 "\"198.18.0/16\" is not a valid CIDR: \"198.18.0\" is not an IPv4 "
+                 "address"},
         CidrCase{"bogus", "\"bogus\" is not a valid CIDR"},
         CidrCase{"2001:db8::g/32", "\"2001:db8::g\" is not an IPv6 address"},
         CidrCase{"198.18.0.0/33", "prefix length /33 is out of range for IPv4 (0-32)"},
@@ -226,8 +228,9 @@ INSTANTIATE_TEST_SUITE_P(
                  "is an IPv4-mapped IPv6 CIDR, which tlswall does not accept; write it as IPv4: "
                  "\"198.18.0.0/16\""},
         CidrCase{"::ffff:198.18.0.7/128", "write it as IPv4: \"198.18.0.7/32\""},
-        CidrCase{"198.18.0.1", "the prefix length is missing; for a single host write "
-                               "\"198.18.0.1/32\""}));
+        CidrCase{"198.18.0.1",
+                 "the prefix length is missing; for a single host write "
+                 "\"198.18.0.1/32\""}));
 
 TEST(PolicyParser, CidrWrongType) {
   const auto r = Load("version = \"t\"\n[boundaries.b]\ncidrs = [10]\n");
@@ -244,9 +247,10 @@ TEST(PolicyParser, CidrsNotAnArray) {
 }
 
 TEST(PolicyParser, GoodCidrsParse) {
-  const auto r = Load("version = \"t\"\n[boundaries.b]\ncidrs = [\"0.0.0.0/0\", \"::/0\", "
-                      "\"198.18.0.7/32\", \"2001:db8:2::/48\"]\n" +
-                      std::string("[[rules]]\nname = \"r\"\nboundary = \"b\"\nports = [443]\n"));
+  const auto r = Load(
+      "version = \"t\"\n[boundaries.b]\ncidrs = [\"0.0.0.0/0\", \"::/0\", "
+      "\"198.18.0.7/32\", \"2001:db8:2::/48\"]\n" +
+      std::string("[[rules]]\nname = \"r\"\nboundary = \"b\"\nports = [443]\n"));
   ASSERT_TRUE(r.ok()) << All(r);
   const auto& c = r.policy->boundaries[0].cidrs;
   ASSERT_EQ(c.size(), 4u);
@@ -259,7 +263,7 @@ TEST(PolicyParser, GoodCidrsParse) {
   EXPECT_EQ(c[3].addr[0], 0x20);
   EXPECT_EQ(c[3].addr[5], 0x02);
   EXPECT_EQ(c[3].where.line, 3u);
-  EXPECT_EQ(c[3].where.column, 58u);
+  EXPECT_EQ(c[3].where.column, 48u);
 }
 
 TEST(PolicyParser, EmptyBoundaryList) {
@@ -280,6 +284,7 @@ struct PortCase {
   const char* value;  // TOML text of one array element
   const char* fragment;
 };
+void PrintTo(const PortCase& c, std::ostream* os) { *os << c.value; }
 
 class PolicyParserBadPort : public ::testing::TestWithParam<PortCase> {};
 
@@ -317,8 +322,8 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(PolicyParser, EmptyPortsList) {
   const auto r = Load(kHead + "[[rules]]\nname = \"a\"\nboundary = \"remote\"\nports = []\n");
-  EXPECT_TRUE(HasDiag(r, "p.toml:7:9: error: ",
-                      "ports of rule \"a\" is empty; list at least one port, e.g. [443]"))
+  EXPECT_TRUE(HasDiag(
+      r, "p.toml:7:9: error: ", "ports of rule \"a\" is empty; list at least one port, e.g. [443]"))
       << All(r);
 }
 
@@ -343,7 +348,7 @@ TEST(PolicyParser, GoodPortsParse) {
   EXPECT_EQ(p[1].hi, 5432);
   EXPECT_EQ(p[2].lo, 8000);
   EXPECT_EQ(p[2].hi, 8100);
-  EXPECT_EQ(p[2].where.column, 24u);
+  EXPECT_EQ(p[2].where.column, 23u);
   EXPECT_EQ(p[3].lo, 65535);
   EXPECT_EQ(p[4].lo, 1);
   EXPECT_EQ(p[4].hi, 65535);
@@ -382,9 +387,8 @@ TEST(PolicyParser, TlsVersionAsNumber) {
 }
 
 TEST(PolicyParser, AcceptedTlsVersions) {
-  for (const auto& [text, wire] : {std::pair<std::string, uint16_t>{"1.0", 0x0301},
-                                   {"1.1", 0x0302},
-                                   {"1.2", 0x0303}}) {
+  for (const auto& [text, wire] :
+       {std::pair<std::string, uint16_t>{"1.0", 0x0301}, {"1.1", 0x0302}, {"1.2", 0x0303}}) {
     const auto r = Load(kHead + kRule + "min_tls = \"" + text + "\"\n");
     ASSERT_TRUE(r.ok()) << text << "\n" << All(r);
     EXPECT_EQ(r.policy->rules[0].min_tls, wire) << text;
@@ -393,8 +397,8 @@ TEST(PolicyParser, AcceptedTlsVersions) {
 
 TEST(PolicyParser, UnknownMode) {
   const auto r = Load(kHead + kRule + "mode = \"block\"\n");
-  EXPECT_TRUE(HasDiag(r, "p.toml:8:8: error: ",
-                      "unknown mode \"block\"; accepted: \"monitor\", \"enforce\""))
+  EXPECT_TRUE(HasDiag(
+      r, "p.toml:8:8: error: ", "unknown mode \"block\"; accepted: \"monitor\", \"enforce\""))
       << All(r);
 }
 
@@ -421,10 +425,11 @@ const std::string kExemptionHead = "[[exemptions]]\nname = \"x\"\n";  // lines 8
 
 TEST(PolicyParser, ExemptionMissingReasonAndOwner) {
   const auto r = Load(kHead + kRule + kExemptionHead + "ports = [443]\n");
-  EXPECT_TRUE(HasDiag(r, "p.toml:8:1: error: ",
-                      "exemption \"x\" is missing required key \"reason\""))
+  EXPECT_TRUE(
+      HasDiag(r, "p.toml:8:1: error: ", "exemption \"x\" is missing required key \"reason\""))
       << All(r);
-  EXPECT_TRUE(HasDiag(r, "p.toml:8:1: error: ", "exemption \"x\" is missing required key \"owner\""))
+  EXPECT_TRUE(
+      HasDiag(r, "p.toml:8:1: error: ", "exemption \"x\" is missing required key \"owner\""))
       << All(r);
 }
 
@@ -437,8 +442,8 @@ TEST(PolicyParser, ExemptionEmptyReason) {
 
 TEST(PolicyParser, ExemptionNeedsCidrsOrPorts) {
   const auto r = Load(kHead + kRule + kExemptionHead + "reason = \"r\"\nowner = \"o\"\n");
-  EXPECT_TRUE(HasDiag(r, "p.toml:8:1: error: ",
-                      "exemption \"x\" must limit cidrs or ports (or both)"))
+  EXPECT_TRUE(
+      HasDiag(r, "p.toml:8:1: error: ", "exemption \"x\" must limit cidrs or ports (or both)"))
       << All(r);
 }
 

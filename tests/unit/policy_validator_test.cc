@@ -50,9 +50,9 @@ size_t Warnings(const LoadResult& r) { return Count(r, Diagnostic::Severity::kWa
       return ::testing::AssertionSuccess();
     }
   }
-  return ::testing::AssertionFailure() << "no diagnostic \"" << prefix << "...'" << fragment
-                                       << "'...\" among:\n"
-                                       << All(r);
+  return ::testing::AssertionFailure()
+         << "no diagnostic \"" << prefix << "...'" << fragment << "'...\" among:\n"
+         << All(r);
 }
 
 // Lines 1-6.
@@ -65,8 +65,8 @@ cidrs = ["198.18.200.0/24"]
 cidrs = ["203.0.113.0/24"]
 )";
 
-std::string RuleText(const std::string& name, const std::string& boundary,
-                     const std::string& ports, const std::string& extra = "") {
+std::string RuleText(const std::string& name, const std::string& boundary, const std::string& ports,
+                     const std::string& extra = "") {
   return "[[rules]]\nname = \"" + name + "\"\nboundary = \"" + boundary + "\"\nports = " + ports +
          "\n" + extra;
 }
@@ -74,16 +74,16 @@ std::string RuleText(const std::string& name, const std::string& boundary,
 // ---- duplicates and references ----
 
 TEST(PolicyValidator, DuplicateRuleName) {
-  const auto r =
-      Load(kHead + RuleText("a", "remote", "[443]") + RuleText("a", "other", "[443]"));
-  EXPECT_TRUE(HasDiag(r, "p.toml:13:8: error: ",
-                      "duplicate rule name \"a\"; it is already defined at p.toml:9:8"))
+  const auto r = Load(kHead + RuleText("a", "remote", "[443]") + RuleText("a", "other", "[443]"));
+  EXPECT_TRUE(HasDiag(
+      r, "p.toml:13:8: error: ", "duplicate rule name \"a\"; it is already defined at p.toml:9:8"))
       << All(r);
   EXPECT_EQ(Errors(r), 1u) << All(r);
 }
 
 TEST(PolicyValidator, DuplicateExemptionName) {
-  const std::string x = "[[exemptions]]\nname = \"x\"\nports = [443]\nreason = \"r\"\nowner = \"o\"\n";
+  const std::string x =
+      "[[exemptions]]\nname = \"x\"\nports = [443]\nreason = \"r\"\nowner = \"o\"\n";
   const auto r = Load(kHead + RuleText("a", "remote", "[443]") + x + x);
   EXPECT_TRUE(HasDiag(r, "p.toml:18:8: error: ",
                       "duplicate exemption name \"x\"; it is already defined at p.toml:13:8"))
@@ -103,8 +103,8 @@ TEST(PolicyValidator, UnknownBoundarySuggests) {
 
 TEST(PolicyValidator, UnknownBoundaryWhenNoneDefined) {
   const auto r = Load("version = \"t\"\n" + RuleText("a", "nowhere", "[443]"));
-  EXPECT_TRUE(HasDiag(r, "p.toml:3:12: error: ",
-                      "no boundaries are defined (add [boundaries.nowhere])"))
+  EXPECT_TRUE(
+      HasDiag(r, "p.toml:4:12: error: ", "no boundaries are defined (add [boundaries.nowhere])"))
       << All(r);
 }
 
@@ -156,8 +156,8 @@ TEST(PolicyValidator, DifferentSettingsWithoutOverlapAreFine) {
 }
 
 TEST(PolicyValidator, DefaultModeDecidesConflicts) {
-  const std::string rules = RuleText("a", "remote", "[443]", "mode = \"enforce\"\n") +
-                            RuleText("b", "inner", "[443]");
+  const std::string rules =
+      RuleText("a", "remote", "[443]", "mode = \"enforce\"\n") + RuleText("b", "inner", "[443]");
   EXPECT_FALSE(Load(kHead + rules).ok());
   EXPECT_TRUE(Load("default_mode = \"enforce\"\n" + kHead + rules).ok());
 }
@@ -189,7 +189,8 @@ TEST(PolicyValidator, ExpiredStringDate) {
   const auto r = Load(kHead + RuleText("a", "remote", "[389]") +
                       "[[exemptions]]\nname = \"x\"\nports = [389]\nreason = \"r\"\nowner = "
                       "\"o\"\nexpires = \"2025-06-30\"\n");
-  EXPECT_TRUE(HasDiag(r, "p.toml:17:11: error: ", "exemption \"x\" expired on 2025-06-30")) << All(r);
+  EXPECT_TRUE(HasDiag(r, "p.toml:17:11: error: ", "exemption \"x\" expired on 2025-06-30"))
+      << All(r);
 }
 
 // ---- warnings ----
@@ -294,8 +295,9 @@ TEST(PolicyValidator, ExpiredExemptionsDoNotCountTowardsLimits) {
     text += "[[exemptions]]\nname = \"x" + std::to_string(i) +
             "\"\nports = [443]\nreason = \"r\"\nowner = \"o\"\n";
   }
-  text += "[[exemptions]]\nname = \"old\"\nports = [443]\nreason = \"r\"\nowner = \"o\"\nexpires = "
-          "2020-01-01\n";
+  text +=
+      "[[exemptions]]\nname = \"old\"\nports = [443]\nreason = \"r\"\nowner = \"o\"\nexpires = "
+      "2020-01-01\n";
   const auto r = Load(text);
   EXPECT_EQ(Errors(r), 1u) << All(r);
   EXPECT_TRUE(HasDiag(r, "p.toml:", "exemption \"old\" expired on 2020-01-01")) << All(r);
@@ -320,13 +322,14 @@ TEST(PolicyValidator, RepeatedPrefixesCountOnce) {
   // The same prefix in two boundaries is one LPM row.
   std::string a = "[", b = "[";
   for (int i = 0; i < 9000; ++i) {
-    const std::string c = "\"10." + std::to_string(i / 256) + "." + std::to_string(i % 256) +
-                          ".0/24\",";
+    const std::string c =
+        "\"10." + std::to_string(i / 256) + "." + std::to_string(i % 256) + ".0/24\",";
     a += c;
     b += c;
   }
-  const auto r = Load("version = \"t\"\n[boundaries.a]\ncidrs = " + a + "]\n[boundaries.b]\ncidrs = " +
-                      b + "]\n" + RuleText("a", "a", "[443]") + RuleText("b", "b", "[443]"));
+  const auto r =
+      Load("version = \"t\"\n[boundaries.a]\ncidrs = " + a + "]\n[boundaries.b]\ncidrs = " + b +
+           "]\n" + RuleText("a", "a", "[443]") + RuleText("b", "b", "[443]"));
   EXPECT_TRUE(r.ok()) << All(r).substr(0, 2000);
 }
 

@@ -1,0 +1,460 @@
+// render_status_json / render_status_text / overall_mode and the stable
+// counter, reason, class and action names `tlswallctl status` and events use.
+#include <gtest/gtest.h>
+
+#include <cctype>
+#include <cstdint>
+#include <cstdlib>
+#include <iterator>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+
+#include "agent/status_report.h"
+
+namespace tlswall::agent {
+namespace {
+
+// A strict little JSON reader for assertions: flattens a document into
+// "path" -> value, where path joins object keys and array indices with '.'
+// and a value is a literal (7, true, null), a decoded string in quotes, or
+// "{}" / "[]" for an empty container. Fails on any syntax error and on a
+// key repeated within one object.
+class FlatJson {
+ public:
+  static bool Parse(std::string_view text, std::map<std::string, std::string>* out,
+                    std::string* error) {
+    FlatJson p(text, out);
+    p.Ws();
+    const bool ok = p.Value("") && (p.Ws(), p.i_ == p.s_.size());
+    if (!ok) *error = "JSON error near offset " + std::to_string(p.i_) + ": " + p.why_;
+    return ok;
+  }
+
+ private:
+  FlatJson(std::string_view s, std::map<std::string, std::string>* out) : s_(s), out_(*out) {}
+
+  char Peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  void Ws() {
+    while (Peek() == ' ' || Peek() == '\n' || Peek() == '\t' || Peek() == '\r') ++i_;
+  }
+  bool Fail(const char* why) {
+    why_ = why;
+    return false;
+  }
+  static std::string Join(const std::string& path, const std::string& k) {
+    return path.empty() ? k : path + "." + k;
+  }
+  bool Put(const std::string& path, const std::string& v) {
+    return out_.emplace(path, v).second || Fail("duplicate path");
+  }
+
+  bool String(std::string* v) {
+    if (Peek() != '"') return Fail("expected string");
+    ++i_;
+    while (i_ < s_.size()) {
+      const char c = s_[i_++];
+      if (c == '"') return true;
+      if (static_cast<unsigned char>(c) < 0x20) return Fail("raw control character in string");
+      if (c != '\\') {
+        *v += c;
+        continue;
+      }
+      const char e = Peek();
+      ++i_;
+      switch (e) {
+        case '"':
+          *v += '"';
+          break;
+        case '\\':
+          *v += '\\';
+          break;
+        case '/':
+          *v += '/';
+          break;
+        case 'b':
+          *v += '\b';
+          break;
+        case 'f':
+          *v += '\f';
+          break;
+        case 'n':
+          *v += '\n';
+          break;
+        case 'r':
+          *v += '\r';
+          break;
+        case 't':
+          *v += '\t';
+          break;
+        case 'u': {
+          if (i_ + 4 > s_.size()) return Fail("short \\u escape");
+          const std::string hex(s_.substr(i_, 4));
+          if (hex.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos) {
+            return Fail("bad \\u escape");
+          }
+          const unsigned cp = static_cast<unsigned>(std::strtoul(hex.c_str(), nullptr, 16));
+          i_ += 4;
+          if (cp < 0x80) {
+            *v += static_cast<char>(cp);
+          } else if (cp < 0x800) {
+            *v += static_cast<char>(0xc0 | (cp >> 6));
+            *v += static_cast<char>(0x80 | (cp & 0x3f));
+          } else {
+            *v += static_cast<char>(0xe0 | (cp >> 12));
+            *v += static_cast<char>(0x80 | ((cp >> 6) & 0x3f));
+            *v += static_cast<char>(0x80 | (cp & 0x3f));
+          }
+          break;
+        }
+        default:
+          return Fail("bad escape");
+      }
+    }
+    return Fail("unterminated string");
+  }
+
+  bool Value(const std::string& path) {
+    const char c = Peek();
+    if (c == '{' || c == '[') {
+      const bool obj = c == '{';
+      ++i_;
+      Ws();
+      if (Peek() == (obj ? '}' : ']')) {
+        ++i_;
+        return Put(path, obj ? "{}" : "[]");
+      }
+      std::set<std::string> keys;
+      for (size_t n = 0;; ++n) {
+        Ws();
+        std::string k = std::to_string(n);
+        if (obj) {
+          k.clear();
+          if (!String(&k)) return false;
+          if (!keys.insert(k).second) return Fail("duplicate key");
+          Ws();
+          if (Peek() != ':') return Fail("expected ':'");
+          ++i_;
+          Ws();
+        }
+        if (!Value(Join(path, k))) return false;
+        Ws();
+        if (Peek() == ',') {
+          ++i_;
+          continue;
+        }
+        if (Peek() == (obj ? '}' : ']')) {
+          ++i_;
+          return true;
+        }
+        return Fail("expected ',' or end of container");
+      }
+    }
+    if (c == '"') {
+      std::string v;
+      return String(&v) && Put(path, "\"" + v + "\"");
+    }
+    const size_t start = i_;
+    while (std::isalnum(static_cast<unsigned char>(Peek())) || Peek() == '-' || Peek() == '+' ||
+           Peek() == '.') {
+      ++i_;
+    }
+    const std::string lit(s_.substr(start, i_ - start));
+    if (lit == "true" || lit == "false" || lit == "null") return Put(path, lit);
+    if (lit.empty()) return Fail("expected a value");
+    char* end = nullptr;
+    std::strtod(lit.c_str(), &end);
+    if (*end != '\0' || lit[0] == '+' || lit[0] == '.') return Fail("bad number");
+    return Put(path, lit);
+  }
+
+  std::string_view s_;
+  std::map<std::string, std::string>& out_;
+  size_t i_ = 0;
+  std::string why_;
+};
+
+std::map<std::string, std::string> Flat(const std::string& json) {
+  std::map<std::string, std::string> m;
+  std::string error;
+  EXPECT_TRUE(FlatJson::Parse(json, &m, &error)) << error << "\n" << json;
+  return m;
+}
+
+std::string Q(const std::string& s) { return "\"" + s + "\""; }
+
+size_t CountUnder(const std::map<std::string, std::string>& m, const std::string& prefix) {
+  size_t n = 0;
+  for (const auto& [k, v] : m) n += k.rfind(prefix, 0) == 0;
+  return n;
+}
+
+const uint32_t kCounters[] = {
+    TW_CNT_PACKETS,         TW_CNT_FLOWS_SEEN,         TW_CNT_FLOWS_TLS,
+    TW_CNT_FLOWS_NOT_TLS,   TW_CNT_PLAINTEXT_REPORTED, TW_CNT_PLAINTEXT_BLOCKED,
+    TW_CNT_EXEMPT,          TW_CNT_STATE_LOST,         TW_CNT_PACKETS_DROPPED,
+    TW_CNT_EVENTS_LOST,     TW_CNT_HELD_OUT_OF_WINDOW, TW_CNT_FRAGMENTS,
+    TW_CNT_FLOW_TABLE_FULL, TW_CNT_PARSE_ERRORS,       TW_CNT_TLS_BELOW_MINIMUM,
+    TW_CNT_FLOWS_INBOUND,
+};
+
+const uint32_t kReasons[] = {
+    TW_REASON_NONE,
+    TW_REASON_NOT_HANDSHAKE_RECORD,
+    TW_REASON_BAD_RECORD_VERSION,
+    TW_REASON_BAD_RECORD_LENGTH,
+    TW_REASON_NOT_CLIENT_HELLO,
+    TW_REASON_BAD_HANDSHAKE_LENGTH,
+    TW_REASON_BAD_CLIENT_VERSION,
+    TW_REASON_TLS_BELOW_MINIMUM,
+    TW_REASON_OVERLAP_MISMATCH,
+    TW_REASON_UNDECIDABLE,
+    TW_REASON_FRAGMENTED,
+    TW_REASON_STATE_LOST,
+    TW_REASON_OUT_OF_WINDOW,
+    TW_REASON_OPAQUE_HEADERS,
+};
+
+StatusReport Sample() {
+  StatusReport s;
+  s.version = "0.1.0";
+  s.uptime_s = 3600;
+  s.host = "web-1";
+  s.policy_path = "/etc/tlswall/policy.d";
+  s.policy_version = "2026-11-21.1";
+  s.policy_hash = "ab12cd";
+  s.policy_generation = 7;
+  s.policy_loaded_at = "2026-11-21T12:00:00.000Z";
+  s.rules = {{"db-tls", "enforce"}, {"web-tls", "monitor"}};
+  s.exemptions_active = {"legacy-backup"};
+  s.interfaces = {{"eth0", 2, true, true, "tc egress"}, {"eth1", 3, false, false, "tc egress"}};
+  s.bpffs = "/sys/fs/bpf";
+  s.pin_root = "/sys/fs/bpf/tlswall";
+  s.cgroup2 = "/sys/fs/cgroup";
+  for (uint32_t c = 0; c < TW_CNT_MAX; ++c) s.counters[c] = 100 + c;
+  s.drops_by_reason[TW_REASON_NOT_HANDSHAKE_RECORD] = 4;
+  s.drops_by_reason[TW_REASON_TLS_BELOW_MINIMUM] = 2;
+  s.events_received = 11;
+  s.events_written = 10;
+  s.events_write_failed = 1;
+  s.sockets_destroyed = 3;
+  s.socket_destroy_failed = 1;
+  s.events_path = "/var/log/tlswall/events.jsonl";
+  return s;
+}
+
+TEST(StatusJson, HasEveryFieldWithItsValue) {
+  const auto j = Flat(render_status_json(Sample()));
+  EXPECT_EQ(j.at("version"), Q("0.1.0"));
+  EXPECT_EQ(j.at("host"), Q("web-1"));
+  EXPECT_EQ(j.at("uptime_s"), "3600");
+  EXPECT_EQ(j.at("mode"), Q("mixed"));
+  EXPECT_EQ(j.at("policy.path"), Q("/etc/tlswall/policy.d"));
+  EXPECT_EQ(j.at("policy.version"), Q("2026-11-21.1"));
+  EXPECT_EQ(j.at("policy.hash"), Q("ab12cd"));
+  EXPECT_EQ(j.at("policy.generation"), "7");
+  EXPECT_EQ(j.at("policy.loaded_at"), Q("2026-11-21T12:00:00.000Z"));
+  EXPECT_EQ(j.at("policy.last_error"), Q(""));
+  EXPECT_EQ(j.at("rules.0.name"), Q("db-tls"));
+  EXPECT_EQ(j.at("rules.0.mode"), Q("enforce"));
+  EXPECT_EQ(j.at("rules.1.name"), Q("web-tls"));
+  EXPECT_EQ(j.at("rules.1.mode"), Q("monitor"));
+  EXPECT_EQ(j.at("exemptions_active.0"), Q("legacy-backup"));
+  EXPECT_EQ(j.at("interfaces.0.name"), Q("eth0"));
+  EXPECT_EQ(j.at("interfaces.0.ifindex"), "2");
+  EXPECT_EQ(j.at("interfaces.0.hook"), Q("tc egress"));
+  EXPECT_EQ(j.at("interfaces.0.attached"), "true");
+  EXPECT_EQ(j.at("interfaces.0.created_qdisc"), "true");
+  EXPECT_EQ(j.at("interfaces.1.attached"), "false");
+  EXPECT_EQ(j.at("interfaces.1.created_qdisc"), "false");
+  EXPECT_EQ(j.at("bpf.abi_version"), std::to_string(TW_ABI_VERSION));
+  EXPECT_EQ(j.at("bpf.bpffs"), Q("/sys/fs/bpf"));
+  EXPECT_EQ(j.at("bpf.pin_root"), Q("/sys/fs/bpf/tlswall"));
+  EXPECT_EQ(j.at("bpf.cgroup2"), Q("/sys/fs/cgroup"));
+  EXPECT_EQ(j.at("events.path"), Q("/var/log/tlswall/events.jsonl"));
+  EXPECT_EQ(j.at("events.received"), "11");
+  EXPECT_EQ(j.at("events.written"), "10");
+  EXPECT_EQ(j.at("events.write_failed"), "1");
+  EXPECT_EQ(j.at("events.lost_in_kernel"), std::to_string(100 + TW_CNT_EVENTS_LOST));
+  EXPECT_EQ(j.at("sockets.destroyed"), "3");
+  EXPECT_EQ(j.at("sockets.destroy_failed"), "1");
+}
+
+TEST(StatusJson, EveryDefinedCounterIsReportedByName) {
+  const auto j = Flat(render_status_json(Sample()));
+  for (uint32_t c : kCounters) {
+    const std::string key = std::string("counters.") + counter_name(c);
+    ASSERT_TRUE(j.count(key)) << key;
+    EXPECT_EQ(j.at(key), std::to_string(100 + c)) << key;
+  }
+  EXPECT_EQ(CountUnder(j, "counters."), std::size(kCounters));
+}
+
+TEST(StatusJson, DropsListOnlyReasonsThatDropped) {
+  const auto j = Flat(render_status_json(Sample()));
+  EXPECT_EQ(j.at("drops_by_reason.not_handshake_record"), "4");
+  EXPECT_EQ(j.at("drops_by_reason.tls_below_minimum"), "2");
+  EXPECT_EQ(CountUnder(j, "drops_by_reason."), 2u);
+}
+
+TEST(StatusJson, EmptyReportIsValidJson) {
+  const auto j = Flat(render_status_json(StatusReport{}));
+  EXPECT_EQ(j.at("mode"), Q("none"));
+  EXPECT_EQ(j.at("rules"), "[]");
+  EXPECT_EQ(j.at("exemptions_active"), "[]");
+  EXPECT_EQ(j.at("interfaces"), "[]");
+  EXPECT_EQ(j.at("drops_by_reason"), "{}");
+  EXPECT_EQ(j.at("policy.generation"), "0");
+}
+
+TEST(StatusJson, StringsAreEscaped) {
+  StatusReport s = Sample();
+  s.host = "we\"b\\1\n";
+  s.policy_last_error = "p.toml:3:1: error: bad\tvalue \x01";
+  s.rules = {{"rule \"q\"", "monitor"}};
+  const auto j = Flat(render_status_json(s));
+  EXPECT_EQ(j.at("host"), Q("we\"b\\1\n"));
+  EXPECT_EQ(j.at("policy.last_error"), Q("p.toml:3:1: error: bad\tvalue \x01"));
+  EXPECT_EQ(j.at("rules.0.name"), Q("rule \"q\""));
+}
+
+// A newer classifier can count drops under reason numbers this agent has no
+// name for. Each must still be its own JSON key: two keys both named
+// "unknown" make a document many JSON readers reject or silently collapse.
+TEST(StatusJson, DropsUnderUnnamedReasonsKeepDistinctKeys) {
+  StatusReport s = Sample();
+  s.drops_by_reason[14] = 5;
+  s.drops_by_reason[15] = 6;
+  std::map<std::string, std::string> j;
+  std::string error;
+  ASSERT_TRUE(FlatJson::Parse(render_status_json(s), &j, &error)) << error << "\n"
+                                                                  << render_status_json(s);
+  EXPECT_EQ(CountUnder(j, "drops_by_reason."), 4u);
+}
+
+TEST(OverallMode, FromTheRules) {
+  StatusReport s;
+  EXPECT_EQ(overall_mode(s), "none");
+  s.rules = {{"a", "monitor"}, {"b", "monitor"}};
+  EXPECT_EQ(overall_mode(s), "monitor");
+  s.rules = {{"a", "enforce"}};
+  EXPECT_EQ(overall_mode(s), "enforce");
+  s.rules = {{"a", "enforce"}, {"b", "monitor"}};
+  EXPECT_EQ(overall_mode(s), "mixed");
+  s.rules = {{"a", "monitor"}, {"b", "enforce"}, {"c", "enforce"}};
+  EXPECT_EQ(overall_mode(s), "mixed");
+}
+
+TEST(StatusText, HasTheSectionsInOrder) {
+  const std::string t = render_status_text(Sample());
+  size_t at = 0;
+  for (const char* section : {"Policy\n", "Rules\n", "Exemptions in force\n", "Attached\n",
+                              "Counters\n", "Drops by reason\n", "Events\n"}) {
+    const size_t p = t.find(section, at);
+    ASSERT_NE(p, std::string::npos) << "missing or out of order: " << section << "\n" << t;
+    at = p;
+  }
+  EXPECT_EQ(t.rfind("tlswalld 0.1.0 on web-1, up 3600s\n", 0), 0u) << t;
+}
+
+TEST(StatusText, ShowsTheValues) {
+  const std::string t = render_status_text(Sample());
+  for (const char* s :
+       {"mixed", "2026-11-21.1", "ab12cd", "/etc/tlswall/policy.d", "db-tls", "enforce", "web-tls",
+        "legacy-backup", "eth0", "attached", "(clsact ours)", "eth1", "NOT ATTACHED",
+        "(clsact pre-existing)", "/sys/fs/bpf (pin root /sys/fs/bpf/tlswall)", "/sys/fs/cgroup",
+        "/var/log/tlswall/events.jsonl", "3 (failed 1)"}) {
+    EXPECT_NE(t.find(s), std::string::npos) << "missing " << s << "\n" << t;
+  }
+  for (uint32_t c : kCounters) {
+    EXPECT_NE(t.find(counter_name(c)), std::string::npos) << counter_name(c);
+  }
+  EXPECT_NE(t.find("not_handshake_record"), std::string::npos);
+}
+
+TEST(StatusText, OptionalSectionsAndPlaceholders) {
+  StatusReport s = Sample();
+  s.exemptions_active.clear();
+  s.drops_by_reason = {};
+  s.cgroup2.clear();
+  const std::string t = render_status_text(s);
+  EXPECT_EQ(t.find("Exemptions in force"), std::string::npos) << t;
+  EXPECT_EQ(t.find("Drops by reason"), std::string::npos) << t;
+  EXPECT_NE(t.find("not mounted"), std::string::npos) << t;
+  const size_t err = t.find("last reload error");
+  ASSERT_NE(err, std::string::npos);
+  const std::string line = t.substr(err, t.find('\n', err) - err);
+  ASSERT_GT(line.size(), 5u);
+  EXPECT_EQ(line.substr(line.size() - 5), " none") << line;
+}
+
+TEST(StatusText, ReloadErrorShownWithItsTime) {
+  StatusReport s = Sample();
+  s.policy_last_error = "p.toml:3:1: unknown boundary 'dbs'";
+  s.policy_last_error_at = "2026-11-21T12:05:00.000Z";
+  const std::string t = render_status_text(s);
+  EXPECT_NE(t.find("2026-11-21T12:05:00.000Z p.toml:3:1: unknown boundary 'dbs'"),
+            std::string::npos)
+      << t;
+}
+
+// The reload error is what an operator runs `status` for; a validator
+// message with a long path must not be cut short.
+TEST(StatusText, LongValuesAreNotTruncated) {
+  StatusReport s = Sample();
+  s.policy_last_error = "/etc/tlswall/policy.d/" + std::string(200, 'x') +
+                        ".toml:12:5: error: boundary 'payments' overlaps 'pci' on 443";
+  s.policy_path = "/srv/" + std::string(300, 'p');
+  const std::string t = render_status_text(s);
+  EXPECT_NE(t.find(s.policy_last_error), std::string::npos) << t;
+  EXPECT_NE(t.find(s.policy_path), std::string::npos) << t;
+}
+
+TEST(StatusNames, EveryDefinedCounterHasADistinctName) {
+  std::set<std::string> seen;
+  for (uint32_t c : kCounters) {
+    const char* n = counter_name(c);
+    ASSERT_NE(n, nullptr) << "counter " << c;
+    EXPECT_TRUE(seen.insert(n).second) << "duplicate name " << n;
+    for (const char* p = n; *p; ++p) EXPECT_TRUE(std::islower(*p) || *p == '_') << n;
+  }
+  EXPECT_EQ(counter_name(TW_CNT_MAX), nullptr);
+  EXPECT_EQ(counter_name(1000), nullptr);
+}
+
+TEST(StatusNames, EveryDefinedReasonHasADistinctName) {
+  std::set<std::string> seen;
+  for (uint32_t r : kReasons) {
+    const std::string n = reason_name(r);
+    EXPECT_NE(n, "unknown") << "reason " << r;
+    EXPECT_EQ(n.rfind("reason_", 0), std::string::npos) << "reason " << r << " has no name";
+    EXPECT_TRUE(seen.insert(n).second) << "duplicate name " << n;
+  }
+  EXPECT_EQ(reason_name(TW_REASON_NONE), "none");
+  EXPECT_EQ(reason_name(TW_REASON_TLS_BELOW_MINIMUM), "tls_below_minimum");
+}
+
+// status_report.h: reason_name returns "reason_N" for unknown reasons.
+TEST(StatusNames, UnknownReasonIsNamedByNumber) {
+  EXPECT_EQ(reason_name(14), "reason_14");
+  EXPECT_EQ(reason_name(15), "reason_15");
+}
+
+TEST(StatusNames, ClassesAndActions) {
+  std::set<std::string> classes;
+  for (uint32_t c :
+       {TW_CLASS_PENDING, TW_CLASS_TLS, TW_CLASS_NOT_TLS, TW_CLASS_UNTRACKED, TW_CLASS_INBOUND}) {
+    const std::string n = class_name(c);
+    EXPECT_NE(n, "unknown") << "class " << c;
+    EXPECT_TRUE(classes.insert(n).second) << n;
+  }
+  EXPECT_STREQ(class_name(TW_CLASS_NOT_TLS), "not_tls");
+  EXPECT_STREQ(action_name(TW_ACTION_PASS), "pass");
+  EXPECT_STREQ(action_name(TW_ACTION_REPORT), "report");
+  EXPECT_STREQ(action_name(TW_ACTION_DROP), "drop");
+  EXPECT_STREQ(action_name(99), "unknown");
+}
+
+}  // namespace
+}  // namespace tlswall::agent
