@@ -1,6 +1,9 @@
 #include "agent/bpf_classifier.h"
 
 #include <net/if.h>
+#include <net/if_arp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -25,22 +28,34 @@ constexpr uint32_t kTcPriority = 1;
 std::string errstr(int err) { return std::strerror(err < 0 ? -err : err); }
 
 int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
-  char buf[2048];
-  const int n = std::vsnprintf(buf, sizeof(buf), fmt, args);
+  // Verifier logs are long: size the buffer, then log line by line.
+  va_list copy;
+  va_copy(copy, args);
+  const int n = std::vsnprintf(nullptr, 0, fmt, copy);
+  va_end(copy);
   if (n <= 0) return 0;
-  std::string msg(buf, std::min<size_t>(static_cast<size_t>(n), sizeof(buf) - 1));
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == '\r')) msg.pop_back();
+  std::string msg(static_cast<size_t>(n) + 1, '\0');
+  std::vsnprintf(msg.data(), msg.size(), fmt, args);
+  msg.resize(static_cast<size_t>(n));
   auto& log = logging::get(logging::Subsystem::kBpf);
-  switch (level) {
-    case LIBBPF_WARN:
-      log.warn("{}", msg);
-      break;
-    case LIBBPF_INFO:
-      log.info("{}", msg);
-      break;
-    default:
-      log.debug("{}", msg);
-      break;
+  size_t start = 0;
+  while (start < msg.size()) {
+    size_t end = msg.find('\n', start);
+    if (end == std::string::npos) end = msg.size();
+    const std::string line = msg.substr(start, end - start);
+    start = end + 1;
+    if (line.empty()) continue;
+    switch (level) {
+      case LIBBPF_WARN:
+        log.warn("{}", line);
+        break;
+      case LIBBPF_INFO:
+        log.info("{}", line);
+        break;
+      default:
+        log.debug("{}", line);
+        break;
+    }
   }
   return n;
 }
@@ -123,11 +138,45 @@ TcClassifier::TcClassifier(const ClassifierOptions& opts) {
 
 TcClassifier::~TcClassifier() { detach_all(); }
 
+LinkKind link_kind(const std::string& ifname) {
+  ifreq ifr{};
+  if (ifname.size() >= sizeof(ifr.ifr_name)) {
+    throw std::runtime_error("interface name too long: " + ifname);
+  }
+  std::memcpy(ifr.ifr_name, ifname.c_str(), ifname.size() + 1);
+  const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) throw std::runtime_error("socket: " + errstr(errno));
+  const int rc = ::ioctl(s, SIOCGIFHWADDR, &ifr);
+  const int err = errno;
+  ::close(s);
+  if (rc != 0) throw std::runtime_error("cannot read link type of " + ifname + ": " + errstr(err));
+  switch (ifr.ifr_hwaddr.sa_family) {
+    case ARPHRD_ETHER:
+    case ARPHRD_LOOPBACK:
+      return LinkKind::kEthernet;
+    case ARPHRD_NONE:
+    case ARPHRD_RAWIP:
+    case ARPHRD_TUNNEL:
+    case ARPHRD_TUNNEL6:
+    case ARPHRD_SIT:
+    case ARPHRD_IPGRE:
+    case ARPHRD_PPP:
+      return LinkKind::kL3;
+    default:
+      throw std::runtime_error("interface " + ifname + " has link type " +
+                               std::to_string(ifr.ifr_hwaddr.sa_family) +
+                               ", which the classifier cannot parse (Ethernet or L3 only)");
+  }
+}
+
 void TcClassifier::attach_egress(const std::string& ifname) {
   const unsigned idx = if_nametoindex(ifname.c_str());
   if (idx == 0) throw std::runtime_error("interface '" + ifname + "' not found");
-  attachments_.push_back(
-      std::make_unique<TcAttachment>(ifname, static_cast<int>(idx), egress_prog_fd()));
+  const LinkKind kind = link_kind(ifname);
+  const int prog = kind == LinkKind::kEthernet ? egress_prog_fd()
+                                               : bpf_program__fd(skel_->progs.tlswall_egress_l3);
+  attachments_.push_back(std::make_unique<TcAttachment>(ifname, static_cast<int>(idx), prog));
+  attachments_.back()->set_kind(kind);
   logging::get(logging::Subsystem::kBpf)
       .info("attached tc egress classifier to {} (ifindex {}){}", ifname, idx,
             attachments_.back()->created_qdisc() ? ", clsact qdisc created" : "");
@@ -177,7 +226,8 @@ int TcClassifier::egress_prog_fd() const { return bpf_program__fd(skel_->progs.t
 int TcClassifier::flows_fd() const { return bpf_map__fd(skel_->maps.tw_flows); }
 int TcClassifier::lpm4_fd() const { return bpf_map__fd(skel_->maps.tw_lpm4); }
 int TcClassifier::lpm6_fd() const { return bpf_map__fd(skel_->maps.tw_lpm6); }
-int TcClassifier::rulesets_fd() const { return bpf_map__fd(skel_->maps.tw_rulesets); }
+int TcClassifier::ports_fd() const { return bpf_map__fd(skel_->maps.tw_ports); }
+int TcClassifier::slots_fd() const { return bpf_map__fd(skel_->maps.tw_slots); }
 int TcClassifier::counters_fd() const { return bpf_map__fd(skel_->maps.tw_counters); }
 int TcClassifier::events_fd() const { return bpf_map__fd(skel_->maps.tw_events); }
 

@@ -17,6 +17,13 @@ struct bpf_tc_hook;
 
 namespace tlswall::agent {
 
+// How a device's packets start: with a MAC header, or with the IP header.
+enum class LinkKind { kEthernet, kL3 };
+
+// The link kind of `ifname` (SIOCGIFHWADDR). Throws for link types the
+// classifier cannot parse, naming the type.
+LinkKind link_kind(const std::string& ifname);
+
 // One tc egress filter we attached. Destroying it removes the filter, and
 // the clsact qdisc only if we created it (someone else's stays).
 class TcAttachment {
@@ -29,6 +36,8 @@ class TcAttachment {
   const std::string& ifname() const { return ifname_; }
   int ifindex() const { return ifindex_; }
   bool created_qdisc() const { return created_qdisc_; }
+  LinkKind kind() const { return kind_; }
+  void set_kind(LinkKind k) { kind_ = k; }
   uint32_t handle() const { return handle_; }
   uint32_t priority() const { return priority_; }
   // True while our filter is still installed with our program.
@@ -39,6 +48,7 @@ class TcAttachment {
   int ifindex_;
   int prog_fd_;
   bool created_qdisc_ = false;
+  LinkKind kind_ = LinkKind::kEthernet;
   uint32_t handle_ = 0;
   uint32_t priority_ = 0;
 };
@@ -75,7 +85,8 @@ class TcClassifier {
   int flows_fd() const;
   int lpm4_fd() const;
   int lpm6_fd() const;
-  int rulesets_fd() const;
+  int ports_fd() const;
+  int slots_fd() const;
   int counters_fd() const;
   int events_fd() const;
 

@@ -126,7 +126,8 @@ Daemon::Daemon(AgentConfig config)
   classifier_ = std::make_unique<TcClassifier>(
       ClassifierOptions{config_.flow_table_entries, config_.ringbuf_bytes});
   maps_ = std::make_unique<BpfPolicyMaps>(
-      classifier_->lpm4_fd(), classifier_->lpm6_fd(), classifier_->rulesets_fd(),
+      BpfPolicyMaps::Fds{classifier_->lpm4_fd(), classifier_->lpm6_fd(), classifier_->ports_fd(),
+                         classifier_->slots_fd()},
       [c = classifier_.get()](uint64_t g) { c->set_generation(g); },
       [c = classifier_.get()]() { return c->generation(); });
   publisher_ = std::make_unique<PolicyPublisher>(*maps_);
@@ -228,7 +229,7 @@ void Daemon::publish(policy::Policy model, std::shared_ptr<const policy::Compile
   while (history_.size() > kGenerationHistory) history_.erase(history_.begin());
   policy_ = PolicyState{std::move(model), compiled, gen, std::chrono::system_clock::now()};
   logging::get(Subsystem::kPolicy)
-      .info("policy '{}' ({}) in force as generation {} [{}]: {} rules rows, {} prefixes",
+      .info("policy '{}' ({}) in force as generation {} [{}]: {} rule rows, {} prefixes",
             compiled->version, compiled->hash.substr(0, 12), gen, why, compiled->rules.size(),
             compiled->v4.size() + compiled->v6.size());
   Event e;
@@ -379,7 +380,8 @@ StatusReport Daemon::status() const {
   if (!last_error_.empty()) s.policy_last_error_at = logging::format_time(last_error_at_);
   if (classifier_) {
     for (const auto& a : classifier_->attachments()) {
-      s.interfaces.push_back({a->ifname(), a->ifindex(), a->still_attached(), a->created_qdisc()});
+      s.interfaces.push_back({a->ifname(), a->ifindex(), a->still_attached(), a->created_qdisc(),
+                              a->kind() == LinkKind::kL3 ? "tc egress (L3)" : "tc egress"});
     }
     s.counters = classifier_->counters();
     s.drops_by_reason = classifier_->drops_by_reason();

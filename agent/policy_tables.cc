@@ -32,43 +32,54 @@ void clear_lpm_slot(int fd, uint32_t slot, const char* what) {
 
 }  // namespace
 
-BpfPolicyMaps::BpfPolicyMaps(int lpm4_fd, int lpm6_fd, int rulesets_fd,
-                             std::function<void(uint64_t)> set_gen,
+BpfPolicyMaps::BpfPolicyMaps(Fds fds, std::function<void(uint64_t)> set_gen,
                              std::function<uint64_t()> get_gen)
-    : lpm4_fd_(lpm4_fd),
-      lpm6_fd_(lpm6_fd),
-      rulesets_fd_(rulesets_fd),
-      set_gen_(std::move(set_gen)),
-      get_gen_(std::move(get_gen)) {}
+    : fds_(fds), set_gen_(std::move(set_gen)), get_gen_(std::move(get_gen)) {}
 
 void BpfPolicyMaps::clear_slot(uint32_t slot) {
-  clear_lpm_slot<tw_lpm4_key>(lpm4_fd_, slot, "IPv4 prefix");
-  clear_lpm_slot<tw_lpm6_key>(lpm6_fd_, slot, "IPv6 prefix");
+  clear_lpm_slot<tw_lpm4_key>(fds_.lpm4, slot, "IPv4 prefix");
+  clear_lpm_slot<tw_lpm6_key>(fds_.lpm6, slot, "IPv6 prefix");
+  clear_lpm_slot<tw_port_key>(fds_.ports, slot, "port");
 }
 
-void BpfPolicyMaps::put_v4(uint32_t slot, const policy::LpmRow4& row) {
+void BpfPolicyMaps::put_dest4(uint32_t slot, const policy::KernelDestRow4& row) {
   tw_lpm4_key k{};
   k.prefixlen = 8u + row.prefix_len;
   k.slot = static_cast<__u8>(slot);
   std::memcpy(k.addr, row.addr, 4);
-  if (bpf_map_update_elem(lpm4_fd_, &k, &row.cls, BPF_ANY) != 0) {
+  if (bpf_map_update_elem(fds_.lpm4, &k, &row.value, BPF_ANY) != 0) {
     throw std::runtime_error("cannot write IPv4 prefix table: " + errstr());
   }
 }
 
-void BpfPolicyMaps::put_v6(uint32_t slot, const policy::LpmRow6& row) {
+void BpfPolicyMaps::put_dest6(uint32_t slot, const policy::KernelDestRow6& row) {
   tw_lpm6_key k{};
   k.prefixlen = 8u + row.prefix_len;
   k.slot = static_cast<__u8>(slot);
   std::memcpy(k.addr, row.addr, 16);
-  if (bpf_map_update_elem(lpm6_fd_, &k, &row.cls, BPF_ANY) != 0) {
+  if (bpf_map_update_elem(fds_.lpm6, &k, &row.value, BPF_ANY) != 0) {
     throw std::runtime_error("cannot write IPv6 prefix table: " + errstr());
   }
 }
 
-void BpfPolicyMaps::put_ruleset(uint32_t slot, const tw_ruleset& rs) {
-  if (bpf_map_update_elem(rulesets_fd_, &slot, &rs, BPF_ANY) != 0) {
-    throw std::runtime_error("cannot write rule table: " + errstr());
+void BpfPolicyMaps::put_port(uint32_t slot, const policy::KernelPortRow& row) {
+  tw_port_key k{};
+  k.prefixlen = 8u + 16u + row.prefix_len;
+  k.slot = static_cast<__u8>(slot);
+  k.class_id[0] = static_cast<__u8>(row.class_id >> 8);
+  k.class_id[1] = static_cast<__u8>(row.class_id & 0xff);
+  k.port[0] = static_cast<__u8>(row.port >> 8);
+  k.port[1] = static_cast<__u8>(row.port & 0xff);
+  if (bpf_map_update_elem(fds_.ports, &k, &row.verdict, BPF_ANY) != 0) {
+    throw std::runtime_error("cannot write port table: " + errstr());
+  }
+}
+
+void BpfPolicyMaps::put_slot_generation(uint32_t slot, uint64_t generation) {
+  tw_slot_meta m{};
+  m.generation = generation;
+  if (bpf_map_update_elem(fds_.slots, &slot, &m, BPF_ANY) != 0) {
+    throw std::runtime_error("cannot write slot table: " + errstr());
   }
 }
 
@@ -80,35 +91,24 @@ PolicyPublisher::PolicyPublisher(PolicyMaps& maps, std::function<void(Clock::dur
 
 void PolicyPublisher::default_sleep(Clock::duration d) { std::this_thread::sleep_for(d); }
 
-tw_ruleset PolicyPublisher::build_ruleset(const policy::CompiledPolicy& compiled,
-                                          uint64_t generation) {
-  if (compiled.rules.size() > TW_MAX_RULE_ENTRIES ||
-      compiled.exempts.size() > TW_MAX_EXEMPT_ENTRIES) {
-    throw std::runtime_error("compiled policy exceeds the kernel rule table");
-  }
-  tw_ruleset rs{};
-  rs.generation = generation;
-  rs.rule_count = static_cast<__u32>(compiled.rules.size());
-  rs.exempt_count = static_cast<__u32>(compiled.exempts.size());
-  for (size_t i = 0; i < compiled.rules.size(); ++i) rs.rules[i] = compiled.rules[i];
-  for (size_t i = 0; i < compiled.exempts.size(); ++i) rs.exempts[i] = compiled.exempts[i];
-  return rs;
-}
-
 uint64_t PolicyPublisher::publish(const policy::CompiledPolicy& compiled) {
   const uint64_t next = maps_.generation() + 1;
   const uint32_t slot = TW_SLOT_OF(next);
-  // Build first: a table that does not fit fails before anything is written.
-  auto rs = std::make_unique<tw_ruleset>(build_ruleset(compiled, next));
+  // Build first: tables that do not fit fail before anything is written.
+  const policy::KernelTables tables = policy::build_kernel_tables(compiled);
 
   if (last_flip_ != Clock::time_point{}) {
     const auto since = Clock::now() - last_flip_;
     if (since < kSlotQuiesce) sleep_(kSlotQuiesce - since);
   }
+  // The slot is invalidated first, so a half-written slot is never used
+  // even if a stale generation word pointed at it.
+  maps_.put_slot_generation(slot, 0);
   maps_.clear_slot(slot);
-  for (const auto& r : compiled.v4) maps_.put_v4(slot, r);
-  for (const auto& r : compiled.v6) maps_.put_v6(slot, r);
-  maps_.put_ruleset(slot, *rs);
+  for (const auto& r : tables.v4) maps_.put_dest4(slot, r);
+  for (const auto& r : tables.v6) maps_.put_dest6(slot, r);
+  for (const auto& r : tables.ports) maps_.put_port(slot, r);
+  maps_.put_slot_generation(slot, next);
   maps_.set_generation(next);
   last_flip_ = Clock::now();
   return next;

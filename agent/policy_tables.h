@@ -20,10 +20,13 @@ namespace tlswall::agent {
 class PolicyMaps {
  public:
   virtual ~PolicyMaps() = default;
+  // Removes every row of `slot` (address and port tables).
   virtual void clear_slot(uint32_t slot) = 0;
-  virtual void put_v4(uint32_t slot, const policy::LpmRow4& row) = 0;
-  virtual void put_v6(uint32_t slot, const policy::LpmRow6& row) = 0;
-  virtual void put_ruleset(uint32_t slot, const tw_ruleset& rs) = 0;
+  virtual void put_dest4(uint32_t slot, const policy::KernelDestRow4& row) = 0;
+  virtual void put_dest6(uint32_t slot, const policy::KernelDestRow6& row) = 0;
+  virtual void put_port(uint32_t slot, const policy::KernelPortRow& row) = 0;
+  // Records which generation `slot` holds; written after its rows.
+  virtual void put_slot_generation(uint32_t slot, uint64_t generation) = 0;
   virtual void set_generation(uint64_t generation) = 0;
   virtual uint64_t generation() const = 0;
 };
@@ -32,17 +35,20 @@ class PolicyMaps {
 // setter/getter (the classifier's .bss word).
 class BpfPolicyMaps : public PolicyMaps {
  public:
-  BpfPolicyMaps(int lpm4_fd, int lpm6_fd, int rulesets_fd, std::function<void(uint64_t)> set_gen,
-                std::function<uint64_t()> get_gen);
+  struct Fds {
+    int lpm4, lpm6, ports, slots;
+  };
+  BpfPolicyMaps(Fds fds, std::function<void(uint64_t)> set_gen, std::function<uint64_t()> get_gen);
   void clear_slot(uint32_t slot) override;
-  void put_v4(uint32_t slot, const policy::LpmRow4& row) override;
-  void put_v6(uint32_t slot, const policy::LpmRow6& row) override;
-  void put_ruleset(uint32_t slot, const tw_ruleset& rs) override;
+  void put_dest4(uint32_t slot, const policy::KernelDestRow4& row) override;
+  void put_dest6(uint32_t slot, const policy::KernelDestRow6& row) override;
+  void put_port(uint32_t slot, const policy::KernelPortRow& row) override;
+  void put_slot_generation(uint32_t slot, uint64_t generation) override;
   void set_generation(uint64_t generation) override;
   uint64_t generation() const override;
 
  private:
-  int lpm4_fd_, lpm6_fd_, rulesets_fd_;
+  Fds fds_;
   std::function<void(uint64_t)> set_gen_;
   std::function<uint64_t()> get_gen_;
 };
@@ -55,16 +61,14 @@ class PolicyPublisher {
                            std::function<void(Clock::duration)> sleep = default_sleep);
 
   // Writes `compiled` as generation current+1 and makes it active. Returns
-  // the new generation. Throws (with the active generation unchanged) if a
-  // table write fails.
+  // the new generation. Throws (with the active generation unchanged) if the
+  // tables do not fit or a table write fails.
   uint64_t publish(const policy::CompiledPolicy& compiled);
 
   // A slot that was active is rewritten only after this long, so no
   // classifier run that read the old generation can still be reading it
   // (a tc program runs for microseconds, in softirq context).
   static constexpr Clock::duration kSlotQuiesce = std::chrono::milliseconds(50);
-
-  static tw_ruleset build_ruleset(const policy::CompiledPolicy& compiled, uint64_t generation);
 
  private:
   static void default_sleep(Clock::duration d);

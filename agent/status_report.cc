@@ -35,7 +35,7 @@ const char* counter_name(uint32_t c) {
     case TW_CNT_HELD_OUT_OF_WINDOW:
       return "held_out_of_window";
     case TW_CNT_FRAGMENTS:
-      return "fragments_dropped";
+      return "opaque_to_boundary";
     case TW_CNT_FLOW_TABLE_FULL:
       return "flow_table_full";
     case TW_CNT_PARSE_ERRORS:

@@ -9,14 +9,13 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-SEC("tc")
-int tlswall_egress(struct __sk_buff *skb)
+static __always_inline int tw_egress(struct __sk_buff *skb, const int l2)
 {
 	struct tw_pkt p = {};
 	__u64 generation;
 
 	tw_count(TW_CNT_PACKETS);
-	switch (tw_parse(skb, &p)) {
+	switch (tw_parse(skb, &p, l2)) {
 	case TW_PARSE_TCP:
 		return tw_tcp_egress(skb, &p);
 	case TW_PARSE_OPAQUE:
@@ -28,4 +27,18 @@ int tlswall_egress(struct __sk_buff *skb)
 	default:
 		return TC_ACT_UNSPEC;
 	}
+}
+
+/* Egress of an Ethernet device. */
+SEC("tc")
+int tlswall_egress(struct __sk_buff *skb)
+{
+	return tw_egress(skb, 1);
+}
+
+/* Egress of an L3 device (no MAC header: tun, WireGuard, ipip, ...). */
+SEC("tc")
+int tlswall_egress_l3(struct __sk_buff *skb)
+{
+	return tw_egress(skb, 0);
 }

@@ -13,6 +13,7 @@
 extern "C" {
 #include "abi/tlswall_abi.h"
 }
+#include "policy/compiled_rows.h"
 
 namespace tlswall::policy {
 
@@ -134,8 +135,46 @@ struct CompiledPolicy {
 };
 
 // Compiles a validated policy. Exemptions expired at `now` are left out.
-// Throws std::runtime_error if a table limit in tlswall_abi.h is exceeded.
+// Throws std::runtime_error if a table limit is exceeded.
 CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::time_point now);
+
+// The classifier's tables (bpf/abi/tlswall_abi.h): address -> class, and
+// (class, port prefix) -> verdict, for every port some rule protects.
+struct KernelDestRow4 {
+  uint8_t addr[4];  // network order
+  uint8_t prefix_len;
+  tw_dest_value value;
+};
+
+struct KernelDestRow6 {
+  uint8_t addr[16];
+  uint8_t prefix_len;
+  tw_dest_value value;
+};
+
+struct KernelPortRow {
+  uint16_t class_id;
+  uint16_t port;       // first port of the prefix
+  uint8_t prefix_len;  // 0..16 bits of the port
+  tw_port_verdict verdict;
+};
+
+struct KernelTables {
+  std::vector<KernelDestRow4> v4;
+  std::vector<KernelDestRow6> v6;
+  std::vector<KernelPortRow> ports;
+  size_t classes = 0;
+};
+
+// Builds the kernel tables from the compiled rows. The first matching rule
+// row decides a (class, port); an exemption row covering it marks it exempt.
+// Throws std::runtime_error if TW_MAX_PREFIXES, TW_MAX_CLASSES or
+// TW_MAX_PORT_ROWS would be exceeded.
+KernelTables build_kernel_tables(const CompiledPolicy& compiled);
+
+// Splits the inclusive port range [lo, hi] into the fewest prefixes
+// (first port, prefix length over 16 bits).
+std::vector<std::pair<uint16_t, uint8_t>> port_range_prefixes(uint16_t lo, uint16_t hi);
 
 const char* mode_name(Mode m);
 // "1.0" -> 0x0301 ... "1.3" -> 0x0304; 0 if unknown.

@@ -19,15 +19,12 @@
 #define TW_ABI_VERSION 1
 
 /* ---- sizes (compile-time; map max_entries may be raised at load) ---- */
-#define TW_MAX_BOUNDARIES     128   /* bits in tw_dest_class.boundary_mask */
-#define TW_MAX_EXEMPTIONS     128   /* bits in tw_dest_class.exempt_mask */
-#define TW_MAX_RULE_ENTRIES   256   /* (boundary, port range) rows per slot */
-#define TW_MAX_EXEMPT_ENTRIES 256   /* (exemption, port range) rows per slot */
-#define TW_MAX_PREFIXES	      16384 /* LPM rows per family per slot */
-#define TW_POLICY_SLOTS	      2	    /* double buffer: active + being written */
-#define TW_HELLO_PREFIX	      11    /* ClientHello bytes judged (through client_version) */
-#define TW_MAX_PENDING_PKTS   32    /* data packets before a flow is undecidable */
-#define TW_MASK_WORDS	      2	    /* 128-bit masks */
+#define TW_MAX_PREFIXES	    16384 /* address rows per family per slot */
+#define TW_MAX_PORT_ROWS    65536 /* (class, port prefix) rows per slot */
+#define TW_MAX_CLASSES	    65535 /* distinct destination classes per slot */
+#define TW_POLICY_SLOTS	    2	  /* double buffer: active + being written */
+#define TW_HELLO_PREFIX	    11	  /* ClientHello bytes judged (through client_version) */
+#define TW_MAX_PENDING_PKTS 32	  /* data packets before a flow is undecidable */
 
 /* ---- modes ---- */
 enum tw_mode {
@@ -82,11 +79,12 @@ enum tw_counter {
 	TW_CNT_PACKETS_DROPPED = 8,	/* every TC_ACT_SHOT */
 	TW_CNT_EVENTS_LOST = 9,		/* ring buffer full */
 	TW_CNT_HELD_OUT_OF_WINDOW = 10, /* enforce: dropped pending out-of-order data */
-	TW_CNT_FRAGMENTS = 11,		/* IP fragments to protected destinations */
-	TW_CNT_FLOW_TABLE_FULL = 12,	/* flow state insert failed */
-	TW_CNT_PARSE_ERRORS = 13,	/* malformed/truncated headers (passed) */
-	TW_CNT_TLS_BELOW_MINIMUM = 14,	/* protected flows with an old client_version */
-	TW_CNT_FLOWS_INBOUND = 15,	/* connections accepted by local servers (not judged) */
+	TW_CNT_FRAGMENTS =
+	    11, /* fragments/hidden L4 to a boundary with rules (dropped if enforce) */
+	TW_CNT_FLOW_TABLE_FULL = 12,   /* flow state insert failed */
+	TW_CNT_PARSE_ERRORS = 13,      /* malformed/truncated headers (passed) */
+	TW_CNT_TLS_BELOW_MINIMUM = 14, /* protected flows with an old client_version */
+	TW_CNT_FLOWS_INBOUND = 15,     /* connections accepted by local servers (not judged) */
 	TW_CNT_MAX = 16,
 };
 
@@ -94,9 +92,16 @@ enum tw_counter {
  * per-CPU array of TW_REASON_MAX entries. */
 #define TW_REASON_MAX 16
 
-/* ---- policy tables (one slot per generation, slot is part of the key) ---- */
+/* ---- policy tables (one slot per generation, slot is part of the key) ----
+ *
+ * A new flow costs two lookups, no loops:
+ *   destination address --LPM--> destination class (tw_dest_value)
+ *   (class, port)        --LPM--> verdict (tw_port_verdict), if protected
+ * The compiler (policy/policy_kernel_tables.cc) gives every distinct set of
+ * boundaries and exemptions a class id, and turns each class's port ranges
+ * into prefixes over the 16-bit port. */
 
-/* LPM key: 1 byte slot, then the address. prefixlen = 8 + CIDR length. */
+/* Address key: 1 byte slot, then the address. prefixlen = 8 + CIDR length. */
 struct tw_lpm4_key {
 	__u32 prefixlen; /* host order */
 	__u8 slot;
@@ -111,42 +116,40 @@ struct tw_lpm6_key {
 	__u8 pad[3];
 };
 
-/* Value of an LPM row: every boundary / exemption that contains the prefix
- * (the compiler folds in covering prefixes, so the longest match is exact). */
-struct tw_dest_class {
-	__u64 boundary_mask[TW_MASK_WORDS]; /* bit i = boundary index i */
-	__u64 exempt_mask[TW_MASK_WORDS];   /* bit i = exemption index i */
-};
+#define TW_DEST_ANY_RULE    0x01 /* some rule's boundary holds the address (any port) */
+#define TW_DEST_ANY_ENFORCE 0x02 /* ... and one of them is in enforce mode */
 
-/* One (rule, boundary, port range) row. Rows are scanned in order; the
- * validator rejects overlapping rows that disagree, so order does not change
- * the outcome. */
-struct tw_rule_entry {
-	__u16 boundary; /* boundary index (bit in boundary_mask) */
-	__u16 port_lo;	/* host order, inclusive */
-	__u16 port_hi;	/* host order, inclusive */
-	__u16 rule_id;	/* index into the user-space rule name table */
-	__u16 min_tls;	/* wire version: 0x0301 TLS1.0 .. 0x0304 TLS1.3 */
-	__u8 mode;	/* enum tw_mode */
+/* Value of an address row. */
+struct tw_dest_value {
+	__u16 class_id; /* host order */
+	__u8 flags;	/* TW_DEST_* */
 	__u8 pad;
 };
 
-/* One (exemption, port range) row. */
-struct tw_exempt_entry {
-	__u16 exemption; /* exemption index (bit in exempt_mask) */
-	__u16 port_lo;	 /* host order, inclusive */
-	__u16 port_hi;	 /* host order, inclusive */
-	__u16 pad;
+/* (class, port) key: prefixlen = 8 + 16 + port prefix length (0..16). */
+struct tw_port_key {
+	__u32 prefixlen; /* host order */
+	__u8 slot;
+	__u8 class_id[2]; /* be */
+	__u8 port[2];	  /* be */
+	__u8 pad[3];
 };
 
-/* The whole rule set of one slot: one array element, so it is swapped with
- * the LPM rows by the slot flip and never read half-written. */
-struct tw_ruleset {
-	__u64 generation; /* policy generation written into this slot */
-	__u32 rule_count;
-	__u32 exempt_count;
-	struct tw_rule_entry rules[TW_MAX_RULE_ENTRIES];
-	struct tw_exempt_entry exempts[TW_MAX_EXEMPT_ENTRIES];
+/* The decision for a protected (class, port). */
+struct tw_port_verdict {
+	__u16 rule_id;	 /* index into the user-space rule name table */
+	__u16 boundary;	 /* index into the boundary name table */
+	__u16 exemption; /* index into the exemption name table, if exempt */
+	__u16 min_tls;	 /* wire version, host order: 0x0301 TLS1.0 .. 0x0303 */
+	__u8 mode;	 /* enum tw_mode */
+	__u8 exempt;	 /* 1: an exemption covers it */
+	__u8 pad[2];
+};
+
+/* Per-slot metadata: the generation the slot holds. The classifier uses a
+ * slot only if it holds the generation it was told to use. */
+struct tw_slot_meta {
+	__u64 generation;
 };
 
 /* ---- flow state (LRU hash) ---- */

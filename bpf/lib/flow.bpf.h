@@ -34,7 +34,25 @@ static __always_inline void tw_apply_decision(struct tw_flow_state *st, const st
 	st->mode = d->mode;
 }
 
-/* Appends payload bytes to the hello prefix. Returns 1 if the packet carries
+/* A flow whose judged bytes turned out not to be what the receiver gets.
+ * Counters stay balanced: a flow counted TLS is moved to not-TLS (per-CPU
+ * values are summed modulo 2^64, so the decrement may land on any CPU). */
+static __always_inline void tw_reclassify_not_tls(struct tw_flow_state *st, __u8 reason)
+{
+	if (st->cls == TW_CLASS_TLS) {
+		__u32 k = TW_CNT_FLOWS_TLS;
+		__u64 *v = bpf_map_lookup_elem(&tw_counters, &k);
+
+		if (v)
+			*v -= 1;
+	}
+	st->cls = TW_CLASS_NOT_TLS;
+	st->reason = reason;
+	tw_count(TW_CNT_FLOWS_NOT_TLS);
+}
+
+/* Appends payload bytes to the hello prefix; on a decided flow only checks
+ * that retransmitted prefix bytes equal the ones judged. Returns 1 if the packet carries
  * data beyond what has been collected (out of order), else 0. */
 static __always_inline int tw_collect(struct __sk_buff *skb, const struct tw_pkt *p,
 				      struct tw_flow_state *st)
@@ -54,18 +72,23 @@ static __always_inline int tw_collect(struct __sk_buff *skb, const struct tw_pkt
 
 		if (j >= p->payload_len || idx >= TW_HELLO_PREFIX)
 			break;
+		/* The check above bounds idx, but clang may rewrite it so the
+		 * verifier loses the bound: re-bound it where it is used. */
+		barrier_var(idx);
+		idx &= 0xf; /* < sizeof(hello) + sizeof(pad1) */
 		if (bpf_skb_load_bytes(skb, p->payload_off + j, &b, 1) < 0)
 			break;
 		if (idx < have) {
 			/* Retransmitted byte: must equal the copy we judged,
 			 * or the receiver may see something else. */
 			if (st->hello[idx] != b) {
-				st->cls = TW_CLASS_NOT_TLS;
-				st->reason = TW_REASON_OVERLAP_MISMATCH;
+				tw_reclassify_not_tls(st, TW_REASON_OVERLAP_MISMATCH);
 				return 0;
 			}
 			continue;
 		}
+		if (st->cls != TW_CLASS_PENDING)
+			break; /* decided: only re-check what was judged */
 		st->hello[idx] = b;
 		have = idx + 1;
 	}
@@ -163,9 +186,11 @@ static __always_inline int tw_opaque(const struct tw_pkt *p, __u64 generation)
 	struct tw_decision d;
 
 	tw_decide(&p->key, 0, generation, 1, &d);
-	if (!d.any_enforce)
+	if (!d.any_rule)
 		return TC_ACT_UNSPEC;
 	tw_count(TW_CNT_FRAGMENTS);
+	if (!d.any_enforce)
+		return TC_ACT_UNSPEC;
 	tw_count_drop(p->opaque_reason);
 	return TC_ACT_SHOT;
 }
@@ -238,6 +263,11 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 			tw_count_drop(TW_REASON_OUT_OF_WINDOW);
 			return TC_ACT_SHOT;
 		}
+	} else if (st->cls == TW_CLASS_TLS && p->payload_len &&
+		   p->seq - (st->isn + 1) < TW_HELLO_PREFIX) {
+		/* A retransmission of the judged prefix must carry the same
+		 * bytes (raw sockets or TCP_REPAIR could send others). */
+		tw_collect(skb, p, st);
 	}
 
 	if (!st->protected_)

@@ -16,31 +16,40 @@ struct {
 	__type(value, struct tw_flow_state);
 } tw_flows SEC(".maps");
 
-/* IPv4 destination classes: (slot, prefix) -> boundaries and exemptions. */
+/* IPv4 destination -> class: (slot, prefix) -> tw_dest_value. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, TW_MAX_PREFIXES *TW_POLICY_SLOTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct tw_lpm4_key);
-	__type(value, struct tw_dest_class);
+	__type(value, struct tw_dest_value);
 } tw_lpm4 SEC(".maps");
 
-/* IPv6 destination classes: (slot, prefix) -> boundaries and exemptions. */
+/* IPv6 destination -> class: (slot, prefix) -> tw_dest_value. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__uint(max_entries, TW_MAX_PREFIXES *TW_POLICY_SLOTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct tw_lpm6_key);
-	__type(value, struct tw_dest_class);
+	__type(value, struct tw_dest_value);
 } tw_lpm6 SEC(".maps");
 
-/* Rule and exemption rows, one element per slot. */
+/* (slot, class, port prefix) -> verdict of a protected port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, TW_MAX_PORT_ROWS *TW_POLICY_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tw_port_key);
+	__type(value, struct tw_port_verdict);
+} tw_ports SEC(".maps");
+
+/* Generation held by each slot (a slot is used only for its generation). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, TW_POLICY_SLOTS);
 	__type(key, __u32);
-	__type(value, struct tw_ruleset);
-} tw_rulesets SEC(".maps");
+	__type(value, struct tw_slot_meta);
+} tw_slots SEC(".maps");
 
 /* Counters by enum tw_counter (per CPU; the daemon sums). */
 struct {

@@ -94,6 +94,32 @@ static __always_inline int tw_parse_ipv4(struct __sk_buff *skb, struct tw_pkt *p
 	return tw_parse_tcp(skb, p, off + ihl, tot ? off + tot : 0);
 }
 
+/* With a routing header the IPv6 destination field holds the next hop; the
+ * policy (and the local socket) see the final destination. ext[] holds the
+ * routing header's first 4 bytes: next, length (8-byte units beyond the
+ * first 8), type, segments left. Types (RFC 8200, 6275, 8754):
+ *   0 (deprecated RH0): addresses 1..n from offset 8, final = the last
+ *   2 (Mobile IPv6):    one address at offset 8, the final one
+ *   4 (SRH):            segment list from offset 8, final = entry 0
+ * Nothing to do when no segments are left (the field is final already).
+ * Other types carry no address we understand: left as they are. */
+static __always_inline int tw_routing_final_dst(struct __sk_buff *skb, struct tw_pkt *p, __u32 off,
+						const __u8 ext[4])
+{
+	__u32 addrs = (__u32)ext[1] / 2; /* 16-byte addresses that fit */
+	__u32 at;
+
+	if (ext[3] == 0 || addrs == 0)
+		return 0;
+	if (ext[2] == 0)
+		at = off + 8 + (addrs - 1) * 16;
+	else if (ext[2] == 2 || ext[2] == 4)
+		at = off + 8;
+	else
+		return 0;
+	return bpf_skb_load_bytes(skb, at, p->key.daddr, 16);
+}
+
 static __always_inline int tw_parse_ipv6(struct __sk_buff *skb, struct tw_pkt *p, __u32 off)
 {
 	struct ipv6hdr ip6;
@@ -117,8 +143,15 @@ static __always_inline int tw_parse_ipv6(struct __sk_buff *skb, struct tw_pkt *p
 		switch (nexthdr) {
 		case NEXTHDR_TCP:
 			return tw_parse_tcp(skb, p, l4, ip_end);
-		case NEXTHDR_HOP:
 		case NEXTHDR_ROUTING:
+			if (bpf_skb_load_bytes(skb, l4, ext, 4) < 0)
+				return TW_PARSE_MALFORMED;
+			if (tw_routing_final_dst(skb, p, l4, ext) < 0)
+				return TW_PARSE_MALFORMED;
+			nexthdr = ext[0];
+			l4 += ((__u32)ext[1] + 1) * 8;
+			break;
+		case NEXTHDR_HOP:
 		case NEXTHDR_DEST:
 			if (bpf_skb_load_bytes(skb, l4, ext, 2) < 0)
 				return TW_PARSE_MALFORMED;
@@ -159,14 +192,25 @@ static __always_inline int tw_parse_ipv6(struct __sk_buff *skb, struct tw_pkt *p
 	return TW_PARSE_OPAQUE;
 }
 
-/* Fills *p from the packet; returns enum tw_parse_result. */
-static __always_inline int tw_parse(struct __sk_buff *skb, struct tw_pkt *p)
+/* Fills *p from the packet; returns enum tw_parse_result. On an Ethernet
+ * device (l2 = 1) the frame starts with the MAC header; on an L3 device
+ * (tun, WireGuard, ipip: l2 = 0) with the IP header, and skb->protocol
+ * says which. */
+static __always_inline int tw_parse(struct __sk_buff *skb, struct tw_pkt *p, const int l2)
 {
 	__u32 off = ETH_HLEN;
 	__u16 proto;
 	__u16 tag[2];
 	int i;
 
+	if (!l2) {
+		proto = bpf_ntohs(skb->protocol);
+		if (proto == ETH_P_IP)
+			return tw_parse_ipv4(skb, p, 0);
+		if (proto == ETH_P_IPV6)
+			return tw_parse_ipv6(skb, p, 0);
+		return TW_PARSE_NOT_TCP;
+	}
 	if (bpf_skb_load_bytes(skb, 12, &proto, sizeof(proto)) < 0)
 		return TW_PARSE_MALFORMED;
 	proto = bpf_ntohs(proto);

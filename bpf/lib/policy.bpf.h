@@ -18,14 +18,11 @@ struct tw_decision {
 	__u8 exempt;
 	__u8 mode;
 	__u8 any_enforce; /* some enforce rule covers the address (any port) */
+	__u8 any_rule;	  /* some rule covers the address (any port) */
+	__u8 pad[3];
 };
 
-static __always_inline int tw_mask_has(const __u64 mask[TW_MASK_WORDS], __u32 bit)
-{
-	return (mask[(bit >> 6) & (TW_MASK_WORDS - 1)] >> (bit & 63)) & 1;
-}
-
-static __always_inline const struct tw_dest_class *tw_lookup_dest(const struct tw_flow_key *k,
+static __always_inline const struct tw_dest_value *tw_lookup_dest(const struct tw_flow_key *k,
 								  __u32 slot)
 {
 	if (k->family == 4) {
@@ -45,65 +42,47 @@ static __always_inline const struct tw_dest_class *tw_lookup_dest(const struct t
 	}
 }
 
-/* Decides for destination k->daddr and port `port` (host order). With
- * any_port set, matches rules on the address alone (for packets whose L4 is
- * hidden) and ignores exemptions, which all name ports or addresses. */
+/* Decides for destination k->daddr and port `port` (host order): two
+ * lookups, no loops. With any_port set, only says whether some rule (and
+ * some enforce rule) covers the address, for packets whose L4 is hidden. */
 static __always_inline void tw_decide(const struct tw_flow_key *k, __u16 port, __u64 generation,
 				      int any_port, struct tw_decision *d)
 {
-	const struct tw_dest_class *dc;
-	const struct tw_ruleset *rs;
+	const struct tw_dest_value *dv;
+	const struct tw_port_verdict *v;
+	const struct tw_slot_meta *meta;
+	struct tw_port_key pk = {};
 	__u32 slot = TW_SLOT_OF(generation);
-	__u32 i, n;
 
 	__builtin_memset(d, 0, sizeof(*d));
 	if (!generation)
 		return;
-	dc = tw_lookup_dest(k, slot);
-	if (!dc)
+	meta = bpf_map_lookup_elem(&tw_slots, &slot);
+	if (!meta || meta->generation != generation)
 		return;
-	rs = bpf_map_lookup_elem(&tw_rulesets, &slot);
-	if (!rs || rs->generation != generation)
+	dv = tw_lookup_dest(k, slot);
+	if (!dv)
 		return;
-
-	n = rs->rule_count;
-	for (i = 0; i < TW_MAX_RULE_ENTRIES; i++) {
-		const struct tw_rule_entry *r;
-
-		if (i >= n)
-			break;
-		r = &rs->rules[i];
-		if (!tw_mask_has(dc->boundary_mask, r->boundary))
-			continue;
-		if (r->mode == TW_MODE_ENFORCE)
-			d->any_enforce = 1;
-		if (any_port || port < r->port_lo || port > r->port_hi)
-			continue;
-		d->protected_ = 1;
-		d->rule_id = r->rule_id;
-		d->boundary = r->boundary;
-		d->min_tls = r->min_tls;
-		d->mode = r->mode;
-		break;
-	}
-	if (!d->protected_ || any_port)
+	d->any_rule = !!(dv->flags & TW_DEST_ANY_RULE);
+	d->any_enforce = !!(dv->flags & TW_DEST_ANY_ENFORCE);
+	if (any_port || !d->any_rule)
 		return;
-
-	n = rs->exempt_count;
-	for (i = 0; i < TW_MAX_EXEMPT_ENTRIES; i++) {
-		const struct tw_exempt_entry *x;
-
-		if (i >= n)
-			break;
-		x = &rs->exempts[i];
-		if (!tw_mask_has(dc->exempt_mask, x->exemption))
-			continue;
-		if (port < x->port_lo || port > x->port_hi)
-			continue;
-		d->exempt = 1;
-		d->exemption = x->exemption;
-		break;
-	}
+	pk.prefixlen = 8 + 16 + 16;
+	pk.slot = slot;
+	pk.class_id[0] = dv->class_id >> 8;
+	pk.class_id[1] = dv->class_id & 0xff;
+	pk.port[0] = port >> 8;
+	pk.port[1] = port & 0xff;
+	v = bpf_map_lookup_elem(&tw_ports, &pk);
+	if (!v)
+		return;
+	d->protected_ = 1;
+	d->rule_id = v->rule_id;
+	d->boundary = v->boundary;
+	d->min_tls = v->min_tls;
+	d->mode = v->mode;
+	d->exempt = v->exempt;
+	d->exemption = v->exemption;
 }
 
 #endif /* TLSWALL_BPF_LIB_POLICY_BPF_H */
