@@ -75,7 +75,8 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
   } catch (const toml::parse_error& e) {
     throw std::runtime_error(where(name, e.source()) + ": " + std::string(e.description()));
   }
-  check_keys(name, root, {"interfaces", "policy", "pin_root", "control", "events", "log", "bpf"},
+  check_keys(name, root,
+             {"interfaces", "policy", "pin_root", "on_stop", "control", "events", "log", "bpf"},
              "the agent config");
   AgentConfig c;
   c.source = name;
@@ -93,6 +94,10 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
   }
   c.policy_path = resolve(base_dir, get_string(name, root, "policy", "policy.d"));
   c.pin_root = resolve(base_dir, get_string(name, root, "pin_root", c.pin_root));
+  c.on_stop = get_string(name, root, "on_stop", c.on_stop);
+  if (c.on_stop != "keep-enforcing" && c.on_stop != "detach") {
+    fail(name, *root.get("on_stop"), "'on_stop' must be \"keep-enforcing\" or \"detach\"");
+  }
   if (const toml::table* t = get_table(name, root, "control")) {
     check_keys(name, *t, {"socket", "group"}, "[control]");
     c.control_socket = resolve(base_dir, get_string(name, *t, "socket", c.control_socket));

@@ -17,6 +17,9 @@ struct AgentConfig {
   std::string control_group;  // "" = root only
   std::string events_json = "/var/log/tlswall/events.jsonl";
   std::string log_level = "info";
+  // What SIGTERM leaves behind: "keep-enforcing" (filters and pinned tables
+  // stay, the kernel goes on judging with the last policy) or "detach".
+  std::string on_stop = "keep-enforcing";
   uint32_t flow_table_entries = 131072;
   uint32_t ringbuf_bytes = 1u << 20;
 };

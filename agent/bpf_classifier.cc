@@ -3,12 +3,15 @@
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
 #include <cstdarg>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 
@@ -18,14 +21,22 @@
 #include "logging/log.h"
 #include "tc_classifier.skel.h"
 
+extern "C" {
+#include "abi/tlswall_abi_history.h"
+}
+
 namespace tlswall::agent {
 namespace {
 
-// 'T','W' in the handle makes our filter recognisable in `tc filter show`.
-constexpr uint32_t kTcHandle = 0x7477;
-constexpr uint32_t kTcPriority = 1;
-
 std::string errstr(int err) { return std::strerror(err < 0 ? -err : err); }
+
+uint64_t unix_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+spdlog::logger& log() { return logging::get(logging::Subsystem::kBpf); }
 
 int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
   // Verifier logs are long: size the buffer, then log line by line.
@@ -60,83 +71,31 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
   return n;
 }
 
+// A test seam: TLSWALL_FAULT_INJECT=<point> makes that step fail, to prove
+// that a failed upgrade leaves the previous release enforcing.
+void maybe_fail(const char* point) {
+  const char* f = std::getenv("TLSWALL_FAULT_INJECT");
+  if (f && std::strcmp(f, point) == 0) {
+    throw std::runtime_error(std::string("injected failure at ") + point);
+  }
+}
+
+bool map_compatible(int fd, const bpf_map* want) {
+  bpf_map_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return false;
+  return info.type == bpf_map__type(want) && info.key_size == bpf_map__key_size(want) &&
+         info.value_size == bpf_map__value_size(want) &&
+         info.max_entries == bpf_map__max_entries(want) &&
+         info.map_flags == bpf_map__map_flags(want);
+}
+
 }  // namespace
 
 void route_libbpf_logs() {
   static std::atomic<bool> done{false};
   if (!done.exchange(true)) libbpf_set_print(libbpf_print);
 }
-
-TcAttachment::TcAttachment(std::string ifname, int ifindex, int prog_fd)
-    : ifname_(std::move(ifname)), ifindex_(ifindex), prog_fd_(prog_fd) {
-  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex_, .attach_point = BPF_TC_EGRESS);
-  int err = bpf_tc_hook_create(&hook);
-  if (err == 0) {
-    created_qdisc_ = true;
-  } else if (err != -EEXIST) {
-    throw std::runtime_error("cannot create clsact qdisc on " + ifname_ + ": " + errstr(err));
-  }
-  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd_, .flags = BPF_TC_F_REPLACE,
-                      .handle = kTcHandle, .priority = kTcPriority);
-  err = bpf_tc_attach(&hook, &opts);
-  if (err) {
-    if (created_qdisc_) {
-      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-      bpf_tc_hook_destroy(&hook);
-    }
-    throw std::runtime_error("cannot attach tc egress filter on " + ifname_ + ": " + errstr(err));
-  }
-  handle_ = opts.handle;
-  priority_ = opts.priority;
-}
-
-bool TcAttachment::still_attached() const {
-  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex_, .attach_point = BPF_TC_EGRESS);
-  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
-  if (bpf_tc_query(&hook, &opts) != 0) return false;
-  bpf_prog_info info{};
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(prog_fd_, &info, &len) != 0) return false;
-  return opts.prog_id == info.id;
-}
-
-TcAttachment::~TcAttachment() {
-  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex_, .attach_point = BPF_TC_EGRESS);
-  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = handle_, .priority = priority_);
-  auto& log = logging::get(logging::Subsystem::kBpf);
-  int err = bpf_tc_detach(&hook, &opts);
-  if (err && err != -ENOENT && err != -ENODEV) {
-    log.warn("detaching tc filter from {}: {}", ifname_, errstr(err));
-  }
-  if (created_qdisc_) {
-    hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-    err = bpf_tc_hook_destroy(&hook);
-    if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
-      log.warn("removing clsact qdisc from {}: {}", ifname_, errstr(err));
-    }
-  }
-  log.info("detached from {}{}", ifname_,
-           created_qdisc_ ? " (removed the clsact qdisc we added)" : "");
-}
-
-void TcClassifier::SkelDeleter::operator()(tc_classifier* s) const { tc_classifier__destroy(s); }
-
-TcClassifier::TcClassifier(const ClassifierOptions& opts) {
-  route_libbpf_logs();
-  tc_classifier* raw = tc_classifier__open();
-  if (!raw) throw std::runtime_error(std::string("cannot open BPF object: ") + errstr(errno));
-  skel_.reset(raw);
-  int err = bpf_map__set_max_entries(skel_->maps.tw_flows, opts.flow_table_entries);
-  if (!err) err = bpf_map__set_max_entries(skel_->maps.tw_events, opts.ringbuf_bytes);
-  if (err) throw std::runtime_error("cannot size BPF maps: " + errstr(err));
-  err = tc_classifier__load(skel_.get());
-  if (err) {
-    throw std::runtime_error("cannot load the tc classifier into the kernel: " + errstr(err) +
-                             " (details in the bpf log above)");
-  }
-}
-
-TcClassifier::~TcClassifier() { detach_all(); }
 
 LinkKind link_kind(const std::string& ifname) {
   ifreq ifr{};
@@ -169,29 +128,364 @@ LinkKind link_kind(const std::string& ifname) {
   }
 }
 
-void TcClassifier::attach_egress(const std::string& ifname) {
-  const unsigned idx = if_nametoindex(ifname.c_str());
-  if (idx == 0) throw std::runtime_error("interface '" + ifname + "' not found");
-  const LinkKind kind = link_kind(ifname);
-  const int prog = kind == LinkKind::kEthernet ? egress_prog_fd()
+bool tc_attach_or_replace(int ifindex, const std::string& ifname, int prog_fd) {
+  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+  bool created = false;
+  int err = bpf_tc_hook_create(&hook);
+  if (err == 0) {
+    created = true;
+  } else if (err != -EEXIST) {
+    throw std::runtime_error("cannot create clsact qdisc on " + ifname + ": " + errstr(err));
+  }
+  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE,
+                      .handle = TcFilterId::kHandle, .priority = TcFilterId::kPriority);
+  err = bpf_tc_attach(&hook, &opts);
+  if (err) {
+    if (created) {
+      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+      bpf_tc_hook_destroy(&hook);
+    }
+    throw std::runtime_error("cannot attach tc egress filter on " + ifname + ": " + errstr(err));
+  }
+  return created;
+}
+
+void tc_detach(int ifindex, const std::string& ifname, bool remove_qdisc) {
+  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TcFilterId::kHandle,
+                      .priority = TcFilterId::kPriority);
+  int err = bpf_tc_detach(&hook, &opts);
+  if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
+    log().warn("detaching tc filter from {}: {}", ifname, errstr(err));
+  }
+  if (remove_qdisc) {
+    hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+    err = bpf_tc_hook_destroy(&hook);
+    if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
+      log().warn("removing clsact qdisc from {}: {}", ifname, errstr(err));
+    }
+  }
+}
+
+uint32_t tc_attached_prog_id(int ifindex) {
+  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TcFilterId::kHandle,
+                      .priority = TcFilterId::kPriority);
+  if (bpf_tc_query(&hook, &opts) != 0) return 0;
+  return opts.prog_id;
+}
+
+struct TcClassifier::Table {
+  std::string name;
+  bpf_map* map;
+  uint32_t schema;
+};
+
+std::vector<TcClassifier::Table> TcClassifier::tables() {
+  auto& m = skel_->maps;
+  return {{"flows", m.tw_flows, TW_SCHEMA_FLOWS},
+          {"lpm4", m.tw_lpm4, TW_SCHEMA_POLICY},
+          {"lpm6", m.tw_lpm6, TW_SCHEMA_POLICY},
+          {"ports", m.tw_ports, TW_SCHEMA_POLICY},
+          {"slots", m.tw_slots, TW_SCHEMA_POLICY},
+          {"state", m.tw_state, TW_SCHEMA_STATE},
+          {"counters", m.tw_counters, TW_SCHEMA_COUNTERS},
+          {"drop_reasons", m.tw_drop_reasons, TW_SCHEMA_COUNTERS},
+          {"events", m.tw_events, TW_SCHEMA_EVENTS}};
+}
+
+void TcClassifier::SkelDeleter::operator()(tc_classifier* s) const { tc_classifier__destroy(s); }
+
+TcClassifier::TcClassifier(const ClassifierOptions& opts) : opts_(opts) {
+  route_libbpf_logs();
+  tc_classifier* raw = tc_classifier__open();
+  if (!raw) throw std::runtime_error(std::string("cannot open BPF object: ") + errstr(errno));
+  skel_.reset(raw);
+  int err = bpf_map__set_max_entries(skel_->maps.tw_flows, opts.flow_table_entries);
+  if (!err) err = bpf_map__set_max_entries(skel_->maps.tw_events, opts.ringbuf_bytes);
+  if (err) throw std::runtime_error("cannot size BPF maps: " + errstr(err));
+
+  records_ = std::make_unique<PinnedRecords>(opts.pin_root);
+  report_.previous = records_->previous();
+
+  OwnedFd old_flows, old_counters, old_drops;
+  uint32_t old_flows_schema = 0;
+  for (const Table& t : tables()) {
+    const std::string want = pin_path(opts.pin_root, t.name, t.schema);
+    OwnedFd cur = open_pin(want);
+    if (cur.get() >= 0 && map_compatible(cur.get(), t.map)) {
+      err = bpf_map__reuse_fd(t.map, cur.get());
+      if (err) throw std::runtime_error("cannot adopt " + want + ": " + errstr(err));
+      report_.reused.push_back(t.name + "_v" + std::to_string(t.schema));
+      continue;
+    }
+    report_.created.push_back(t.name + "_v" + std::to_string(t.schema));
+    to_pin_.push_back(t.name);
+    // What the new table replaces: the newest pin of any schema.
+    const auto old = find_table_pins(opts.pin_root, t.name);
+    for (const auto& [schema, path] : old) retire_.push_back(path);
+    if (old.empty()) continue;
+    OwnedFd newest = open_pin(old.back().second);
+    if (t.name == "flows") {
+      old_flows = std::move(newest);
+      old_flows_schema = old.back().first;
+    } else if (t.name == "counters") {
+      old_counters = std::move(newest);
+    } else if (t.name == "drop_reasons") {
+      old_drops = std::move(newest);
+    } else if (t.name == "events") {
+      replaced_events_ = std::move(newest);
+    }
+  }
+
+  if (old_flows.get() >= 0) {
+    // The new program reads the old table on a miss (no flow is lost in
+    // the switch); that needs the old table to have the previous layout.
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    bpf_obj_get_info_by_fd(old_flows.get(), &info, &len);
+    const bool adjacent =
+        old_flows_schema == TW_SCHEMA_FLOWS || old_flows_schema + 1 == TW_SCHEMA_FLOWS;
+    if (!adjacent || info.value_size != sizeof(tw_flow_state_prev) ||
+        info.key_size != sizeof(tw_flow_key)) {
+      throw std::runtime_error("no migration step from flows_v" + std::to_string(old_flows_schema) +
+                               " to flows_v" + std::to_string(TW_SCHEMA_FLOWS) +
+                               "; the running release stays in force");
+    }
+    err = bpf_map__reuse_fd(skel_->maps.tw_flows_prev, old_flows.get());
+    if (err) throw std::runtime_error("cannot attach the previous flow table: " + errstr(err));
+  }
+
+  err = tc_classifier__load(skel_.get());
+  if (err) {
+    throw std::runtime_error("cannot load the tc classifier into the kernel: " + errstr(err) +
+                             " (details in the bpf log above)");
+  }
+  generation_map_len_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  void* mem = mmap(nullptr, generation_map_len_, PROT_READ | PROT_WRITE, MAP_SHARED,
+                   bpf_map__fd(skel_->maps.tw_state), 0);
+  if (mem == MAP_FAILED) throw std::runtime_error("cannot mmap the state table: " + errstr(errno));
+  generation_word_ = static_cast<uint64_t*>(mem);
+
+  if (old_flows.get() >= 0) migrate_flows(old_flows.get(), old_flows_schema);
+  if (old_counters.get() >= 0 || old_drops.get() >= 0) {
+    migrate_counters(old_counters.get(), old_drops.get());
+  }
+
+  if (report_.previous) {
+    const uint64_t now = unix_ns();
+    const uint64_t hb = report_.previous->heartbeat_unix_ns;
+    report_.gap_ns = now > hb ? now - hb : 0;
+    const uint64_t lost = counters()[TW_CNT_EVENTS_LOST];
+    const uint64_t seen = report_.previous->events_lost_reported;
+    report_.events_lost_in_gap = lost > seen ? lost - seen : 0;
+  }
+}
+
+TcClassifier::~TcClassifier() {
+  if (generation_word_) munmap(generation_word_, generation_map_len_);
+}
+
+void TcClassifier::migrate_flows(int old_fd, uint32_t old_schema) {
+  // Bulk copy now; the classifier's miss path covers what changes until
+  // the switch. One conversion per schema step (abi/tlswall_abi_history.h).
+  tw_flow_key key{}, next{};
+  tw_flow_key* prev = nullptr;
+  uint64_t copied = 0, failed = 0;
+  const int new_fd = flows_fd();
+  while (bpf_map_get_next_key(old_fd, prev, &next) == 0) {
+    key = next;
+    prev = &key;
+    tw_flow_state_prev old{};
+    if (bpf_map_lookup_elem(old_fd, &key, &old) != 0) continue;
+    tw_flow_state cur{};
+    tw_flow_from_prev(&cur, &old);
+    if (bpf_map_update_elem(new_fd, &key, &cur, BPF_NOEXIST) == 0) {
+      ++copied;
+    } else if (errno != EEXIST) {
+      ++failed;
+    }
+  }
+  report_.migrated.push_back("flows_v" + std::to_string(old_schema) + " -> flows_v" +
+                             std::to_string(TW_SCHEMA_FLOWS) + ": " + std::to_string(copied) +
+                             " entries" +
+                             (failed ? ", " + std::to_string(failed) + " did not fit" : ""));
+}
+
+void TcClassifier::migrate_counters(int old_counters_fd, int old_drops_fd) {
+  // Counters carry over so totals stay monotonic across releases: the old
+  // per-CPU values are added to this CPU slot of the new table.
+  auto carry = [](int from, int to, uint32_t n) {
+    std::vector<uint64_t> old(n, 0);
+    if (!read_percpu_u64_array(from, old.data(), n)) return;
+    const int ncpu = libbpf_num_possible_cpus();
+    std::vector<uint64_t> vals(static_cast<size_t>(ncpu));
+    for (uint32_t k = 0; k < n; ++k) {
+      if (bpf_map_lookup_elem(to, &k, vals.data()) != 0) continue;
+      vals[0] += old[k];
+      bpf_map_update_elem(to, &k, vals.data(), BPF_ANY);
+    }
+  };
+  if (old_counters_fd >= 0) carry(old_counters_fd, counters_fd(), TW_CNT_MAX);
+  if (old_drops_fd >= 0) {
+    carry(old_drops_fd, bpf_map__fd(skel_->maps.tw_drop_reasons), TW_REASON_MAX);
+  }
+  report_.migrated.push_back("counters carried over");
+}
+
+void TcClassifier::take_over(const std::vector<std::string>& ifnames,
+                             const std::string& agent_version) {
+  // Validate everything before touching any interface.
+  std::vector<Attachment> want;
+  for (const auto& ifn : ifnames) {
+    const unsigned idx = if_nametoindex(ifn.c_str());
+    if (idx == 0) throw std::runtime_error("interface '" + ifn + "' not found");
+    want.push_back({ifn, static_cast<int>(idx), link_kind(ifn), false});
+  }
+  const auto recorded = records_->ifaces();
+  maybe_fail("before-switch");
+
+  // The switch: per interface one atomic filter replacement.
+  std::vector<Attachment> done;
+  try {
+    for (auto& a : want) {
+      const int prog = a.kind == LinkKind::kEthernet
+                           ? egress_prog_fd()
+                           : bpf_program__fd(skel_->progs.tlswall_egress_l3);
+      bool created_before = false;
+      for (const auto& r : recorded) {
+        if (static_cast<int>(r.ifindex) == a.ifindex) created_before = r.created_qdisc;
+      }
+      a.created_qdisc = tc_attach_or_replace(a.ifindex, a.ifname, prog) || created_before;
+      done.push_back(a);
+      tw_iface_rec rec{};
+      rec.ifindex = static_cast<uint32_t>(a.ifindex);
+      rec.created_qdisc = a.created_qdisc;
+      rec.l3 = a.kind == LinkKind::kL3;
+      std::strncpy(rec.name, a.ifname.c_str(), sizeof(rec.name) - 1);
+      records_->put_iface(rec);
+      log().info("tc egress on {} (ifindex {}): {}{}", a.ifname, a.ifindex,
+                 report_.previous ? "program replaced in place" : "attached",
+                 a.created_qdisc ? ", clsact qdisc ours" : "");
+    }
+  } catch (...) {
+    // Interfaces already switched run the new program with tables that are
+    // complete; nothing is unpinned yet, so a retry (or the old release)
+    // finds everything in place.
+    attachments_ = done;
+    throw;
+  }
+  attachments_ = done;
+
+  // Interfaces the previous configuration named and this one does not.
+  for (const auto& r : recorded) {
+    bool keep = false;
+    for (const auto& a : attachments_) keep = keep || a.ifindex == static_cast<int>(r.ifindex);
+    if (keep) continue;
+    tc_detach(static_cast<int>(r.ifindex), r.name, r.created_qdisc);
+    records_->remove_iface(r.ifindex);
+    log().info("detached from {}: no longer configured", r.name);
+  }
+
+  // Pin what is new, then retire what it replaced.
+  for (const Table& t : tables()) {
+    const std::string path = pin_path(opts_.pin_root, t.name, t.schema);
+    bool is_new = false;
+    for (const auto& n : to_pin_) is_new = is_new || n == t.name;
+    if (!is_new) continue;
+    pin_replace(bpf_map__fd(t.map), path);
+  }
+  for (const auto& path : retire_) {
+    bool current = false;
+    for (const Table& t : tables()) {
+      current = current || path == pin_path(opts_.pin_root, t.name, t.schema);
+    }
+    if (!current) ::unlink(path.c_str());
+  }
+  pin_replace(egress_prog_fd(), pin_path(opts_.pin_root, "prog_egress", 1));
+  pin_replace(bpf_program__fd(skel_->progs.tlswall_egress_l3),
+              pin_path(opts_.pin_root, "prog_egress_l3", 1));
+
+  tw_meta m = report_.previous.value_or(tw_meta{});
+  m.magic = TW_META_MAGIC;
+  m.meta_schema = TW_SCHEMA_META;
+  m.schema_flows = TW_SCHEMA_FLOWS;
+  m.schema_policy = TW_SCHEMA_POLICY;
+  m.schema_state = TW_SCHEMA_STATE;
+  m.schema_counters = TW_SCHEMA_COUNTERS;
+  m.schema_events = TW_SCHEMA_EVENTS;
+  if (!report_.previous) m.first_started_unix_ns = unix_ns();
+  m.heartbeat_unix_ns = unix_ns();
+  std::memset(m.agent_version, 0, sizeof(m.agent_version));
+  std::strncpy(m.agent_version, agent_version.c_str(), sizeof(m.agent_version) - 1);
+  records_->write_meta(m);
+}
+
+bool TcClassifier::still_attached(const Attachment& a) const {
+  const uint32_t id = tc_attached_prog_id(a.ifindex);
+  if (id == 0) return false;
+  const int fd = a.kind == LinkKind::kEthernet ? egress_prog_fd()
                                                : bpf_program__fd(skel_->progs.tlswall_egress_l3);
-  attachments_.push_back(std::make_unique<TcAttachment>(ifname, static_cast<int>(idx), prog));
-  attachments_.back()->set_kind(kind);
-  logging::get(logging::Subsystem::kBpf)
-      .info("attached tc egress classifier to {} (ifindex {}){}", ifname, idx,
-            attachments_.back()->created_qdisc() ? ", clsact qdisc created" : "");
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return false;
+  return id == info.id;
+}
+
+bool TcClassifier::repair_attachments(
+    const std::function<void(const std::string&, const std::string&)>& restored) {
+  bool ok = true;
+  for (auto& a : attachments_) {
+    if (still_attached(a)) continue;
+    const unsigned idx = if_nametoindex(a.ifname.c_str());
+    if (idx == 0) {
+      ok = false;  // the interface is gone; nothing to attach to
+      continue;
+    }
+    const std::string why = tc_attached_prog_id(a.ifindex) == 0
+                                ? "our filter (or its clsact qdisc) was removed"
+                                : "another program replaced our filter";
+    try {
+      a.ifindex = static_cast<int>(idx);
+      const int prog = a.kind == LinkKind::kEthernet
+                           ? egress_prog_fd()
+                           : bpf_program__fd(skel_->progs.tlswall_egress_l3);
+      if (tc_attach_or_replace(a.ifindex, a.ifname, prog)) a.created_qdisc = true;
+      restored(a.ifname, why);
+    } catch (const std::exception& e) {
+      log().error("cannot restore the classifier on {}: {}", a.ifname, e.what());
+      ok = false;
+    }
+  }
+  return ok;
 }
 
 void TcClassifier::detach_all() {
-  while (!attachments_.empty()) attachments_.pop_back();
+  for (const auto& a : attachments_) {
+    tc_detach(a.ifindex, a.ifname, a.created_qdisc);
+    records_->remove_iface(static_cast<uint32_t>(a.ifindex));
+    log().info("detached from {}{}", a.ifname,
+               a.created_qdisc ? " (removed the clsact qdisc we added)" : "");
+  }
+  attachments_.clear();
 }
 
 void TcClassifier::set_generation(uint64_t generation) {
-  __atomic_store_n(&skel_->bss->tw_policy_generation, generation, __ATOMIC_SEQ_CST);
+  __atomic_store_n(generation_word_, generation, __ATOMIC_SEQ_CST);
 }
 
 uint64_t TcClassifier::generation() const {
-  return __atomic_load_n(&skel_->bss->tw_policy_generation, __ATOMIC_SEQ_CST);
+  return __atomic_load_n(generation_word_, __ATOMIC_SEQ_CST);
+}
+
+void TcClassifier::heartbeat(uint64_t events_lost_reported, const std::string& policy_hash) {
+  tw_meta m = records_->read_meta();
+  m.heartbeat_unix_ns = unix_ns();
+  m.events_lost_reported = events_lost_reported;
+  m.policy_generation = generation();
+  std::memset(m.policy_hash, 0, sizeof(m.policy_hash));
+  std::strncpy(m.policy_hash, policy_hash.c_str(), sizeof(m.policy_hash) - 1);
+  records_->write_meta(m);
 }
 
 bool read_percpu_u64_array(int map_fd, uint64_t* out, uint32_t n) {
@@ -230,5 +524,19 @@ int TcClassifier::ports_fd() const { return bpf_map__fd(skel_->maps.tw_ports); }
 int TcClassifier::slots_fd() const { return bpf_map__fd(skel_->maps.tw_slots); }
 int TcClassifier::counters_fd() const { return bpf_map__fd(skel_->maps.tw_counters); }
 int TcClassifier::events_fd() const { return bpf_map__fd(skel_->maps.tw_events); }
+
+std::vector<std::string> teardown_pinned(const std::string& pin_root) {
+  std::vector<std::string> out;
+  {
+    PinnedRecords records(pin_root);
+    for (const auto& r : records.ifaces()) {
+      tc_detach(static_cast<int>(r.ifindex), r.name, r.created_qdisc);
+      out.push_back(std::string("detached from ") + r.name +
+                    (r.created_qdisc ? " (and removed our clsact qdisc)" : ""));
+    }
+  }
+  for (const auto& p : remove_all_pins(pin_root)) out.push_back("unpinned " + p);
+  return out;
+}
 
 }  // namespace tlswall::agent

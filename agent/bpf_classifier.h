@@ -1,19 +1,29 @@
-// Owns the tc classifier: its skeleton (programs + maps, embedded in the
-// binary), its tc egress attachments and the policy generation word.
+// Owns the tc classifier: its skeleton (programs + tables, embedded in the
+// binary), its pinned tables under the pin root, and its tc egress filters.
+//
+// The kernel side outlives the daemon: tables and programs are pinned, tc
+// filters stay attached. A starting daemon adopts the pinned tables whose
+// schema and size it shares, builds new ones beside those it does not
+// (migrating flow verdicts and counters), loads its programs, and only then
+// swaps them into the filters atomically (take_over). Until take_over
+// succeeds, whatever ran before keeps enforcing.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "agent/bpf_pins.h"
 
 extern "C" {
 #include "abi/tlswall_abi.h"
 }
 
 struct tc_classifier;  // generated skeleton
-struct bpf_tc_hook;
 
 namespace tlswall::agent {
 
@@ -24,59 +34,80 @@ enum class LinkKind { kEthernet, kL3 };
 // classifier cannot parse, naming the type.
 LinkKind link_kind(const std::string& ifname);
 
-// One tc egress filter we attached. Destroying it removes the filter, and
-// the clsact qdisc only if we created it (someone else's stays).
-class TcAttachment {
- public:
-  TcAttachment(std::string ifname, int ifindex, int prog_fd);  // throws
-  ~TcAttachment();
-  TcAttachment(const TcAttachment&) = delete;
-  TcAttachment& operator=(const TcAttachment&) = delete;
+// Our tc egress filter on one interface (handle/priority fixed, so a new
+// program replaces the old one in place, atomically).
+struct TcFilterId {
+  static constexpr uint32_t kHandle = 0x7477;  // 'T','W': recognisable in `tc filter show`
+  static constexpr uint32_t kPriority = 1;
+};
 
-  const std::string& ifname() const { return ifname_; }
-  int ifindex() const { return ifindex_; }
-  bool created_qdisc() const { return created_qdisc_; }
-  LinkKind kind() const { return kind_; }
-  void set_kind(LinkKind k) { kind_ = k; }
-  uint32_t handle() const { return handle_; }
-  uint32_t priority() const { return priority_; }
-  // True while our filter is still installed with our program.
-  bool still_attached() const;
+// Attaches prog_fd as our egress filter on ifindex, replacing ours if it is
+// there. Creates the clsact qdisc if missing; returns true if it did.
+bool tc_attach_or_replace(int ifindex, const std::string& ifname, int prog_fd);
+// Removes our filter, and the clsact qdisc if `remove_qdisc`. Never throws.
+void tc_detach(int ifindex, const std::string& ifname, bool remove_qdisc);
+// The program id of our filter on ifindex, or 0 if it is not there.
+uint32_t tc_attached_prog_id(int ifindex);
 
- private:
-  std::string ifname_;
-  int ifindex_;
-  int prog_fd_;
-  bool created_qdisc_ = false;
-  LinkKind kind_ = LinkKind::kEthernet;
-  uint32_t handle_ = 0;
-  uint32_t priority_ = 0;
+struct Attachment {
+  std::string ifname;
+  int ifindex = 0;
+  LinkKind kind = LinkKind::kEthernet;
+  bool created_qdisc = false;
 };
 
 struct ClassifierOptions {
+  std::string pin_root = "/sys/fs/bpf/tlswall";
   uint32_t flow_table_entries = 131072;
   uint32_t ringbuf_bytes = 1u << 20;
 };
 
+// What the classifier found under the pin root and what it did about it.
+struct AdoptionReport {
+  std::optional<tw_meta> previous;    // the previous owner's record, if any
+  std::vector<std::string> reused;    // tables adopted as they were
+  std::vector<std::string> created;   // tables built new
+  std::vector<std::string> migrated;  // e.g. "flows_v1 -> flows_v2: 42 entries"
+  uint64_t gap_ns = 0;                // since the previous owner's last heartbeat
+  uint64_t events_lost_in_gap = 0;    // ring buffer overflows while nobody read
+};
+
 class TcClassifier {
  public:
-  // Opens and loads the embedded programs. Throws std::runtime_error with
-  // libbpf's reason (the verifier log goes to the "bpf" logger).
+  // Opens the embedded object, adopts or prepares to migrate the pinned
+  // tables, loads the programs. Attaches nothing. Throws
+  // std::runtime_error with the reason (the verifier log goes to the "bpf"
+  // logger); the pinned state and running filters are then untouched.
   explicit TcClassifier(const ClassifierOptions& opts);
   ~TcClassifier();
   TcClassifier(const TcClassifier&) = delete;
   TcClassifier& operator=(const TcClassifier&) = delete;
 
-  // Attaches the egress classifier to `ifname`. Throws if the interface
-  // does not exist or the attach fails; attachments made so far remain
-  // owned (and are removed by detach_all or the destructor).
-  void attach_egress(const std::string& ifname);
-  void detach_all();
-  const std::vector<std::unique_ptr<TcAttachment>>& attachments() const { return attachments_; }
+  const AdoptionReport& adoption() const { return report_; }
 
-  // Publishes the active policy generation (one 64-bit store).
+  // Makes our programs the egress filters of `ifnames` (replacing the
+  // previous release's in place), detaches from recorded interfaces no
+  // longer named, pins what is new, retires replaced tables, and records
+  // everything. All interfaces are validated before any is touched.
+  void take_over(const std::vector<std::string>& ifnames, const std::string& agent_version);
+
+  // Re-attaches where our filter has gone or runs another program. Calls
+  // `restored(ifname, why)` for each. Returns false if some could not be.
+  bool repair_attachments(
+      const std::function<void(const std::string&, const std::string&)>& restored);
+
+  // Removes our filters from every interface we recorded (and the clsact
+  // qdiscs we created). The pins stay. For on_stop = "detach".
+  void detach_all();
+  const std::vector<Attachment>& attachments() const { return attachments_; }
+  bool still_attached(const Attachment& a) const;
+
+  // Publishes the active policy generation (one aligned 64-bit store).
   void set_generation(uint64_t generation);
   uint64_t generation() const;
+
+  // The daemon is alive: heartbeat and gap accounting in the metadata.
+  void heartbeat(uint64_t events_lost_reported, const std::string& policy_hash);
 
   std::array<uint64_t, TW_CNT_MAX> counters() const;
   std::array<uint64_t, TW_REASON_MAX> drops_by_reason() const;
@@ -89,14 +120,34 @@ class TcClassifier {
   int slots_fd() const;
   int counters_fd() const;
   int events_fd() const;
+  // Ring buffer of a replaced events table, to drain once after take_over
+  // (-1 if none).
+  int replaced_events_fd() const { return replaced_events_.get(); }
 
  private:
   struct SkelDeleter {
     void operator()(tc_classifier* s) const;
   };
+  struct Table;
+  std::vector<Table> tables();
+  void migrate_flows(int old_fd, uint32_t old_schema);
+  void migrate_counters(int old_counters_fd, int old_drops_fd);
+
+  ClassifierOptions opts_;
   std::unique_ptr<tc_classifier, SkelDeleter> skel_;
-  std::vector<std::unique_ptr<TcAttachment>> attachments_;
+  std::unique_ptr<PinnedRecords> records_;
+  AdoptionReport report_;
+  std::vector<std::string> retire_;  // old pins to remove after take_over
+  std::vector<std::string> to_pin_;  // table names (with schema) built new
+  OwnedFd replaced_events_;
+  std::vector<Attachment> attachments_;
+  uint64_t* generation_word_ = nullptr;  // mmapped tw_state element 0
+  size_t generation_map_len_ = 0;
 };
+
+// Detaches from every interface recorded under pin_root and removes all
+// pins there; works without a running daemon. Returns a line per action.
+std::vector<std::string> teardown_pinned(const std::string& pin_root);
 
 // Sums a per-CPU u64 array map into `out` (size n). Returns false on error.
 bool read_percpu_u64_array(int map_fd, uint64_t* out, uint32_t n);

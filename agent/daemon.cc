@@ -52,6 +52,13 @@ std::string ifname_of(uint32_t ifindex) {
   return ::if_indextoname(ifindex, buf) ? std::string(buf) : std::to_string(ifindex);
 }
 
+bool private_mount_namespace() {
+  struct stat self {
+  }, init{};
+  if (::stat("/proc/self/ns/mnt", &self) != 0 || ::stat("/proc/1/ns/mnt", &init) != 0) return false;
+  return self.st_ino != init.st_ino;
+}
+
 class Fd {
  public:
   explicit Fd(int fd = -1) : fd_(fd) {}
@@ -106,6 +113,13 @@ Daemon::Daemon(AgentConfig config)
   std::error_code ec;
   if (fs.mounted_by_us) {
     log.info("mounted bpffs at {}", bpffs_);
+    if (private_mount_namespace()) {
+      log.warn(
+          "bpffs was mounted inside a private mount namespace (e.g. `ip netns exec`): the "
+          "pins under {} vanish when this process exits, so a restart cannot adopt them. "
+          "Mount bpffs for the pin root in the host mount namespace.",
+          config_.pin_root);
+    }
     bpffs_mounted_at_pin_root_ = std::filesystem::equivalent(bpffs_, config_.pin_root, ec) && !ec;
     created_pin_root_ = bpffs_mounted_at_pin_root_;
   }
@@ -123,34 +137,72 @@ Daemon::Daemon(AgentConfig config)
   cgroup2_mounted_by_us_ = cg.mounted_by_us;
   if (cg.mounted_by_us) log.info("no cgroup v2 mount visible; mounted one at {}", cgroup2_);
 
+  // Adopt what a previous run pinned (or build it), load our programs.
+  // Nothing attached changes until take_over below.
   classifier_ = std::make_unique<TcClassifier>(
-      ClassifierOptions{config_.flow_table_entries, config_.ringbuf_bytes});
+      ClassifierOptions{config_.pin_root, config_.flow_table_entries, config_.ringbuf_bytes});
+  const AdoptionReport& ad = classifier_->adoption();
   maps_ = std::make_unique<BpfPolicyMaps>(
       BpfPolicyMaps::Fds{classifier_->lpm4_fd(), classifier_->lpm6_fd(), classifier_->ports_fd(),
                          classifier_->slots_fd()},
       [c = classifier_.get()](uint64_t g) { c->set_generation(g); },
       [c = classifier_.get()]() { return c->generation(); });
   publisher_ = std::make_unique<PolicyPublisher>(*maps_);
-  // Policy in the tables before the first packet is judged.
-  publish(policy_->model, policy_->compiled, "initial policy");
+  // Policy in the tables before our programs judge a packet.
+  publish(policy_->model, policy_->compiled,
+          ad.previous ? "start (adopted pins)" : "initial policy");
 
   ring_ = ring_buffer__new(classifier_->events_fd(), &Daemon::ring_callback, this, nullptr);
-  if (!ring_)
+  if (!ring_) {
     throw std::runtime_error(std::string("cannot open event ring buffer: ") + std::strerror(errno));
-
+  }
   control_ = std::make_unique<ControlServer>(config_.control_socket, config_.control_group);
 
-  // Attach last, all or nothing.
-  try {
-    for (const auto& ifn : config_.interfaces) classifier_->attach_egress(ifn);
-  } catch (...) {
-    classifier_->detach_all();
-    throw;
-  }
+  // The switch: our programs replace whatever ran before, in place.
+  classifier_->take_over(config_.interfaces, TLSWALL_VERSION);
+  kernel_events_lost_seen_ = classifier_->counters()[TW_CNT_EVENTS_LOST];
+  report_adoption();
+}
+
+void Daemon::report_adoption() {
+  auto& log = logging::get(Subsystem::kAgent);
+  const AdoptionReport& ad = classifier_->adoption();
+  std::string summary;
+  auto join = [](const std::vector<std::string>& v) {
+    std::string o;
+    for (const auto& x : v) o += (o.empty() ? "" : ", ") + x;
+    return o;
+  };
+  if (!ad.reused.empty()) summary += "adopted " + join(ad.reused);
+  if (!ad.created.empty())
+    summary += std::string(summary.empty() ? "" : "; ") + "created " + join(ad.created);
+  if (!ad.migrated.empty())
+    summary += std::string(summary.empty() ? "" : "; ") + "migrated " + join(ad.migrated);
+  adoption_summary_ = summary;
+  log.info("pins under {}: {}", config_.pin_root, summary);
+  if (!ad.previous) return;
+  // The kernel kept enforcing while no daemon ran; say how long nobody read
+  // its events and what that cost.
+  const double gap_s = static_cast<double>(ad.gap_ns) / 1e9;
+  Event e;
+  e.type = EventType::kUserSpaceGap;
+  e.severity = ad.events_lost_in_gap ? Severity::kError : Severity::kNotice;
+  e.count = ad.events_lost_in_gap;
+  char buf[256];
+  std::snprintf(buf, sizeof(buf),
+                "no daemon for %.3f s (previous: %s); kernel kept enforcing; %llu event(s) lost "
+                "to a full ring buffer in the gap, the rest were kept and follow",
+                gap_s, ad.previous->agent_version,
+                static_cast<unsigned long long>(ad.events_lost_in_gap));
+  e.message = buf;
+  gap_message_ = buf;
+  log.warn("{}", e.message);
+  emit(std::move(e));
 }
 
 Daemon::~Daemon() {
-  if (classifier_) classifier_->detach_all();
+  // The kernel side stays (on_stop = "keep-enforcing") unless run() detached
+  // it or a teardown removed it.
   if (ring_) ring_buffer__free(ring_);
   control_.reset();
   if (cgroup2_mounted_by_us_) {
@@ -158,10 +210,12 @@ Daemon::~Daemon() {
     std::error_code ec;
     std::filesystem::remove(cgroup2_, ec);
   }
-  if (bpffs_mounted_at_pin_root_) ::umount2(config_.pin_root.c_str(), MNT_DETACH);
-  if (created_pin_root_) {
+  // The pins must outlive us (the next start adopts them); only a teardown
+  // removes the bpffs we mounted for them.
+  if (teardown_requested_ && bpffs_mounted_at_pin_root_) {
+    ::umount2(config_.pin_root.c_str(), MNT_DETACH);
     std::error_code ec;
-    std::filesystem::remove(config_.pin_root, ec);  // only if still empty
+    std::filesystem::remove(config_.pin_root, ec);
   }
 }
 
@@ -350,10 +404,21 @@ void Daemon::periodic() {
     kernel_events_lost_seen_ = lost;
     emit(std::move(e));
   }
-  for (const auto& a : classifier_->attachments()) {
-    if (!a->still_attached()) {
-      logging::get(Subsystem::kBpf).error("our tc filter on {} is gone", a->ifname());
-    }
+  // Someone removed our filter or qdisc, or put another program in its
+  // place: put ours back and say so.
+  classifier_->repair_attachments([this](const std::string& ifname, const std::string& why) {
+    logging::get(Subsystem::kBpf).error("restored the classifier on {}: {}", ifname, why);
+    Event e;
+    e.type = EventType::kAttachmentRestored;
+    e.severity = Severity::kError;
+    e.interface = ifname;
+    e.message = why + "; re-attached";
+    emit(std::move(e));
+  });
+  try {
+    classifier_->heartbeat(kernel_events_lost_seen_, policy_ ? policy_->model.hash : "");
+  } catch (const std::exception& ex) {
+    logging::get(Subsystem::kBpf).warn("heartbeat: {}", ex.what());
   }
 }
 
@@ -380,9 +445,11 @@ StatusReport Daemon::status() const {
   if (!last_error_.empty()) s.policy_last_error_at = logging::format_time(last_error_at_);
   if (classifier_) {
     for (const auto& a : classifier_->attachments()) {
-      s.interfaces.push_back({a->ifname(), a->ifindex(), a->still_attached(), a->created_qdisc(),
-                              a->kind() == LinkKind::kL3 ? "tc egress (L3)" : "tc egress"});
+      s.interfaces.push_back({a.ifname, a.ifindex, classifier_->still_attached(a), a.created_qdisc,
+                              a.kind == LinkKind::kL3 ? "tc egress (L3)" : "tc egress"});
     }
+    s.tables_adopted = adoption_summary_;
+    s.last_gap = gap_message_;
     s.counters = classifier_->counters();
     s.drops_by_reason = classifier_->drops_by_reason();
   }
@@ -421,6 +488,16 @@ ControlReply Daemon::handle_control(const ControlRequest& req) {
     return {true, "policy generation " + std::to_string(after) + " in force (" +
                       policy_->model.version + ")\n"};
   }
+  if (req.command == "teardown") {
+    if (req.uid != 0) {
+      log.warn("refused teardown from uid {} pid {}: root only", req.uid, req.pid);
+      return {false, "permission denied: teardown is for root only"};
+    }
+    log.warn("teardown requested by pid {}: detaching and removing all pins", req.pid);
+    teardown_requested_ = true;
+    return {true,
+            "tearing down: detaching from every interface and removing " + config_.pin_root + "\n"};
+  }
   return {false, "unknown request '" + req.command + "'"};
 }
 
@@ -437,7 +514,8 @@ int Daemon::run() {
   Fd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (sfd.get() < 0 || tfd.get() < 0 || ep.get() < 0)
     throw std::runtime_error(std::string("event loop: ") + std::strerror(errno));
-  itimerspec its{{1, 0}, {1, 0}};
+  // Four ticks a second: a removed filter is back well within a second.
+  itimerspec its{{0, 250000000}, {0, 250000000}};
   timerfd_settime(tfd.get(), 0, &its, nullptr);
 
   const int ring_fd = ring_buffer__epoll_fd(ring_);
@@ -465,6 +543,15 @@ int Daemon::run() {
            TLSWALL_VERSION, ifs, policy_->model.version, policy_->generation,
            config_.control_socket);
 
+  if (classifier_->replaced_events_fd() >= 0) {
+    // Events the previous release's ring still held.
+    ring_buffer* old =
+        ring_buffer__new(classifier_->replaced_events_fd(), &Daemon::ring_callback, this, nullptr);
+    if (old) {
+      ring_buffer__consume(old);
+      ring_buffer__free(old);
+    }
+  }
   bool running = true;
   while (running) {
     epoll_event evs[8];
@@ -494,14 +581,26 @@ int Daemon::run() {
         periodic();
       } else if (fd == control_->fd()) {
         control_->serve_one([this](const ControlRequest& r) { return handle_control(r); });
+        if (teardown_requested_) running = false;
       }
     }
   }
   ring_buffer__consume(ring_);
-  classifier_->detach_all();
   Event stopped;
   stopped.type = EventType::kAgentStopped;
-  stopped.message = "detached; kernel tables released";
+  if (teardown_requested_) {
+    classifier_->detach_all();
+    for (const auto& line : teardown_pinned(config_.pin_root)) log.info("teardown: {}", line);
+    stopped.message = "torn down: detached everywhere, pins removed (traffic is not judged now)";
+  } else if (config_.on_stop == "detach") {
+    classifier_->detach_all();
+    stopped.message = "detached (on_stop = detach); pinned tables kept for the next start";
+  } else {
+    classifier_->heartbeat(kernel_events_lost_seen_, policy_ ? policy_->model.hash : "");
+    stopped.message = "user space stopped; the kernel keeps enforcing policy generation " +
+                      std::to_string(policy_ ? policy_->generation : 0);
+  }
+  log.info("{}", stopped.message);
   emit(std::move(stopped));
   if (events_) events_->flush();
   return 0;

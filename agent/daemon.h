@@ -42,6 +42,7 @@ class Daemon {
   };
 
   void apply_policy(bool initial);
+  void report_adoption();
   void recompile_for_expiry();
   void publish(policy::Policy model, std::shared_ptr<const policy::CompiledPolicy> compiled,
                const std::string& why);
@@ -77,6 +78,9 @@ class Daemon {
   uint64_t sockets_destroyed_ = 0;
   uint64_t socket_destroy_failed_ = 0;
   uint64_t kernel_events_lost_seen_ = 0;
+  bool teardown_requested_ = false;
+  std::string adoption_summary_;
+  std::string gap_message_;
 };
 
 }  // namespace tlswall::agent

@@ -175,6 +175,12 @@ std::string render_status_json(const StatusReport& s) {
                           .add("bpffs", s.bpffs)
                           .add("pin_root", s.pin_root)
                           .add("cgroup2", s.cgroup2)
+                          .add("tables", s.tables_adopted)
+                          .add("schema_flows", static_cast<unsigned>(TW_SCHEMA_FLOWS))
+                          .add("schema_policy", static_cast<unsigned>(TW_SCHEMA_POLICY))
+                          .add("schema_counters", static_cast<unsigned>(TW_SCHEMA_COUNTERS))
+                          .add("schema_events", static_cast<unsigned>(TW_SCHEMA_EVENTS))
+                          .add("last_gap", s.last_gap)
                           .str())
       .add_raw("counters", counters.str())
       .add_raw("drops_by_reason", drops.str())
@@ -207,7 +213,7 @@ std::string render_status_text(const StatusReport& s) {
   for (const auto& [name, mode] : s.rules) row(name, mode);
   if (!s.exemptions_active.empty()) {
     o << "Exemptions in force\n";
-    for (const auto& e : s.exemptions_active) row(e, "");
+    for (const auto& e : s.exemptions_active) row(e, "active");
   }
   o << "Attached\n";
   for (const auto& i : s.interfaces) {
@@ -216,7 +222,12 @@ std::string render_status_text(const StatusReport& s) {
   }
   row("bpffs", s.bpffs + " (pin root " + s.pin_root + ")");
   row("cgroup v2", s.cgroup2.empty() ? "not mounted" : s.cgroup2);
-  row("table ABI", std::to_string(s.abi_version));
+  row("table ABI", std::to_string(s.abi_version) + " (flows_v" + std::to_string(TW_SCHEMA_FLOWS) +
+                       ", policy_v" + std::to_string(TW_SCHEMA_POLICY) + ", counters_v" +
+                       std::to_string(TW_SCHEMA_COUNTERS) + ", events_v" +
+                       std::to_string(TW_SCHEMA_EVENTS) + ")");
+  row("pins at start", s.tables_adopted);
+  if (!s.last_gap.empty()) row("last restart gap", s.last_gap);
   o << "Counters\n";
   for (uint32_t c = 0; c < TW_CNT_MAX; ++c) {
     if (const char* n = counter_name(c)) row(n, std::to_string(s.counters[c]));

@@ -41,6 +41,8 @@ struct StatusReport {
   std::string bpffs;
   std::string pin_root;
   std::string cgroup2;
+  std::string tables_adopted;  // what the start found under the pin root
+  std::string last_gap;        // the user-space gap this start closed, if any
   std::array<uint64_t, TW_CNT_MAX> counters{};
   std::array<uint64_t, TW_REASON_MAX> drops_by_reason{};
   uint32_t abi_version = TW_ABI_VERSION;

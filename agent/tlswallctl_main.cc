@@ -5,6 +5,9 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
+#include "agent/bpf_classifier.h"
 #include "agent/control_socket.h"
 #include "policy/policy.h"
 
@@ -20,9 +23,13 @@ const char kUsage[] =
     "                         prints file:line:col errors, exits 1 if invalid\n"
     "  policy reload          make the daemon reload its policy (root); a bad policy is\n"
     "                         rejected and the one in force stays\n"
+    "  teardown               remove everything tlswall attached and pinned (root): asks\n"
+    "                         the daemon, or, if none answers, cleans up the pin root\n"
+    "                         itself; traffic is no longer judged afterwards\n"
     "\n"
     "Options:\n"
     "  --socket PATH          control socket (default /run/tlswall/control.sock)\n"
+    "  --pin-root PATH        pin root for an offline teardown (default /sys/fs/bpf/tlswall)\n"
     "  --help                 this text\n"
     "\n"
     "Exit status: 0 ok, 1 failure (invalid policy, daemon error), 2 usage error.\n";
@@ -71,8 +78,37 @@ int call(const std::string& socket, const std::string& command) {
 
 }  // namespace
 
+int teardown(const std::string& socket, const std::string& pin_root) {
+  if (::geteuid() != 0) {
+    std::fprintf(stderr, "tlswallctl: teardown is for root only\n");
+    return 1;
+  }
+  try {
+    const auto rep = tlswall::agent::control_call(socket, "teardown");
+    if (!rep.ok) {
+      std::fprintf(stderr, "tlswallctl: %s\n", rep.body.c_str());
+      return 1;
+    }
+    std::fputs(rep.body.c_str(), stdout);
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tlswallctl: no daemon answers (%s); tearing down %s directly\n", e.what(),
+                 pin_root.c_str());
+  }
+  try {
+    for (const auto& line : tlswall::agent::teardown_pinned(pin_root)) {
+      std::printf("%s\n", line.c_str());
+    }
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tlswallctl: teardown: %s\n", e.what());
+    return 1;
+  }
+}
+
 int main(int argc, char** argv) {
   std::string socket = "/run/tlswall/control.sock";
+  std::string pin_root = "/sys/fs/bpf/tlswall";
   std::vector<std::string> args;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -85,6 +121,12 @@ int main(int argc, char** argv) {
         return 2;
       }
       socket = argv[++i];
+    } else if (a == "--pin-root") {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "tlswallctl: --pin-root needs a path\n");
+        return 2;
+      }
+      pin_root = argv[++i];
     } else {
       args.push_back(a);
     }
@@ -96,6 +138,8 @@ int main(int argc, char** argv) {
   if (args[0] == "status") {
     if (args.size() == 1) return call(socket, "status text");
     if (args.size() == 2 && args[1] == "--json") return call(socket, "status json");
+  } else if (args[0] == "teardown" && args.size() == 1) {
+    return teardown(socket, pin_root);
   } else if (args[0] == "policy" && args.size() >= 2) {
     if (args[1] == "check" && args.size() == 3) return policy_check(args[2]);
     if (args[1] == "reload" && args.size() == 2) return call(socket, "reload");

@@ -19,7 +19,7 @@ static __always_inline int tw_egress(struct __sk_buff *skb, const int l2)
 	case TW_PARSE_TCP:
 		return tw_tcp_egress(skb, &p);
 	case TW_PARSE_OPAQUE:
-		generation = tw_policy_generation;
+		generation = tw_active_generation();
 		return tw_opaque(&p, generation);
 	case TW_PARSE_MALFORMED:
 		tw_count(TW_CNT_PARSE_ERRORS);

@@ -1,5 +1,6 @@
 #include "logging/event.h"
 
+#include <cstdio>
 #include <ctime>
 
 #include "logging/json.h"
@@ -30,6 +31,20 @@ const char* event_type_name(EventType t) {
       return "socket_destroy_failed";
     case EventType::kInterfaceDetached:
       return "interface_detached";
+    case EventType::kUpgraded:
+      return "upgraded";
+    case EventType::kUpgradeFailed:
+      return "upgrade_failed";
+    case EventType::kModeChanged:
+      return "mode_changed";
+    case EventType::kSinkDegraded:
+      return "sink_degraded";
+    case EventType::kSinkRecovered:
+      return "sink_recovered";
+    case EventType::kAttachmentRestored:
+      return "attachment_restored";
+    case EventType::kUserSpaceGap:
+      return "user_space_gap";
   }
   return "unknown";
 }
@@ -60,6 +75,10 @@ std::string format_time(std::chrono::system_clock::time_point t) {
   return buf;
 }
 
+int64_t to_unix_us(std::chrono::system_clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+}
+
 std::string render_json(const Event& e, const std::string& host, const std::string& agent_version) {
   JsonObject o;
   o.add("time", format_time(e.time));
@@ -80,7 +99,7 @@ std::string render_json(const Event& e, const std::string& host, const std::stri
     o.add("sport", static_cast<unsigned>(e.flow->sport));
     o.add("dst", e.flow->dst);
     o.add("dport", static_cast<unsigned>(e.flow->dport));
-    o.add("protocol", "tcp");
+    o.add("protocol", e.flow->protocol.empty() ? std::string("tcp") : e.flow->protocol);
   }
   opt("boundary", e.boundary);
   opt("rule", e.rule);
@@ -91,6 +110,23 @@ std::string render_json(const Event& e, const std::string& host, const std::stri
   if (e.count != 1) o.add("count", e.count);
   if (e.sock_cookie) o.add("sock_cookie", e.sock_cookie);
   opt("message", e.message);
+  // Schema version 2 fields.
+  o.add("schema_version", kSchemaVersion);
+  opt("id", e.id);
+  if (e.seq) o.add("seq", e.seq);
+  if (e.owner) {
+    const Owner& w = *e.owner;
+    if (w.pid) o.add("pid", static_cast<uint64_t>(*w.pid));
+    if (w.uid) o.add("uid", static_cast<uint64_t>(*w.uid));
+    opt("comm", w.comm);
+    opt("exe", w.exe);
+    opt("cgroup", w.cgroup);
+    opt("container", w.container);
+  }
+  opt("previous_mode", e.previous_mode);
+  if (e.first_time) o.add("first_time", format_time(*e.first_time));
+  if (e.last_time) o.add("last_time", format_time(*e.last_time));
+  opt("sink", e.sink);
   return o.str();
 }
 

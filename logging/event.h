@@ -1,6 +1,8 @@
 // The event model every decision is reported with, and its JSON rendering.
-// Type numbers and names are stable: never reuse or rename one (receivers
-// alert on them). The full Thrift schema and the sinks arrive with issue 4.
+// The canonical schema is logging/tlswall_event.thrift (documented field by
+// field in logging/README.md); this struct is its in-process form and
+// render_json() its JSON form. Type numbers and names are stable: never
+// reuse or rename one (receivers alert on them); new types get new numbers.
 #pragma once
 
 #include <chrono>
@@ -9,6 +11,11 @@
 #include <string>
 
 namespace tlswall::logging {
+
+// Version of the event schema (tlswall_event.thrift SCHEMA_VERSION, JSON
+// "schema_version"). Bumped when a field is added; fields are never removed
+// or renamed. Version 1 was the JSON of tlswall 0.1 before event ids.
+inline constexpr int kSchemaVersion = 2;
 
 enum class EventType : uint16_t {
   kAgentStarted = 1,
@@ -19,12 +26,32 @@ enum class EventType : uint16_t {
   kPlaintextBlocked = 6,   // protected flow, not TLS, enforce mode
   kTlsBelowMinimum = 7,    // ClientHello older than the rule's minimum
   kStateLost = 8,          // protected flow seen mid-stream, passed unjudged
-  kEventsDropped = 9,      // events lost before they could be written
+  kEventsDropped = 9,      // events lost before they could be delivered (count, reason, sink)
   kSocketDestroyFailed = 10,
   kInterfaceDetached = 11,
+  kUpgraded = 12,        // plaintext client moved onto TLS by the upgrade proxy
+  kUpgradeFailed = 13,   // the upgrade proxy could not complete TLS for a flow
+  kModeChanged = 14,     // a rule's mode changed live (mode, previous_mode)
+  kSinkDegraded = 15,    // a sink cannot deliver (sink, reason, message)
+  kSinkRecovered = 16,   // a degraded sink delivers again (sink)
+  kAttachmentRestored = 17,  // our tc filter was removed/replaced; re-attached (interface)
+  kUserSpaceGap = 18,        // a start after a stop/crash: how long, how many events lost (count)
 };
+inline constexpr uint16_t kEventTypeMax = 16;  // highest number in use
 
+// "unknown" for a number that is not a type.
 const char* event_type_name(EventType t);
+
+// How the pipeline treats a type when queues fill up (README "Floods").
+//  kControl:  agent lifecycle, policy, mode changes, drop and sink reports:
+//             rare, never pushed out by floods (last reserved slots).
+//  kSecurity: plaintext_*, tls_below_minimum, upgrade_failed: what alerts
+//             fire on; have a reserved share of every queue.
+//  kOther:    state_lost, upgraded, socket_destroy_failed: may only use the
+//             unreserved part of a queue.
+enum class EventClass : uint8_t { kControl = 0, kSecurity = 1, kOther = 2 };
+EventClass event_class(EventType t);
+const char* event_class_name(EventClass c);
 
 enum class Severity { kInfo, kNotice, kWarning, kError };
 const char* severity_name(Severity s);
@@ -35,24 +62,47 @@ struct FlowEndpoints {
   uint16_t sport = 0;
   std::string dst;
   uint16_t dport = 0;
+  std::string protocol = "tcp";
+};
+
+// Who owned the socket (filled by attribution, issue 3). Every part is
+// optional: kernel attribution can miss (flow started before the agent,
+// short-lived process gone before enrichment).
+struct Owner {
+  std::optional<uint32_t> pid;
+  std::optional<uint32_t> uid;
+  std::string comm;       // task comm (15 bytes max in the kernel)
+  std::string exe;        // /proc/PID/exe target
+  std::string cgroup;     // cgroup v2 path
+  std::string container;  // container id, if the cgroup names one
 };
 
 struct Event {
   EventType type = EventType::kAgentStarted;
   Severity severity = Severity::kInfo;
   std::chrono::system_clock::time_point time = std::chrono::system_clock::now();
+  // Stamped by the pipeline when it emits the event (README "Event ids"):
+  // `seq` increases per host and is never reused, `id` = "<host_id>-<seq>".
+  std::string id;
+  uint64_t seq = 0;
   std::optional<FlowEndpoints> flow;
+  std::optional<Owner> owner;
   std::string action;  // "drop" | "report" | "pass"
-  std::string reason;  // enum tw_reason name
+  std::string reason;  // enum tw_reason name, or the stage of an events_dropped
   std::string mode;    // "monitor" | "enforce"
+  std::string previous_mode;  // mode_changed only
   std::string boundary;
   std::string rule;
   std::string interface;
   std::string tls_version;  // ClientHello client_version, if any
   std::string policy_version;
   uint64_t policy_generation = 0;
-  uint64_t count = 1;  // > 1 for aggregated events
+  uint64_t count = 1;  // occurrences this event stands for (> 1: aggregated or a drop count)
+  // Aggregated events: time of the first and last occurrence they stand for.
+  std::optional<std::chrono::system_clock::time_point> first_time;
+  std::optional<std::chrono::system_clock::time_point> last_time;
   uint64_t sock_cookie = 0;
+  std::string sink;     // sink_degraded / sink_recovered / events_dropped at a sink
   std::string message;  // human detail (errors, reload results)
 };
 
@@ -62,5 +112,8 @@ std::string render_json(const Event& e, const std::string& host, const std::stri
 
 // RFC 3339 UTC with milliseconds.
 std::string format_time(std::chrono::system_clock::time_point t);
+
+// Microseconds since the Unix epoch.
+int64_t to_unix_us(std::chrono::system_clock::time_point t);
 
 }  // namespace tlswall::logging

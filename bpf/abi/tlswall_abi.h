@@ -18,6 +18,12 @@
 
 #define TW_ABI_VERSION 1
 
+/* Schema of the flow table (see "pinned tables" below); the upgrade test
+ * build overrides it to prove migration. */
+#ifndef TW_SCHEMA_FLOWS
+#define TW_SCHEMA_FLOWS 1 /* tw_flows: tw_flow_key -> tw_flow_state */
+#endif
+
 /* ---- sizes (compile-time; map max_entries may be raised at load) ---- */
 #define TW_MAX_PREFIXES	    16384 /* address rows per family per slot */
 #define TW_MAX_PORT_ROWS    65536 /* (class, port prefix) rows per slot */
@@ -186,6 +192,11 @@ struct tw_flow_state {
 	__u8 pad0;
 	__u8 hello[TW_HELLO_PREFIX + 1];
 	__u8 pad1[4];
+#if TW_SCHEMA_FLOWS >= 2
+	/* Schema 2 exists only in the upgrade test build (tests/upgrade/): a
+	 * layout change that exercises the migration path end to end. */
+	__u64 last_packet_ns;
+#endif
 };
 
 /* ---- events (ring buffer) ---- */
@@ -225,10 +236,57 @@ struct tw_flow_event {
 };
 
 /* ---- active policy ----
- * The daemon publishes the active generation in one 64-bit .bss word
- * (tw_policy_generation); the slot the classifier reads is generation % 2.
- * Generation 0 means no policy yet: every flow passes, unjudged. One aligned
- * 64-bit store flips the whole policy: no packet sees half of one. */
+ * The daemon publishes the active generation in one 64-bit word, element 0
+ * of the mmapable tw_state array; the slot the classifier reads is
+ * generation % 2. Generation 0 means no policy yet: every flow passes,
+ * unjudged. One aligned 64-bit store flips the whole policy: no packet sees
+ * half of one. */
 #define TW_SLOT_OF(gen) ((__u32)((gen)&1))
+
+struct tw_state {
+	__u64 policy_generation;
+};
+
+/* ---- pinned tables and their schema versions ----
+ * Every table is pinned under the pin root as "<table>_v<schema>", so a
+ * release whose layout differs finds the old tables by name, builds its own
+ * beside them and migrates (agent/bpf_migration.cc). Bump a table's schema
+ * whenever its key or value layout, type or meaning changes. */
+/* TW_SCHEMA_FLOWS: defined at the top of this file. */
+#define TW_SCHEMA_POLICY   1 /* tw_lpm4, tw_lpm6, tw_ports, tw_slots */
+#define TW_SCHEMA_STATE	   1 /* tw_state */
+#define TW_SCHEMA_COUNTERS 1 /* tw_counters, tw_drop_reasons */
+#define TW_SCHEMA_EVENTS   1 /* tw_events (tw_event_hdr framing) */
+#define TW_SCHEMA_META	   1 /* tw_meta below: append-only */
+
+#define TW_META_MAGIC 0x314c4c4157534c54ULL /* "TLSWALL1" little-endian */
+
+/* The pinned record of who owns the pins (user space only; element 0 of the
+ * pinned "meta" array). Fields are appended, never moved. */
+struct tw_meta {
+	__u64 magic; /* TW_META_MAGIC */
+	__u32 meta_schema;
+	__u32 schema_flows;
+	__u32 schema_policy;
+	__u32 schema_state;
+	__u32 schema_counters;
+	__u32 schema_events;
+	__u64 policy_generation;	/* last generation published */
+	__u64 heartbeat_unix_ns;	/* daemon alive at (CLOCK_REALTIME) */
+	__u64 events_lost_reported; /* TW_CNT_EVENTS_LOST already reported */
+	__u64 first_started_unix_ns; /* when these pins were first created */
+	char agent_version[32];	/* NUL-terminated */
+	char policy_hash[72];	/* hex sha256, NUL-terminated */
+};
+
+/* Where the classifier is attached (pinned "ifaces" array; user space). */
+#define TW_MAX_IFACES 64
+struct tw_iface_rec {
+	__u32 ifindex; /* 0 = free slot */
+	__u8 created_qdisc; /* 1: our clsact, removed at teardown */
+	__u8 l3;	    /* 1: the L3 program */
+	__u8 pad[2];
+	char name[16];
+};
 
 #endif /* TLSWALL_BPF_ABI_TLSWALL_ABI_H */

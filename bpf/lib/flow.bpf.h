@@ -154,6 +154,25 @@ static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_pkt
 	return TC_ACT_SHOT;
 }
 
+/* During an upgrade the previous release's flow table is still attached as
+ * tw_flows_prev: a flow judged by the old program continues here with its
+ * verdict instead of counting as "state lost". */
+static __always_inline struct tw_flow_state *tw_adopt_prev(const struct tw_flow_key *key)
+{
+	const struct tw_flow_state_prev *old = bpf_map_lookup_elem(&tw_flows_prev, key);
+	struct tw_flow_state st;
+
+	if (!old)
+		return 0;
+	tw_flow_from_prev(&st, old);
+	if (bpf_map_update_elem(&tw_flows, key, &st, BPF_NOEXIST) < 0 &&
+	    !bpf_map_lookup_elem(&tw_flows, key)) {
+		tw_count(TW_CNT_FLOW_TABLE_FULL);
+		return 0;
+	}
+	return bpf_map_lookup_elem(&tw_flows, key);
+}
+
 /* A data packet of a flow we have no state for (started before we were
  * attached, or evicted under table pressure). Its first bytes are gone, so
  * it cannot be judged: it passes, and on a protected destination it is
@@ -197,7 +216,7 @@ static __always_inline int tw_opaque(const struct tw_pkt *p, __u64 generation)
 
 static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p)
 {
-	__u64 generation = tw_policy_generation;
+	__u64 generation = tw_active_generation();
 	struct tw_flow_state *st;
 	struct tw_decision d;
 
@@ -237,6 +256,8 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 	}
 
 	st = bpf_map_lookup_elem(&tw_flows, &p->key);
+	if (!st && p->payload_len)
+		st = tw_adopt_prev(&p->key);
 	if (!st) {
 		if (!p->payload_len)
 			return TC_ACT_UNSPEC;

@@ -4,6 +4,7 @@
 #define TLSWALL_BPF_LIB_MAPS_BPF_H
 
 #include "lib/common.bpf.h"
+#include "abi/tlswall_abi_history.h"
 
 /* Flow verdict cache: 5-tuple -> first-bytes class + policy decision. LRU, so
  * table pressure evicts the oldest flows; an evicted flow that sends data
@@ -73,8 +74,32 @@ struct {
 	__uint(max_entries, 1 << 20);
 } tw_events SEC(".maps");
 
-/* Active policy generation, written by the daemon through the mmapped .bss;
- * slot = TW_SLOT_OF(generation); 0 = no policy yet. */
-volatile __u64 tw_policy_generation;
+/* Active policy generation (element 0), stored by the daemon through an
+ * mmap; slot = TW_SLOT_OF(generation); 0 = no policy yet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct tw_state);
+} tw_state SEC(".maps");
+
+/* Flow table of the previous schema, read on a miss during an upgrade (the
+ * daemon points it at the old pinned table); an empty placeholder
+ * otherwise. Its value type is the previous layout. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1);
+	__type(key, struct tw_flow_key);
+	__type(value, struct tw_flow_state_prev);
+} tw_flows_prev SEC(".maps");
+
+static __always_inline __u64 tw_active_generation(void)
+{
+	__u32 zero = 0;
+	struct tw_state *s = bpf_map_lookup_elem(&tw_state, &zero);
+
+	return s ? *(volatile __u64 *)&s->policy_generation : 0;
+}
 
 #endif /* TLSWALL_BPF_LIB_MAPS_BPF_H */

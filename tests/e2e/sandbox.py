@@ -351,11 +351,12 @@ class Sandbox:
         kind = info[0].get("linkinfo", {}).get("info_kind") if info else None
         if kind != "veth":
             raise SandboxError(f"eth0 in {ns} is not a veth ({kind!r}); refusing to attach")
-        # And the client ns must not be the root ns (compare netns inode).
-        root_ino = os.stat("/proc/1/ns/net").st_ino
-        ns_ino = os.stat(f"/run/netns/{ns}").st_ino
-        if root_ino == ns_ino:
-            raise SandboxError(f"{ns} is the root network namespace; refusing")
+        # And the client ns must not be the namespace this harness runs in
+        # (the host's): compare the netns inodes.
+        own = os.stat("/proc/self/ns/net")
+        nsf = os.stat(f"/run/netns/{ns}")
+        if (own.st_dev, own.st_ino) == (nsf.st_dev, nsf.st_ino) or own.st_ino == nsf.st_ino:
+            raise SandboxError(f"{ns} is the harness's own network namespace; refusing")
 
     # -- running things in the namespaces -----------------------------------
     def run(self, ns: str, cmd: list[str], timeout: float = 15, input: str | None = None,
@@ -423,9 +424,10 @@ class Sandbox:
         if r.returncode != 0:
             raise SandboxError(f"openssl req failed: {r.stderr}")
 
-    def start_nginx(self, workers: int = 1) -> Proc:
+    def start_nginx(self, workers: int = 1, cpu: int | None = None) -> Proc:
         """nginx on 80 (HTTP) and 443 (HTTPS), IPv4 and IPv6, all server addresses.
-        Accepts TLS 1.0-1.3 at SECLEVEL 0 so old hellos reach the wire."""
+        Accepts TLS 1.0-1.3 at SECLEVEL 0 so old hellos reach the wire.
+        `cpu` pins the worker(s) to that CPU (benchmarks)."""
         require_tools("nginx")
         self.make_cert()
         d = self.tmp / "nginx"
@@ -435,6 +437,7 @@ class Sandbox:
         conf = d / "nginx.conf"
         conf.write_text(f"""
 worker_processes {workers};
+{f"worker_cpu_affinity {' '.join(bin(1 << cpu)[2:] for _ in range(workers))};" if cpu is not None else ""}
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
 events {{ worker_connections 4096; }}
@@ -521,12 +524,18 @@ http {{
             if r.returncode != 0:
                 errors.append(f"ip netns del {ns}: {r.stderr.strip()}")
         self.created_ns.clear()
-        # Pins: the daemon runs under `ip netns exec` (private mount ns), so
-        # anything it pinned there is gone with it; remove our unique pin dirs
-        # in case bpffs was shared.
-        for pr in self.pin_roots:
-            if pr.startswith("/sys/fs/bpf/tw") and os.path.lexists(pr):
-                shutil.rmtree(pr, ignore_errors=True)
+        # Pins live on a bpffs we mounted in the host mount namespace (so they
+        # outlive a daemon, as in production). Tear down what is recorded
+        # there (filters of namespaces already deleted are gone anyway), then
+        # unmount it.
+        for pr, ctl in self.pin_roots:
+            if not os.path.ismount(pr):
+                continue
+            subprocess.run([ctl, "--socket", "/nonexistent", "--pin-root", pr, "teardown"],
+                           capture_output=True, text=True, timeout=20)
+            r = subprocess.run(["umount", pr], capture_output=True, text=True, timeout=20)
+            if r.returncode != 0:
+                errors.append(f"umount {pr}: {r.stderr.strip()}")
         if os.environ.get("TLSWALL_KEEP_TMP"):
             print(f"sandbox: keeping {self.tmp}", file=sys.stderr)
         else:
@@ -552,8 +561,14 @@ class Daemon:
         self.dir.mkdir(exist_ok=True)
         self.socket = str(self.dir / "control.sock")
         self.events = self.dir / "events.jsonl"
-        self.pin_root = f"/sys/fs/bpf/{sb.prefix}{name[-6:]}"
-        sb.pin_roots.append(self.pin_root)
+        # A bpffs of our own in the host mount namespace: the daemon runs under
+        # `ip netns exec` (a private mount namespace) but sees it, and pins
+        # there survive the daemon, so restarts adopt them.
+        self.pin_root = str(self.dir / "bpffs")
+        os.makedirs(self.pin_root, exist_ok=True)
+        if not os.path.ismount(self.pin_root):
+            subprocess.run(["mount", "-t", "bpf", "bpf", self.pin_root], check=True, timeout=20)
+        sb.pin_roots.append((self.pin_root, str(self.tlswallctl)))
         self.config_path: Path | None = None
         self.proc: Proc | None = None
 

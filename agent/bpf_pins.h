@@ -1,0 +1,81 @@
+// The pin root: where the classifier's programs, tables and records live in
+// bpffs so the kernel side outlives the daemon. Names carry the table's
+// schema version ("flows_v1"). Also the two user-space-only records: the
+// metadata (who owns the pins, gap accounting) and the interface list.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+extern "C" {
+#include "abi/tlswall_abi.h"
+}
+
+namespace tlswall::agent {
+
+// "<root>/<table>_v<schema>".
+std::string pin_path(const std::string& root, const std::string& table, uint32_t schema);
+
+// Pins of `table` present under root, any schema: (schema, path), ascending.
+std::vector<std::pair<uint32_t, std::string>> find_table_pins(const std::string& root,
+                                                              const std::string& table);
+
+// An owned fd (closed on destruction).
+class OwnedFd {
+ public:
+  OwnedFd() = default;
+  explicit OwnedFd(int fd) : fd_(fd) {}
+  ~OwnedFd();
+  OwnedFd(OwnedFd&& o) noexcept : fd_(o.release()) {}
+  OwnedFd& operator=(OwnedFd&& o) noexcept;
+  OwnedFd(const OwnedFd&) = delete;
+  OwnedFd& operator=(const OwnedFd&) = delete;
+  int get() const { return fd_; }
+  int release() {
+    const int f = fd_;
+    fd_ = -1;
+    return f;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// Opens a pinned object; an empty OwnedFd if nothing is pinned there.
+// Throws if something is there but cannot be opened.
+OwnedFd open_pin(const std::string& path);
+
+// Pins fd at path, replacing whatever was pinned there. Throws.
+void pin_replace(int fd, const std::string& path);
+
+// The metadata and interface records, created on first use.
+class PinnedRecords {
+ public:
+  // Opens (or creates and pins) "meta_v1" and "ifaces_v1" under root.
+  explicit PinnedRecords(const std::string& root);
+
+  // The record as the previous owner left it; nullopt on first start.
+  const std::optional<tw_meta>& previous() const { return previous_; }
+  tw_meta read_meta() const;
+  void write_meta(const tw_meta& m);
+
+  std::vector<tw_iface_rec> ifaces() const;
+  void put_iface(const tw_iface_rec& rec);  // by ifindex; throws if full
+  void remove_iface(uint32_t ifindex);
+
+ private:
+  OwnedFd meta_;
+  OwnedFd ifaces_;
+  std::optional<tw_meta> previous_;
+};
+
+// Removes every tlswall pin under root (tables of any schema, programs,
+// records) and the directory itself if then empty. Returns what it removed.
+std::vector<std::string> remove_all_pins(const std::string& root);
+
+// Table names the agent pins (without the "_vN" suffix).
+const std::vector<std::string>& pinned_table_names();
+
+}  // namespace tlswall::agent
