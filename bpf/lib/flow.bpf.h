@@ -216,9 +216,16 @@ static __always_inline int tw_opaque(const struct tw_pkt *p, __u64 generation)
 
 static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p)
 {
-	__u64 generation = tw_active_generation();
 	struct tw_flow_state *st;
 	struct tw_decision d;
+	__u64 generation;
+
+	/* Pure ACKs, FINs and RSTs carry no stream bytes: nothing to judge and
+	 * nothing to block (a blocked flow's data is what is dropped). Half of
+	 * all packets leave here without a lookup. */
+	if (!p->payload_len && !(p->tcp_flags & TCP_FLAG_SYN))
+		return TC_ACT_UNSPEC;
+	generation = tw_active_generation();
 
 	if ((p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & TCP_FLAG_ACK)) {
 		struct tw_flow_state init = {};

@@ -13,6 +13,8 @@
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 131072);
+	/* Per-CPU LRU lists: a new flow's insert takes no global lock. */
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, struct tw_flow_key);
 	__type(value, struct tw_flow_state);
 } tw_flows SEC(".maps");

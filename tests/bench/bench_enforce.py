@@ -207,7 +207,7 @@ def main() -> int:
             d = None
             if not a.baseline_only:
                 d = S.Daemon(sb, bdir, name="tlswalld-bench")
-                d.write_config(str(pdir), log_level="warn")
+                d.write_config(str(pdir), log_level="warn", extra={"on_stop": "detach"})
 
             # Warm-up (discarded): page cache, nginx, TCP memory.
             for key, *_ in metrics:
