@@ -349,9 +349,7 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
   std::vector<Attachment> done;
   try {
     for (auto& a : want) {
-      const int prog = a.kind == LinkKind::kEthernet
-                           ? egress_prog_fd()
-                           : bpf_program__fd(skel_->progs.tlswall_egress_l3);
+      const int prog = a.kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
       bool created_before = false;
       for (const auto& r : recorded) {
         if (static_cast<int>(r.ifindex) == a.ifindex) created_before = r.created_qdisc;
@@ -403,8 +401,7 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
     if (!current) ::unlink(path.c_str());
   }
   pin_replace(egress_prog_fd(), pin_path(opts_.pin_root, "prog_egress", 1));
-  pin_replace(bpf_program__fd(skel_->progs.tlswall_egress_l3),
-              pin_path(opts_.pin_root, "prog_egress_l3", 1));
+  pin_replace(egress_l3_prog_fd(), pin_path(opts_.pin_root, "prog_egress_l3", 1));
 
   tw_meta m = report_.previous.value_or(tw_meta{});
   m.magic = TW_META_MAGIC;
@@ -424,8 +421,7 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
 bool TcClassifier::still_attached(const Attachment& a) const {
   const uint32_t id = tc_attached_prog_id(a.ifindex);
   if (id == 0) return false;
-  const int fd = a.kind == LinkKind::kEthernet ? egress_prog_fd()
-                                               : bpf_program__fd(skel_->progs.tlswall_egress_l3);
+  const int fd = a.kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
   bpf_prog_info info{};
   uint32_t len = sizeof(info);
   if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return false;
@@ -447,9 +443,7 @@ bool TcClassifier::repair_attachments(
                                 : "another program replaced our filter";
     try {
       a.ifindex = static_cast<int>(idx);
-      const int prog = a.kind == LinkKind::kEthernet
-                           ? egress_prog_fd()
-                           : bpf_program__fd(skel_->progs.tlswall_egress_l3);
+      const int prog = a.kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
       if (tc_attach_or_replace(a.ifindex, a.ifname, prog)) a.created_qdisc = true;
       restored(a.ifname, why);
     } catch (const std::exception& e) {
@@ -517,6 +511,9 @@ std::array<uint64_t, TW_REASON_MAX> TcClassifier::drops_by_reason() const {
 }
 
 int TcClassifier::egress_prog_fd() const { return bpf_program__fd(skel_->progs.tlswall_egress); }
+int TcClassifier::egress_l3_prog_fd() const {
+  return bpf_program__fd(skel_->progs.tlswall_egress_l3);
+}
 int TcClassifier::flows_fd() const { return bpf_map__fd(skel_->maps.tw_flows); }
 int TcClassifier::lpm4_fd() const { return bpf_map__fd(skel_->maps.tw_lpm4); }
 int TcClassifier::lpm6_fd() const { return bpf_map__fd(skel_->maps.tw_lpm6); }

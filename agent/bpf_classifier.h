@@ -113,6 +113,7 @@ class TcClassifier {
   std::array<uint64_t, TW_REASON_MAX> drops_by_reason() const;
 
   int egress_prog_fd() const;
+  int egress_l3_prog_fd() const;
   int flows_fd() const;
   int lpm4_fd() const;
   int lpm6_fd() const;

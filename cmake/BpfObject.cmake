@@ -40,15 +40,29 @@ else()
 endif()
 
 function(tlswall_bpf_skeleton)
-  cmake_parse_arguments(ARG "" "NAME;SOURCE" "" ${ARGN})
+  # VARIANT: a second build of the same program with DEFINES (e.g. the
+  # upgrade test's next table schema); its skeleton has the same name in its
+  # own directory, and the target is tlswall_bpf_<name>_<variant>.
+  cmake_parse_arguments(ARG "" "NAME;SOURCE;VARIANT" "DEFINES" ${ARGN})
   get_filename_component(src ${ARG_SOURCE} ABSOLUTE)
-  set(obj ${TLSWALL_BPF_GEN_DIR}/${ARG_NAME}.bpf.o)
-  set(skel ${TLSWALL_BPF_GEN_DIR}/${ARG_NAME}.skel.h)
-  set(dep ${TLSWALL_BPF_GEN_DIR}/${ARG_NAME}.bpf.d)
+  set(gen ${TLSWALL_BPF_GEN_DIR})
+  set(target tlswall_bpf_${ARG_NAME})
+  if(ARG_VARIANT)
+    set(gen ${CMAKE_BINARY_DIR}/bpf-gen-${ARG_VARIANT})
+    set(target tlswall_bpf_${ARG_NAME}_${ARG_VARIANT})
+    file(MAKE_DIRECTORY ${gen})
+  endif()
+  set(defs)
+  foreach(d ${ARG_DEFINES})
+    list(APPEND defs -D${d})
+  endforeach()
+  set(obj ${gen}/${ARG_NAME}.bpf.o)
+  set(skel ${gen}/${ARG_NAME}.skel.h)
+  set(dep ${gen}/${ARG_NAME}.bpf.d)
   add_custom_command(
     OUTPUT ${obj}
     COMMAND ${BPF_CLANG} -g -O2 -Wall -Werror -target bpf
-            -D__TARGET_ARCH_${TLSWALL_BPF_ARCH}
+            -D__TARGET_ARCH_${TLSWALL_BPF_ARCH} ${defs}
             -I${TLSWALL_BPF_GEN_DIR} -I${CMAKE_SOURCE_DIR}/bpf
             -MD -MF ${dep} -MT ${obj}
             -c ${src} -o ${obj}.tmp
@@ -64,13 +78,13 @@ function(tlswall_bpf_skeleton)
     DEPENDS ${obj}
     COMMENT "BPF skeleton ${ARG_NAME}.skel.h"
     VERBATIM)
-  add_custom_target(tlswall_bpf_${ARG_NAME}_gen DEPENDS ${skel})
+  add_custom_target(${target}_gen DEPENDS ${skel})
   # vmlinux.h comes from another directory's rule: order by target; once it
   # exists the depfile tracks it like any other header.
-  add_dependencies(tlswall_bpf_${ARG_NAME}_gen tlswall_vmlinux_h)
-  add_library(tlswall_bpf_${ARG_NAME} INTERFACE)
-  add_dependencies(tlswall_bpf_${ARG_NAME} tlswall_bpf_${ARG_NAME}_gen)
-  target_include_directories(tlswall_bpf_${ARG_NAME} INTERFACE
-                             ${TLSWALL_BPF_GEN_DIR} ${CMAKE_SOURCE_DIR}/bpf)
-  target_link_libraries(tlswall_bpf_${ARG_NAME} INTERFACE PkgConfig::LIBBPF)
+  add_dependencies(${target}_gen tlswall_vmlinux_h)
+  add_library(${target} INTERFACE)
+  add_dependencies(${target} ${target}_gen)
+  target_include_directories(${target} INTERFACE ${gen} ${CMAKE_SOURCE_DIR}/bpf)
+  target_compile_definitions(${target} INTERFACE ${ARG_DEFINES})
+  target_link_libraries(${target} INTERFACE PkgConfig::LIBBPF)
 endfunction()

@@ -72,8 +72,8 @@ struct Date {
 
 struct Exemption {
   std::string name;
-  std::vector<Cidr> cidrs;        // empty = any destination
-  std::vector<PortRange> ports;   // empty = any port
+  std::vector<Cidr> cidrs;       // empty = any destination
+  std::vector<PortRange> ports;  // empty = any port
   std::string reason;
   std::string owner;
   std::optional<Date> expires;

@@ -59,6 +59,17 @@ LoadResult finish(const std::vector<SourceFile>& files, std::chrono::system_cloc
     internal::parse_policy_file(f.display_name, f.bytes, parsed, diags);
   }
   Policy policy = internal::validate_policy(std::move(parsed), now, diags);
+  if (!diags.has_errors() && !files.empty()) {
+    // The last check: the policy must fit the kernel's tables as built (the
+    // port table's size depends on how rules and exemptions interleave, so
+    // only building it tells). `policy check` then never accepts a policy
+    // the daemon cannot publish.
+    try {
+      build_kernel_tables(compile_policy(policy, now));
+    } catch (const std::exception& e) {
+      diags.error({files.front().display_name, 1, 1}, e.what());
+    }
+  }
   for (const SourceFile& f : files) policy.files.push_back(f.path);
   std::sort(policy.files.begin(), policy.files.end());
   policy.hash = internal::policy_hash(files);

@@ -271,18 +271,18 @@ struct tw_meta {
 	__u32 schema_state;
 	__u32 schema_counters;
 	__u32 schema_events;
-	__u64 policy_generation;	/* last generation published */
-	__u64 heartbeat_unix_ns;	/* daemon alive at (CLOCK_REALTIME) */
-	__u64 events_lost_reported; /* TW_CNT_EVENTS_LOST already reported */
+	__u64 policy_generation;     /* last generation published */
+	__u64 heartbeat_unix_ns;     /* daemon alive at (CLOCK_REALTIME) */
+	__u64 events_lost_reported;  /* TW_CNT_EVENTS_LOST already reported */
 	__u64 first_started_unix_ns; /* when these pins were first created */
-	char agent_version[32];	/* NUL-terminated */
-	char policy_hash[72];	/* hex sha256, NUL-terminated */
+	char agent_version[32];	     /* NUL-terminated */
+	char policy_hash[72];	     /* hex sha256, NUL-terminated */
 };
 
 /* Where the classifier is attached (pinned "ifaces" array; user space). */
 #define TW_MAX_IFACES 64
 struct tw_iface_rec {
-	__u32 ifindex; /* 0 = free slot */
+	__u32 ifindex;	    /* 0 = free slot */
 	__u8 created_qdisc; /* 1: our clsact, removed at teardown */
 	__u8 l3;	    /* 1: the L3 program */
 	__u8 pad[2];

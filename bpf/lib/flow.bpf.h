@@ -54,29 +54,62 @@ static __always_inline void tw_reclassify_not_tls(struct tw_flow_state *st, __u8
 /* Appends payload bytes to the hello prefix; on a decided flow only checks
  * that retransmitted prefix bytes equal the ones judged. Returns 1 if the packet carries
  * data beyond what has been collected (out of order), else 0. */
+/* Where a segment's payload lies relative to the stream's first data byte
+ * (ISN + 1): `start` is the first stream index it covers, `skip` how many of
+ * its bytes come before the stream (a segment may begin at or before the
+ * ISN; the receiver trims those). Returns 0 if it covers none of the judged
+ * prefix, 1 if it does, 2 if it starts beyond what has been collected. */
+#define TW_SEQ_BEFORE_MAX 65536 /* further back than any window: ignored */
+static __always_inline int tw_locate(const struct tw_pkt *p, const struct tw_flow_state *st,
+				     __u32 *start, __u32 *skip)
+{
+	__u32 data_seq = p->seq + ((p->tcp_flags & TCP_FLAG_SYN) ? 1 : 0);
+	__s32 off = (__s32)(data_seq - (st->isn + 1));
+
+	if (off < 0) {
+		if (off < -TW_SEQ_BEFORE_MAX || (__u32)(-off) >= p->payload_len)
+			return 0;
+		*skip = (__u32)(-off);
+		*start = 0;
+		return 1;
+	}
+	*skip = 0;
+	*start = (__u32)off;
+	if (*start >= TW_HELLO_PREFIX)
+		return st->hello_len < TW_HELLO_PREFIX ? 2 : 0;
+	return *start > st->hello_len ? 2 : 1;
+}
+
+/* Appends payload bytes to the hello prefix; on a decided flow only checks
+ * that retransmitted prefix bytes equal the ones judged. Returns 1 if the
+ * packet carries data beyond what has been collected (out of order). */
 static __always_inline int tw_collect(struct __sk_buff *skb, const struct tw_pkt *p,
 				      struct tw_flow_state *st)
 {
-	__u32 data_seq = p->seq + ((p->tcp_flags & TCP_FLAG_SYN) ? 1 : 0);
-	__u32 offset = data_seq - (st->isn + 1);
 	__u32 have = st->hello_len;
+	__u32 start = 0, skip = 0;
 	__u32 j;
 	__u8 b;
+	int where;
 
 	if (have > TW_HELLO_PREFIX)
 		return 0;
-	if (offset > have)
-		return 1;
+	where = tw_locate(p, st, &start, &skip);
+	if (where != 1)
+		return where == 2;
 	for (j = 0; j < TW_HELLO_PREFIX; j++) {
-		__u32 idx = offset + j;
+		__u32 idx = start + j;
+		__u32 at = skip + j;
 
-		if (j >= p->payload_len || idx >= TW_HELLO_PREFIX)
+		if (at >= p->payload_len || idx >= TW_HELLO_PREFIX)
 			break;
-		/* The check above bounds idx, but clang may rewrite it so the
-		 * verifier loses the bound: re-bound it where it is used. */
+		/* The checks above bound idx and at, but clang may rewrite
+		 * them so the verifier loses the bounds: re-bound them. */
 		barrier_var(idx);
 		idx &= 0xf; /* < sizeof(hello) + sizeof(pad1) */
-		if (bpf_skb_load_bytes(skb, p->payload_off + j, &b, 1) < 0)
+		barrier_var(at);
+		at &= 0x1ffff; /* skip < TW_SEQ_BEFORE_MAX */
+		if (bpf_skb_load_bytes(skb, p->payload_off + at, &b, 1) < 0)
 			break;
 		if (idx < have) {
 			/* Retransmitted byte: must equal the copy we judged,
@@ -292,9 +325,10 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 			return TC_ACT_SHOT;
 		}
 	} else if (st->cls == TW_CLASS_TLS && p->payload_len &&
-		   p->seq - (st->isn + 1) < TW_HELLO_PREFIX) {
-		/* A retransmission of the judged prefix must carry the same
-		 * bytes (raw sockets or TCP_REPAIR could send others). */
+		   (__s32)(p->seq - (st->isn + 1)) < TW_HELLO_PREFIX) {
+		/* A segment overlapping the judged prefix (a retransmission,
+		 * or one starting before it) must carry the same bytes there:
+		 * raw sockets or TCP_REPAIR could send others. */
 		tw_collect(skb, p, st);
 	}
 

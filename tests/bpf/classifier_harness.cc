@@ -314,7 +314,7 @@ const char* counter_name(uint32_t c) {
       "packets",         "flows_seen",         "flows_tls",
       "flows_not_tls",   "plaintext_reported", "plaintext_blocked",
       "exempt",          "state_lost",         "packets_dropped",
-      "events_lost",     "held_out_of_window", "fragments",
+      "events_lost",     "held_out_of_window", "opaque_to_boundary",
       "flow_table_full", "parse_errors",       "tls_below_minimum",
       "flows_inbound"};
   return c < TW_CNT_MAX ? kNames[c] : "(out of range)";

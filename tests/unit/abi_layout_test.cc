@@ -18,20 +18,29 @@ namespace {
 
 // ---- constants that size structs or maps ----
 static_assert(TW_ABI_VERSION == 1, "ABI version changed: update this test deliberately");
-static_assert(TW_MAX_BOUNDARIES == 128);
-static_assert(TW_MAX_EXEMPTIONS == 128);
-static_assert(TW_MAX_RULE_ENTRIES == 256);
-static_assert(TW_MAX_EXEMPT_ENTRIES == 256);
 static_assert(TW_MAX_PREFIXES == 16384);
+static_assert(TW_MAX_PORT_ROWS == 65536);
+static_assert(TW_MAX_CLASSES == 65535);
+static_assert(TW_MAX_CLASSES <= 0xffff + 1, "class ids are 16 bits (tw_dest_value, tw_port_key)");
 static_assert(TW_POLICY_SLOTS == 2);
+static_assert(TW_POLICY_SLOTS <= 0xff + 1, "the slot is one key byte");
 static_assert(TW_HELLO_PREFIX == 11);
 static_assert(TW_MAX_PENDING_PKTS == 32);
-static_assert(TW_MASK_WORDS == 2);
-static_assert(TW_MAX_BOUNDARIES == 64 * TW_MASK_WORDS, "one mask bit per boundary");
-static_assert(TW_MAX_EXEMPTIONS == 64 * TW_MASK_WORDS, "one mask bit per exemption");
 static_assert(TW_CNT_MAX == 16, "per-CPU counter array size");
 static_assert(TW_REASON_MAX == 16, "per-CPU drop-reason array size");
 static_assert(TW_EV_FLOW_VERDICT_VERSION == 1);
+
+// The rule-scan tables are gone from the kernel ABI: their sizes are the
+// policy compiler's business now (policy/compiled_rows.h). The ABI header
+// must not bring them back.
+#if defined(TW_MAX_RULE_ENTRIES) || defined(TW_MAX_EXEMPT_ENTRIES) || defined(TW_MASK_WORDS) || \
+    defined(TW_MAX_BOUNDARIES) || defined(TW_MAX_EXEMPTIONS)
+#error "compiler intermediates (policy/compiled_rows.h) are defined by the kernel ABI header"
+#endif
+
+// tw_dest_value.flags bits.
+static_assert(TW_DEST_ANY_RULE == 0x01);
+static_assert(TW_DEST_ANY_ENFORCE == 0x02);
 
 // ---- enums: numbers are never reused or renumbered ----
 static_assert(TW_MODE_MONITOR == 0);
@@ -104,41 +113,89 @@ static_assert(TW_FIELD_SIZE(tw_lpm6_key, addr) == 16);
 static_assert(offsetof(tw_lpm6_key, pad) == 21);
 static_assert(TW_FIELD_SIZE(tw_lpm6_key, pad) == 3);
 
-// ---- struct tw_dest_class ----
-static_assert(sizeof(tw_dest_class) == 32);
-static_assert(alignof(tw_dest_class) == 8);
-static_assert(offsetof(tw_dest_class, boundary_mask) == 0);
-static_assert(offsetof(tw_dest_class, exempt_mask) == 16);
+// ---- struct tw_dest_value (value of tw_lpm4 / tw_lpm6) ----
+static_assert(sizeof(tw_dest_value) == 4);
+static_assert(alignof(tw_dest_value) == 2);
+static_assert(offsetof(tw_dest_value, class_id) == 0);
+static_assert(TW_FIELD_SIZE(tw_dest_value, class_id) == 2);
+static_assert(offsetof(tw_dest_value, flags) == 2);
+static_assert(TW_FIELD_SIZE(tw_dest_value, flags) == 1);
+static_assert(offsetof(tw_dest_value, pad) == 3);
 
-// ---- struct tw_rule_entry ----
-static_assert(sizeof(tw_rule_entry) == 12);
-static_assert(alignof(tw_rule_entry) == 2);
-static_assert(offsetof(tw_rule_entry, boundary) == 0);
-static_assert(offsetof(tw_rule_entry, port_lo) == 2);
-static_assert(offsetof(tw_rule_entry, port_hi) == 4);
-static_assert(offsetof(tw_rule_entry, rule_id) == 6);
-static_assert(offsetof(tw_rule_entry, min_tls) == 8);
-static_assert(offsetof(tw_rule_entry, mode) == 10);
-static_assert(offsetof(tw_rule_entry, pad) == 11);
+// ---- struct tw_port_key (key of tw_ports) ----
+static_assert(sizeof(tw_port_key) == 12);
+static_assert(alignof(tw_port_key) == 4);
+static_assert(offsetof(tw_port_key, prefixlen) == 0);
+static_assert(offsetof(tw_port_key, slot) == 4);
+static_assert(offsetof(tw_port_key, class_id) == 5);
+static_assert(TW_FIELD_SIZE(tw_port_key, class_id) == 2);
+static_assert(offsetof(tw_port_key, port) == 7);
+static_assert(TW_FIELD_SIZE(tw_port_key, port) == 2);
+static_assert(offsetof(tw_port_key, pad) == 9);
+static_assert(TW_FIELD_SIZE(tw_port_key, pad) == 3);
 
-// ---- struct tw_exempt_entry ----
-static_assert(sizeof(tw_exempt_entry) == 8);
-static_assert(alignof(tw_exempt_entry) == 2);
-static_assert(offsetof(tw_exempt_entry, exemption) == 0);
-static_assert(offsetof(tw_exempt_entry, port_lo) == 2);
-static_assert(offsetof(tw_exempt_entry, port_hi) == 4);
-static_assert(offsetof(tw_exempt_entry, pad) == 6);
+// ---- struct tw_port_verdict (value of tw_ports) ----
+static_assert(sizeof(tw_port_verdict) == 12);
+static_assert(alignof(tw_port_verdict) == 2);
+static_assert(offsetof(tw_port_verdict, rule_id) == 0);
+static_assert(offsetof(tw_port_verdict, boundary) == 2);
+static_assert(offsetof(tw_port_verdict, exemption) == 4);
+static_assert(offsetof(tw_port_verdict, min_tls) == 6);
+static_assert(offsetof(tw_port_verdict, mode) == 8);
+static_assert(offsetof(tw_port_verdict, exempt) == 9);
+static_assert(offsetof(tw_port_verdict, pad) == 10);
+static_assert(TW_FIELD_SIZE(tw_port_verdict, pad) == 2);
 
-// ---- struct tw_ruleset ----
-static_assert(sizeof(tw_ruleset) == 5136);
-static_assert(alignof(tw_ruleset) == 8);
-static_assert(offsetof(tw_ruleset, generation) == 0);
-static_assert(offsetof(tw_ruleset, rule_count) == 8);
-static_assert(offsetof(tw_ruleset, exempt_count) == 12);
-static_assert(offsetof(tw_ruleset, rules) == 16);
-static_assert(TW_FIELD_SIZE(tw_ruleset, rules) == 256 * 12);
-static_assert(offsetof(tw_ruleset, exempts) == 3088);
-static_assert(TW_FIELD_SIZE(tw_ruleset, exempts) == 256 * 8);
+// ---- struct tw_slot_meta (value of tw_slots) ----
+static_assert(sizeof(tw_slot_meta) == 8);
+static_assert(alignof(tw_slot_meta) == 8);
+static_assert(offsetof(tw_slot_meta, generation) == 0);
+static_assert(TW_FIELD_SIZE(tw_slot_meta, generation) == 8);
+
+// ---- struct tw_state (the mmapped generation word, element 0 of tw_state) ----
+static_assert(sizeof(tw_state) == 8);
+static_assert(alignof(tw_state) == 8, "one aligned 64-bit store flips the policy");
+static_assert(offsetof(tw_state, policy_generation) == 0);
+
+// ---- pinned tables: schema versions and the user-space records ----
+// Pins outlive the daemon, so these records are read by other releases:
+// fields are appended, never moved.
+static_assert(TW_SCHEMA_FLOWS == 1, "the normal build's flow table schema");
+static_assert(TW_SCHEMA_POLICY == 1);
+static_assert(TW_SCHEMA_STATE == 1);
+static_assert(TW_SCHEMA_COUNTERS == 1);
+static_assert(TW_SCHEMA_EVENTS == 1);
+static_assert(TW_SCHEMA_META == 1);
+static_assert(TW_META_MAGIC == 0x314c4c4157534c54ULL);
+static_assert(TW_MAX_IFACES == 64);
+
+static_assert(sizeof(tw_meta) == 168);
+static_assert(alignof(tw_meta) == 8);
+static_assert(offsetof(tw_meta, magic) == 0);
+static_assert(offsetof(tw_meta, meta_schema) == 8);
+static_assert(offsetof(tw_meta, schema_flows) == 12);
+static_assert(offsetof(tw_meta, schema_policy) == 16);
+static_assert(offsetof(tw_meta, schema_state) == 20);
+static_assert(offsetof(tw_meta, schema_counters) == 24);
+static_assert(offsetof(tw_meta, schema_events) == 28);
+static_assert(offsetof(tw_meta, policy_generation) == 32);
+static_assert(offsetof(tw_meta, heartbeat_unix_ns) == 40);
+static_assert(offsetof(tw_meta, events_lost_reported) == 48);
+static_assert(offsetof(tw_meta, first_started_unix_ns) == 56);
+static_assert(offsetof(tw_meta, agent_version) == 64);
+static_assert(TW_FIELD_SIZE(tw_meta, agent_version) == 32);
+static_assert(offsetof(tw_meta, policy_hash) == 96);
+static_assert(TW_FIELD_SIZE(tw_meta, policy_hash) == 72);
+
+static_assert(sizeof(tw_iface_rec) == 24);
+static_assert(alignof(tw_iface_rec) == 4);
+static_assert(offsetof(tw_iface_rec, ifindex) == 0);
+static_assert(offsetof(tw_iface_rec, created_qdisc) == 4);
+static_assert(offsetof(tw_iface_rec, l3) == 5);
+static_assert(offsetof(tw_iface_rec, pad) == 6);
+static_assert(TW_FIELD_SIZE(tw_iface_rec, pad) == 2);
+static_assert(offsetof(tw_iface_rec, name) == 8);
+static_assert(TW_FIELD_SIZE(tw_iface_rec, name) == 16);
 
 // ---- struct tw_flow_key ----
 static_assert(sizeof(tw_flow_key) == 40);
@@ -212,15 +269,25 @@ constexpr size_t kLpm4Fields =
     TW_SUM2(tw_lpm4_key, prefixlen, slot) + TW_SUM2(tw_lpm4_key, addr, pad);
 constexpr size_t kLpm6Fields =
     TW_SUM2(tw_lpm6_key, prefixlen, slot) + TW_SUM2(tw_lpm6_key, addr, pad);
-constexpr size_t kDestClassFields = TW_SUM2(tw_dest_class, boundary_mask, exempt_mask);
-constexpr size_t kRuleEntryFields =
-    TW_SUM2(tw_rule_entry, boundary, port_lo) + TW_SUM2(tw_rule_entry, port_hi, rule_id) +
-    TW_SUM2(tw_rule_entry, min_tls, mode) + TW_FIELD_SIZE(tw_rule_entry, pad);
-constexpr size_t kExemptEntryFields =
-    TW_SUM2(tw_exempt_entry, exemption, port_lo) + TW_SUM2(tw_exempt_entry, port_hi, pad);
-constexpr size_t kRulesetFields = TW_SUM2(tw_ruleset, generation, rule_count) +
-                                  TW_SUM2(tw_ruleset, exempt_count, rules) +
-                                  TW_FIELD_SIZE(tw_ruleset, exempts);
+constexpr size_t kDestValueFields =
+    TW_SUM2(tw_dest_value, class_id, flags) + TW_FIELD_SIZE(tw_dest_value, pad);
+constexpr size_t kPortKeyFields = TW_SUM2(tw_port_key, prefixlen, slot) +
+                                  TW_SUM2(tw_port_key, class_id, port) +
+                                  TW_FIELD_SIZE(tw_port_key, pad);
+constexpr size_t kPortVerdictFields =
+    TW_SUM2(tw_port_verdict, rule_id, boundary) + TW_SUM2(tw_port_verdict, exemption, min_tls) +
+    TW_SUM2(tw_port_verdict, mode, exempt) + TW_FIELD_SIZE(tw_port_verdict, pad);
+constexpr size_t kSlotMetaFields = TW_FIELD_SIZE(tw_slot_meta, generation);
+constexpr size_t kStateFields = TW_FIELD_SIZE(tw_state, policy_generation);
+constexpr size_t kMetaFields =
+    TW_SUM2(tw_meta, magic, meta_schema) + TW_SUM2(tw_meta, schema_flows, schema_policy) +
+    TW_SUM2(tw_meta, schema_state, schema_counters) +
+    TW_SUM2(tw_meta, schema_events, policy_generation) +
+    TW_SUM2(tw_meta, heartbeat_unix_ns, events_lost_reported) +
+    TW_SUM2(tw_meta, first_started_unix_ns, agent_version) + TW_FIELD_SIZE(tw_meta, policy_hash);
+constexpr size_t kIfaceRecFields = TW_SUM2(tw_iface_rec, ifindex, created_qdisc) +
+                                   TW_SUM2(tw_iface_rec, l3, pad) +
+                                   TW_FIELD_SIZE(tw_iface_rec, name);
 constexpr size_t kFlowKeyFields =
     TW_SUM2(tw_flow_key, saddr, daddr) + TW_SUM2(tw_flow_key, sport, dport) +
     TW_SUM2(tw_flow_key, family, proto) + TW_FIELD_SIZE(tw_flow_key, pad);
@@ -244,10 +311,13 @@ constexpr size_t kFlowEventFields =
 TEST(AbiLayout, NoImplicitPaddingInTablesAndKeys) {
   EXPECT_EQ(kLpm4Fields, sizeof(tw_lpm4_key));
   EXPECT_EQ(kLpm6Fields, sizeof(tw_lpm6_key));
-  EXPECT_EQ(kDestClassFields, sizeof(tw_dest_class));
-  EXPECT_EQ(kRuleEntryFields, sizeof(tw_rule_entry));
-  EXPECT_EQ(kExemptEntryFields, sizeof(tw_exempt_entry));
-  EXPECT_EQ(kRulesetFields, sizeof(tw_ruleset));
+  EXPECT_EQ(kDestValueFields, sizeof(tw_dest_value));
+  EXPECT_EQ(kPortKeyFields, sizeof(tw_port_key));
+  EXPECT_EQ(kPortVerdictFields, sizeof(tw_port_verdict));
+  EXPECT_EQ(kSlotMetaFields, sizeof(tw_slot_meta));
+  EXPECT_EQ(kStateFields, sizeof(tw_state));
+  EXPECT_EQ(kMetaFields, sizeof(tw_meta));
+  EXPECT_EQ(kIfaceRecFields, sizeof(tw_iface_rec));
   EXPECT_EQ(kFlowKeyFields, sizeof(tw_flow_key));
   EXPECT_EQ(kEventHdrFields, sizeof(tw_event_hdr));
 }
@@ -286,6 +356,42 @@ TEST(AbiLayout, LpmPrefixLenCoversSlotByteAndAddress) {
                                          TW_FIELD_SIZE(tw_lpm4_key, addr)));
   EXPECT_EQ(8 + 128, 8 * static_cast<int>(TW_FIELD_SIZE(tw_lpm6_key, slot) +
                                           TW_FIELD_SIZE(tw_lpm6_key, addr)));
+  // The LPM data starts right after the 4-byte prefixlen, slot byte first:
+  // a prefix over the slot alone (8) separates the two policy slots.
+  EXPECT_EQ(offsetof(tw_lpm4_key, slot), sizeof(__u32));
+  EXPECT_EQ(offsetof(tw_lpm6_key, slot), sizeof(__u32));
+  EXPECT_EQ(offsetof(tw_lpm4_key, addr), offsetof(tw_lpm4_key, slot) + 1);
+  EXPECT_EQ(offsetof(tw_lpm6_key, addr), offsetof(tw_lpm6_key, slot) + 1);
+}
+
+TEST(AbiLayout, PortKeyPrefixLenCoversSlotClassAndPort) {
+  // prefixlen = 8 (slot) + 16 (class id, always whole) + 0..16 port bits.
+  // Slot, class id and port are contiguous, in that order, big-endian, so
+  // the trie's leading bits are slot, then class, then the port's high bits.
+  EXPECT_EQ(offsetof(tw_port_key, slot), sizeof(__u32));
+  EXPECT_EQ(offsetof(tw_port_key, class_id), offsetof(tw_port_key, slot) + 1);
+  EXPECT_EQ(offsetof(tw_port_key, port), offsetof(tw_port_key, class_id) + 2);
+  EXPECT_EQ(8 + 16 + 16, 8 * static_cast<int>(TW_FIELD_SIZE(tw_port_key, slot) +
+                                              TW_FIELD_SIZE(tw_port_key, class_id) +
+                                              TW_FIELD_SIZE(tw_port_key, port)));
+}
+
+TEST(AbiLayout, DestFlagsAreDistinctBitsOfTheFlagsByte) {
+  EXPECT_EQ(TW_DEST_ANY_RULE & TW_DEST_ANY_ENFORCE, 0);
+  EXPECT_LE(TW_DEST_ANY_RULE | TW_DEST_ANY_ENFORCE, 0xff);
+}
+
+TEST(AbiLayout, PortVerdictCarriesTheFlowStateDecisionFields) {
+  // tw_decide() copies a verdict into tw_flow_state/tw_flow_event: the
+  // widths must match so no id or version is truncated on the way.
+  EXPECT_EQ(TW_FIELD_SIZE(tw_port_verdict, rule_id), TW_FIELD_SIZE(tw_flow_state, rule_id));
+  EXPECT_EQ(TW_FIELD_SIZE(tw_port_verdict, boundary), TW_FIELD_SIZE(tw_flow_state, boundary));
+  EXPECT_EQ(TW_FIELD_SIZE(tw_port_verdict, exemption), TW_FIELD_SIZE(tw_flow_state, exemption));
+  EXPECT_EQ(TW_FIELD_SIZE(tw_port_verdict, min_tls), TW_FIELD_SIZE(tw_flow_state, min_tls));
+  EXPECT_EQ(TW_FIELD_SIZE(tw_port_verdict, mode), TW_FIELD_SIZE(tw_flow_state, mode));
+  EXPECT_EQ(TW_FIELD_SIZE(tw_port_verdict, exempt), TW_FIELD_SIZE(tw_flow_state, exempt));
+  EXPECT_EQ(TW_FIELD_SIZE(tw_slot_meta, generation),
+            TW_FIELD_SIZE(tw_flow_state, policy_generation));
 }
 
 }  // namespace

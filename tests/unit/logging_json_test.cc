@@ -458,11 +458,11 @@ TEST(RenderJson, FlowEventHasTheStableFieldNames) {
   EXPECT_EQ(m.at("sock_cookie"), "99");
   // Fields that do not apply are left out, not written empty.
   const std::set<std::string> expected = {
-      "time",       "host",   "agent_version", "type",           "type_id",
-      "severity",   "action", "reason",        "mode",           "family",
-      "src",        "sport",  "dst",           "dport",          "protocol",
-      "boundary",   "rule",   "interface",     "policy_version", "policy_generation",
-      "sock_cookie"};
+      "time",        "host",          "agent_version", "type",           "type_id",
+      "severity",    "action",        "reason",        "mode",           "family",
+      "src",         "sport",         "dst",           "dport",          "protocol",
+      "boundary",    "rule",          "interface",     "policy_version", "policy_generation",
+      "sock_cookie", "schema_version"};
   EXPECT_EQ(Keys(m), expected);
 }
 
