@@ -76,7 +76,8 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
     throw std::runtime_error(where(name, e.source()) + ": " + std::string(e.description()));
   }
   check_keys(name, root,
-             {"interfaces", "policy", "pin_root", "on_stop", "control", "events", "log", "bpf"},
+             {"interfaces", "policy", "pin_root", "on_stop", "fail_mode", "control", "events", "log",
+              "bpf"},
              "the agent config");
   AgentConfig c;
   c.source = name;
@@ -95,6 +96,10 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
   c.policy_path = resolve(base_dir, get_string(name, root, "policy", "policy.d"));
   c.pin_root = resolve(base_dir, get_string(name, root, "pin_root", c.pin_root));
   c.on_stop = get_string(name, root, "on_stop", c.on_stop);
+  c.fail_mode = get_string(name, root, "fail_mode", c.fail_mode);
+  if (c.fail_mode != "open" && c.fail_mode != "closed") {
+    fail(name, *root.get("fail_mode"), "'fail_mode' must be \"open\" or \"closed\"");
+  }
   if (c.on_stop != "keep-enforcing" && c.on_stop != "detach") {
     fail(name, *root.get("on_stop"), "'on_stop' must be \"keep-enforcing\" or \"detach\"");
   }

@@ -20,6 +20,10 @@ struct AgentConfig {
   // What SIGTERM leaves behind: "keep-enforcing" (filters and pinned tables
   // stay, the kernel goes on judging with the last policy) or "detach".
   std::string on_stop = "keep-enforcing";
+  // Whether removing tlswall opens the host: "open" (teardown removes
+  // enforcement) or "closed" (teardown refuses unless told --open; pair it
+  // with configs/systemd/fail-closed.conf so networking waits for the agent).
+  std::string fail_mode = "open";
   uint32_t flow_table_entries = 131072;
   uint32_t ringbuf_bytes = 1u << 20;
 };

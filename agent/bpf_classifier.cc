@@ -4,6 +4,9 @@
 #include <net/if_arp.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -13,6 +16,7 @@
 #include <cstdarg>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <stdexcept>
 
 #include <bpf/bpf.h>
@@ -79,6 +83,19 @@ void maybe_fail(const char* point) {
     throw std::runtime_error(std::string("injected failure at ") + point);
   }
 }
+
+struct NetnsId {
+  uint64_t dev = 0, ino = 0;
+  bool operator==(const NetnsId& o) const { return dev == o.dev && ino == o.ino; }
+};
+
+NetnsId netns_of(const char* path) {
+  struct stat st {};
+  if (::stat(path, &st) != 0) return {};
+  return {static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino)};
+}
+
+NetnsId current_netns() { return netns_of("/proc/self/ns/net"); }
 
 bool map_compatible(int fd, const bpf_map* want) {
   bpf_map_info info{};
@@ -361,6 +378,9 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
       rec.created_qdisc = a.created_qdisc;
       rec.l3 = a.kind == LinkKind::kL3;
       std::strncpy(rec.name, a.ifname.c_str(), sizeof(rec.name) - 1);
+      const NetnsId ns = current_netns();
+      rec.netns_dev = ns.dev;
+      rec.netns_ino = ns.ino;
       records_->put_iface(rec);
       log().info("tc egress on {} (ifindex {}): {}{}", a.ifname, a.ifindex,
                  report_.previous ? "program replaced in place" : "attached",
@@ -375,8 +395,11 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
   }
   attachments_ = done;
 
-  // Interfaces the previous configuration named and this one does not.
+  // Interfaces the previous configuration named and this one does not (only
+  // in this network namespace: an ifindex means nothing in another).
+  const NetnsId here = current_netns();
   for (const auto& r : recorded) {
+    if (!(NetnsId{r.netns_dev, r.netns_ino} == here)) continue;
     bool keep = false;
     for (const auto& a : attachments_) keep = keep || a.ifindex == static_cast<int>(r.ifindex);
     if (keep) continue;
@@ -472,6 +495,12 @@ uint64_t TcClassifier::generation() const {
   return __atomic_load_n(generation_word_, __ATOMIC_SEQ_CST);
 }
 
+void TcClassifier::set_fail_closed(bool closed) {
+  tw_meta m = records_->read_meta();
+  m.fail_closed = closed ? 1 : 0;
+  records_->write_meta(m);
+}
+
 void TcClassifier::heartbeat(uint64_t events_lost_reported, const std::string& policy_hash) {
   tw_meta m = records_->read_meta();
   m.heartbeat_unix_ns = unix_ns();
@@ -522,14 +551,59 @@ int TcClassifier::slots_fd() const { return bpf_map__fd(skel_->maps.tw_slots); }
 int TcClassifier::counters_fd() const { return bpf_map__fd(skel_->maps.tw_counters); }
 int TcClassifier::events_fd() const { return bpf_map__fd(skel_->maps.tw_events); }
 
-std::vector<std::string> teardown_pinned(const std::string& pin_root) {
+namespace {
+
+// Runs fn inside the network namespace `ns` (found among the named ones in
+// /run/netns), then returns to ours. False if no such namespace is found.
+bool in_netns(const NetnsId& ns, const std::function<void()>& fn) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/run/netns", ec)) {
+    if (!(netns_of(e.path().c_str()) == ns)) continue;
+    const int target = ::open(e.path().c_str(), O_RDONLY | O_CLOEXEC);
+    const int home = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    bool ok = false;
+    if (target >= 0 && home >= 0 && ::setns(target, CLONE_NEWNET) == 0) {
+      fn();
+      ok = ::setns(home, CLONE_NEWNET) == 0;
+      if (!ok) throw std::runtime_error("cannot return to the original network namespace");
+    }
+    if (target >= 0) ::close(target);
+    if (home >= 0) ::close(home);
+    return ok;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<std::string> teardown_pinned(const std::string& pin_root, bool open) {
   std::vector<std::string> out;
   {
     PinnedRecords records(pin_root);
+    if (records.previous() && records.previous()->fail_closed && !open) {
+      throw std::runtime_error(
+          "this host is configured fail_mode = \"closed\": a teardown would stop all "
+          "enforcement. Run `tlswallctl teardown --open` to remove it anyway.");
+    }
+    const NetnsId here = current_netns();
     for (const auto& r : records.ifaces()) {
-      tc_detach(static_cast<int>(r.ifindex), r.name, r.created_qdisc);
-      out.push_back(std::string("detached from ") + r.name +
-                    (r.created_qdisc ? " (and removed our clsact qdisc)" : ""));
+      const NetnsId ns{r.netns_dev, r.netns_ino};
+      const std::string what = std::string("detached from ") + r.name +
+                               (r.created_qdisc ? " (and removed our clsact qdisc)" : "");
+      auto detach = [&] { tc_detach(static_cast<int>(r.ifindex), r.name, r.created_qdisc); };
+      if (ns.ino == 0) {
+        out.push_back(std::string("not touching ") + r.name + ": its network namespace is unknown");
+      } else if (ns == here) {
+        detach();
+        out.push_back(what);
+      } else if (in_netns(ns, detach)) {
+        out.push_back(what + " in its network namespace");
+      } else {
+        // Not among the named namespaces: gone (and the filter with it), or
+        // unnamed. An ifindex here would name some other interface.
+        out.push_back(std::string("not touching ") + r.name +
+                      ": its network namespace is not here (gone, or unnamed)");
+      }
     }
   }
   for (const auto& p : remove_all_pins(pin_root)) out.push_back("unpinned " + p);

@@ -106,6 +106,9 @@ class TcClassifier {
   void set_generation(uint64_t generation);
   uint64_t generation() const;
 
+  // Records the fail mode in the pins, where an offline teardown reads it.
+  void set_fail_closed(bool closed);
+
   // The daemon is alive: heartbeat and gap accounting in the metadata.
   void heartbeat(uint64_t events_lost_reported, const std::string& policy_hash);
 
@@ -148,7 +151,8 @@ class TcClassifier {
 
 // Detaches from every interface recorded under pin_root and removes all
 // pins there; works without a running daemon. Returns a line per action.
-std::vector<std::string> teardown_pinned(const std::string& pin_root);
+// If the pins record fail_mode "closed", refuses (throws) unless `open`.
+std::vector<std::string> teardown_pinned(const std::string& pin_root, bool open);
 
 // Sums a per-CPU u64 array map into `out` (size n). Returns false on error.
 bool read_percpu_u64_array(int map_fd, uint64_t* out, uint32_t n);

@@ -20,22 +20,34 @@ OwnedFd open_or_create_array(const std::string& path, uint32_t value_size, uint3
                              const char* name, bool* created) {
   OwnedFd fd = open_pin(path);
   *created = false;
+  std::vector<std::vector<uint8_t>> carried;  // an older, shorter record's elements
   if (fd.get() >= 0) {
     bpf_map_info info{};
     uint32_t len = sizeof(info);
     if (bpf_obj_get_info_by_fd(fd.get(), &info, &len) != 0 || info.type != BPF_MAP_TYPE_ARRAY ||
-        info.value_size < value_size || info.max_entries != entries) {
+        info.key_size != sizeof(uint32_t) || info.max_entries != entries) {
       throw std::runtime_error(path + " is not a tlswall record this release understands");
     }
-    return fd;
+    if (info.value_size >= value_size) return fd;
+    // Records are append-only: an older release's shorter record is copied
+    // into a new one (new fields zero) that replaces it.
+    for (uint32_t k = 0; k < entries; ++k) {
+      std::vector<uint8_t> v(std::max(value_size, info.value_size), 0);
+      bpf_map_lookup_elem(fd.get(), &k, v.data());
+      v.resize(value_size);
+      carried.push_back(std::move(v));
+    }
   }
   LIBBPF_OPTS(bpf_map_create_opts, opts);
   const int f =
       bpf_map_create(BPF_MAP_TYPE_ARRAY, name, sizeof(uint32_t), value_size, entries, &opts);
   if (f < 0) throw std::runtime_error(std::string("cannot create ") + name + ": " + errstr(errno));
   OwnedFd out(f);
+  for (uint32_t k = 0; k < carried.size(); ++k) {
+    bpf_map_update_elem(out.get(), &k, carried[k].data(), BPF_ANY);
+  }
   pin_replace(out.get(), path);
-  *created = true;
+  *created = carried.empty();
   return out;
 }
 

@@ -8,9 +8,12 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/timerfd.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <stdexcept>
@@ -50,6 +53,24 @@ std::string addr_to_string(const uint8_t addr[16], int family) {
 std::string ifname_of(uint32_t ifindex) {
   char buf[IF_NAMESIZE] = {};
   return ::if_indextoname(ifindex, buf) ? std::string(buf) : std::to_string(ifindex);
+}
+
+// systemd's readiness protocol (sd_notify), without libsystemd: one datagram
+// to $NOTIFY_SOCKET. Does nothing when not started by systemd.
+void notify_systemd(const char* state) {
+  const char* path = std::getenv("NOTIFY_SOCKET");
+  if (!path || (path[0] != '/' && path[0] != '@')) return;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const size_t n = std::strlen(path);
+  if (n >= sizeof(addr.sun_path)) return;
+  std::memcpy(addr.sun_path, path, n);
+  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  ::sendto(fd, state, std::strlen(state), MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr),
+           static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + n));
+  ::close(fd);
 }
 
 bool private_mount_namespace() {
@@ -160,6 +181,7 @@ Daemon::Daemon(AgentConfig config)
 
   // The switch: our programs replace whatever ran before, in place.
   classifier_->take_over(config_.interfaces, TLSWALL_VERSION);
+  classifier_->set_fail_closed(config_.fail_mode == "closed");
   kernel_events_lost_seen_ = classifier_->counters()[TW_CNT_EVENTS_LOST];
   report_adoption();
 }
@@ -488,10 +510,15 @@ ControlReply Daemon::handle_control(const ControlRequest& req) {
     return {true, "policy generation " + std::to_string(after) + " in force (" +
                       policy_->model.version + ")\n"};
   }
-  if (req.command == "teardown") {
+  if (req.command == "teardown" || req.command == "teardown open") {
     if (req.uid != 0) {
       log.warn("refused teardown from uid {} pid {}: root only", req.uid, req.pid);
       return {false, "permission denied: teardown is for root only"};
+    }
+    if (config_.fail_mode == "closed" && req.command != "teardown open") {
+      return {false,
+              "fail_mode is \"closed\": a teardown would stop all enforcement; use "
+              "`tlswallctl teardown --open` to remove it anyway"};
     }
     log.warn("teardown requested by pid {}: detaching and removing all pins", req.pid);
     teardown_requested_ = true;
@@ -552,6 +579,7 @@ int Daemon::run() {
       ring_buffer__free(old);
     }
   }
+  notify_systemd("READY=1\nSTATUS=enforcing");
   bool running = true;
   while (running) {
     epoll_event evs[8];
@@ -569,7 +597,9 @@ int Daemon::run() {
         while (::read(sfd.get(), &si, sizeof(si)) == sizeof(si)) {
           if (si.ssi_signo == SIGHUP) {
             log.info("SIGHUP: reloading policy from {}", config_.policy_path);
+            notify_systemd("RELOADING=1");
             apply_policy(false);
+            notify_systemd("READY=1");
           } else {
             log.info("signal {}: stopping", si.ssi_signo);
             running = false;
@@ -590,7 +620,9 @@ int Daemon::run() {
   stopped.type = EventType::kAgentStopped;
   if (teardown_requested_) {
     classifier_->detach_all();
-    for (const auto& line : teardown_pinned(config_.pin_root)) log.info("teardown: {}", line);
+    for (const auto& line : teardown_pinned(config_.pin_root, /*open=*/true)) {
+      log.info("teardown: {}", line);
+    }
     stopped.message = "torn down: detached everywhere, pins removed (traffic is not judged now)";
   } else if (config_.on_stop == "detach") {
     classifier_->detach_all();
@@ -601,6 +633,7 @@ int Daemon::run() {
                       std::to_string(policy_ ? policy_->generation : 0);
   }
   log.info("{}", stopped.message);
+  notify_systemd("STOPPING=1");
   emit(std::move(stopped));
   if (events_) events_->flush();
   return 0;

@@ -9,6 +9,7 @@
 
 #include "agent/bpf_classifier.h"
 #include "agent/control_socket.h"
+#include "logging/log.h"
 #include "policy/policy.h"
 
 namespace {
@@ -23,9 +24,10 @@ const char kUsage[] =
     "                         prints file:line:col errors, exits 1 if invalid\n"
     "  policy reload          make the daemon reload its policy (root); a bad policy is\n"
     "                         rejected and the one in force stays\n"
-    "  teardown               remove everything tlswall attached and pinned (root): asks\n"
+    "  teardown [--open]      remove everything tlswall attached and pinned (root): asks\n"
     "                         the daemon, or, if none answers, cleans up the pin root\n"
-    "                         itself; traffic is no longer judged afterwards\n"
+    "                         itself; traffic is no longer judged afterwards. A host with\n"
+    "                         fail_mode = \"closed\" refuses unless --open is given\n"
     "\n"
     "Options:\n"
     "  --socket PATH          control socket (default /run/tlswall/control.sock)\n"
@@ -78,13 +80,17 @@ int call(const std::string& socket, const std::string& command) {
 
 }  // namespace
 
-int teardown(const std::string& socket, const std::string& pin_root) {
+int teardown(const std::string& socket, const std::string& pin_root, bool open) {
+  // libbpf reports "no such filter/qdisc" for interfaces already cleaned up;
+  // only real errors should reach the operator.
+  tlswall::logging::init("error");
+  tlswall::agent::route_libbpf_logs();
   if (::geteuid() != 0) {
     std::fprintf(stderr, "tlswallctl: teardown is for root only\n");
     return 1;
   }
   try {
-    const auto rep = tlswall::agent::control_call(socket, "teardown");
+    const auto rep = tlswall::agent::control_call(socket, open ? "teardown open" : "teardown");
     if (!rep.ok) {
       std::fprintf(stderr, "tlswallctl: %s\n", rep.body.c_str());
       return 1;
@@ -96,7 +102,7 @@ int teardown(const std::string& socket, const std::string& pin_root) {
                  pin_root.c_str());
   }
   try {
-    for (const auto& line : tlswall::agent::teardown_pinned(pin_root)) {
+    for (const auto& line : tlswall::agent::teardown_pinned(pin_root, open)) {
       std::printf("%s\n", line.c_str());
     }
     return 0;
@@ -139,7 +145,9 @@ int main(int argc, char** argv) {
     if (args.size() == 1) return call(socket, "status text");
     if (args.size() == 2 && args[1] == "--json") return call(socket, "status json");
   } else if (args[0] == "teardown" && args.size() == 1) {
-    return teardown(socket, pin_root);
+    return teardown(socket, pin_root, false);
+  } else if (args[0] == "teardown" && args.size() == 2 && args[1] == "--open") {
+    return teardown(socket, pin_root, true);
   } else if (args[0] == "policy" && args.size() >= 2) {
     if (args[1] == "check" && args.size() == 3) return policy_check(args[2]);
     if (args[1] == "reload" && args.size() == 2) return call(socket, "reload");

@@ -277,6 +277,8 @@ struct tw_meta {
 	__u64 first_started_unix_ns; /* when these pins were first created */
 	char agent_version[32];	     /* NUL-terminated */
 	char policy_hash[72];	     /* hex sha256, NUL-terminated */
+	__u32 fail_closed; /* 1: teardown keeps enforcing unless told to open */
+	__u32 pad;
 };
 
 /* Where the classifier is attached (pinned "ifaces" array; user space). */
@@ -287,6 +289,8 @@ struct tw_iface_rec {
 	__u8 l3;	    /* 1: the L3 program */
 	__u8 pad[2];
 	char name[16];
+	__u64 netns_ino; /* network namespace of ifindex (inode of its nsfs file) */
+	__u64 netns_dev; /* ... and device; an ifindex means nothing elsewhere */
 };
 
 #endif /* TLSWALL_BPF_ABI_TLSWALL_ABI_H */

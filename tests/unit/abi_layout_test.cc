@@ -169,7 +169,7 @@ static_assert(TW_SCHEMA_META == 1);
 static_assert(TW_META_MAGIC == 0x314c4c4157534c54ULL);
 static_assert(TW_MAX_IFACES == 64);
 
-static_assert(sizeof(tw_meta) == 168);
+static_assert(sizeof(tw_meta) == 176);
 static_assert(alignof(tw_meta) == 8);
 static_assert(offsetof(tw_meta, magic) == 0);
 static_assert(offsetof(tw_meta, meta_schema) == 8);
@@ -186,9 +186,12 @@ static_assert(offsetof(tw_meta, agent_version) == 64);
 static_assert(TW_FIELD_SIZE(tw_meta, agent_version) == 32);
 static_assert(offsetof(tw_meta, policy_hash) == 96);
 static_assert(TW_FIELD_SIZE(tw_meta, policy_hash) == 72);
+// Appended after 0.1: older pinned records are widened on open (bpf_pins.cc).
+static_assert(offsetof(tw_meta, fail_closed) == 168);
+static_assert(offsetof(tw_meta, pad) == 172);
 
-static_assert(sizeof(tw_iface_rec) == 24);
-static_assert(alignof(tw_iface_rec) == 4);
+static_assert(sizeof(tw_iface_rec) == 40);
+static_assert(alignof(tw_iface_rec) == 8);
 static_assert(offsetof(tw_iface_rec, ifindex) == 0);
 static_assert(offsetof(tw_iface_rec, created_qdisc) == 4);
 static_assert(offsetof(tw_iface_rec, l3) == 5);
@@ -196,6 +199,9 @@ static_assert(offsetof(tw_iface_rec, pad) == 6);
 static_assert(TW_FIELD_SIZE(tw_iface_rec, pad) == 2);
 static_assert(offsetof(tw_iface_rec, name) == 8);
 static_assert(TW_FIELD_SIZE(tw_iface_rec, name) == 16);
+// Appended after 0.1: an ifindex is only meaningful in its namespace.
+static_assert(offsetof(tw_iface_rec, netns_ino) == 24);
+static_assert(offsetof(tw_iface_rec, netns_dev) == 32);
 
 // ---- struct tw_flow_key ----
 static_assert(sizeof(tw_flow_key) == 40);
@@ -284,10 +290,12 @@ constexpr size_t kMetaFields =
     TW_SUM2(tw_meta, schema_state, schema_counters) +
     TW_SUM2(tw_meta, schema_events, policy_generation) +
     TW_SUM2(tw_meta, heartbeat_unix_ns, events_lost_reported) +
-    TW_SUM2(tw_meta, first_started_unix_ns, agent_version) + TW_FIELD_SIZE(tw_meta, policy_hash);
+    TW_SUM2(tw_meta, first_started_unix_ns, agent_version) + TW_FIELD_SIZE(tw_meta, policy_hash) +
+    TW_SUM2(tw_meta, fail_closed, pad);
 constexpr size_t kIfaceRecFields = TW_SUM2(tw_iface_rec, ifindex, created_qdisc) +
                                    TW_SUM2(tw_iface_rec, l3, pad) +
-                                   TW_FIELD_SIZE(tw_iface_rec, name);
+                                   TW_FIELD_SIZE(tw_iface_rec, name) +
+                                   TW_SUM2(tw_iface_rec, netns_ino, netns_dev);
 constexpr size_t kFlowKeyFields =
     TW_SUM2(tw_flow_key, saddr, daddr) + TW_SUM2(tw_flow_key, sport, dport) +
     TW_SUM2(tw_flow_key, family, proto) + TW_FIELD_SIZE(tw_flow_key, pad);
