@@ -97,6 +97,13 @@ static __always_inline int tw_collect(struct __sk_buff *skb, const struct tw_pkt
 	where = tw_locate(p, st, &start, &skip);
 	if (where != 1)
 		return where == 2;
+	/* The usual case: the first segment carries the whole prefix. */
+	if (!start && !skip && !have && st->cls == TW_CLASS_PENDING &&
+	    p->payload_len >= TW_HELLO_PREFIX &&
+	    !tw_load(skb, p->payload_off, st->hello, TW_HELLO_PREFIX)) {
+		st->hello_len = TW_HELLO_PREFIX;
+		return 0;
+	}
 	for (j = 0; j < TW_HELLO_PREFIX; j++) {
 		__u32 idx = start + j;
 		__u32 at = skip + j;
@@ -109,7 +116,7 @@ static __always_inline int tw_collect(struct __sk_buff *skb, const struct tw_pkt
 		idx &= 0xf; /* < sizeof(hello) + sizeof(pad1) */
 		barrier_var(at);
 		at &= 0x1ffff; /* skip < TW_SEQ_BEFORE_MAX */
-		if (bpf_skb_load_bytes(skb, p->payload_off + at, &b, 1) < 0)
+		if (tw_load(skb, p->payload_off + at, &b, 1) < 0)
 			break;
 		if (idx < have) {
 			/* Retransmitted byte: must equal the copy we judged,

@@ -1,14 +1,41 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Packet parsing for the classifiers: Ethernet, up to two 802.1Q/802.1ad
- * tags, IPv4, IPv6 with a bounded walk of extension headers, TCP. Every read
- * goes through bpf_skb_load_bytes, so non-linear skbs (GSO super-packets,
- * paged data) parse the same as linear ones.
+ * tags, IPv4, IPv6 with a bounded walk of extension headers, TCP. The fixed
+ * headers are read with tw_load() (straight from the linear data when they
+ * are there, else bpf_skb_load_bytes); VLAN tags and extension headers, rare
+ * and read in loops, always with the helper (two ways to read each would
+ * multiply the verifier's paths). Non-linear skbs (GSO super-packets, paged
+ * data) parse the same as linear ones.
  */
 #ifndef TLSWALL_BPF_LIB_PARSE_BPF_H
 #define TLSWALL_BPF_LIB_PARSE_BPF_H
 
 #include "lib/common.bpf.h"
+
+#define TW_DIRECT_MAX_OFF 1024 /* headers further in are read with the helper */
+
+/* Reads `len` (a constant) bytes at `off` into dst: directly from the linear
+ * packet data when they are there (no helper call: the common case on
+ * egress), else with bpf_skb_load_bytes (paged data). 0 or -errno. */
+static __always_inline int tw_load(struct __sk_buff *skb, __u32 off, void *dst, const __u32 len)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (off < TW_DIRECT_MAX_OFF) {
+		__u8 *at;
+
+		barrier_var(off);
+		off &= TW_DIRECT_MAX_OFF - 1;
+		at = (__u8 *)data + off;
+		if ((void *)(at + len) <= end) {
+			__builtin_memcpy(dst, at, len);
+			return 0;
+		}
+	}
+	return bpf_skb_load_bytes(skb, off, dst, len);
+}
 
 enum tw_parse_result {
 	TW_PARSE_TCP = 0,	/* key, ports, seq, flags and payload bounds are set */
@@ -42,7 +69,7 @@ static __always_inline int tw_parse_tcp(struct __sk_buff *skb, struct tw_pkt *p,
 	struct tcphdr th;
 	__u32 doff, end;
 
-	if (bpf_skb_load_bytes(skb, l4_off, &th, sizeof(th)) < 0)
+	if (tw_load(skb, l4_off, &th, sizeof(th)) < 0)
 		return TW_PARSE_MALFORMED;
 	doff = (__u32)th.doff * 4;
 	if (doff < sizeof(th))
@@ -70,7 +97,7 @@ static __always_inline int tw_parse_ipv4(struct __sk_buff *skb, struct tw_pkt *p
 	__u32 ihl, tot;
 	__u16 frag;
 
-	if (bpf_skb_load_bytes(skb, off, &ip, sizeof(ip)) < 0)
+	if (tw_load(skb, off, &ip, sizeof(ip)) < 0)
 		return TW_PARSE_MALFORMED;
 	if (ip.version != 4)
 		return TW_PARSE_MALFORMED;
@@ -128,7 +155,7 @@ static __always_inline int tw_parse_ipv6(struct __sk_buff *skb, struct tw_pkt *p
 	__u8 ext[8];
 	int i;
 
-	if (bpf_skb_load_bytes(skb, off, &ip6, sizeof(ip6)) < 0)
+	if (tw_load(skb, off, &ip6, sizeof(ip6)) < 0)
 		return TW_PARSE_MALFORMED;
 	if (ip6.version != 6)
 		return TW_PARSE_MALFORMED;
@@ -211,7 +238,7 @@ static __always_inline int tw_parse(struct __sk_buff *skb, struct tw_pkt *p, con
 			return tw_parse_ipv6(skb, p, 0);
 		return TW_PARSE_NOT_TCP;
 	}
-	if (bpf_skb_load_bytes(skb, 12, &proto, sizeof(proto)) < 0)
+	if (tw_load(skb, 12, &proto, sizeof(proto)) < 0)
 		return TW_PARSE_MALFORMED;
 	proto = bpf_ntohs(proto);
 	for (i = 0; i < TW_MAX_VLAN_TAGS; i++) {
