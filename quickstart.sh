@@ -12,9 +12,9 @@ BUILD_DIR=${TLSWALL_BUILD_DIR:-$PWD/build}
 PACKAGES=(
   cmake make g++ pkg-config clang llvm bpftool
   libbpf-dev libelf-dev zlib1g-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
-  libssl-dev libgtest-dev libgmock-dev
+  libssl-dev libgtest-dev libgmock-dev libthrift-dev thrift-compiler libboost-dev
   iproute2 procps openssl curl socat nginx-light python3 python3-scapy
-  iperf3 wrk stunnel4 haproxy
+  iperf3 wrk stunnel4 haproxy rsyslog jq
 )
 
 die() { echo "quickstart: $*" >&2; exit 1; }

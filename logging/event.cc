@@ -49,6 +49,45 @@ const char* event_type_name(EventType t) {
   return "unknown";
 }
 
+EventClass event_class(EventType t) {
+  switch (t) {
+    case EventType::kPlaintextReported:
+    case EventType::kPlaintextBlocked:
+    case EventType::kTlsBelowMinimum:
+    case EventType::kUpgradeFailed:
+      return EventClass::kSecurity;
+    case EventType::kStateLost:
+    case EventType::kSocketDestroyFailed:
+    case EventType::kUpgraded:
+      return EventClass::kOther;
+    case EventType::kAgentStarted:
+    case EventType::kAgentStopped:
+    case EventType::kPolicyApplied:
+    case EventType::kPolicyRejected:
+    case EventType::kModeChanged:
+    case EventType::kEventsDropped:
+    case EventType::kInterfaceDetached:
+    case EventType::kSinkDegraded:
+    case EventType::kSinkRecovered:
+    case EventType::kAttachmentRestored:
+    case EventType::kUserSpaceGap:
+      return EventClass::kControl;
+  }
+  return EventClass::kOther;
+}
+
+const char* event_class_name(EventClass c) {
+  switch (c) {
+    case EventClass::kControl:
+      return "control";
+    case EventClass::kSecurity:
+      return "security";
+    case EventClass::kOther:
+      return "other";
+  }
+  return "other";
+}
+
 const char* severity_name(Severity s) {
   switch (s) {
     case Severity::kInfo:
@@ -127,6 +166,7 @@ std::string render_json(const Event& e, const std::string& host, const std::stri
   if (e.first_time) o.add("first_time", format_time(*e.first_time));
   if (e.last_time) o.add("last_time", format_time(*e.last_time));
   opt("sink", e.sink);
+  if (e.total) o.add("total", e.total);
   return o.str();
 }
 

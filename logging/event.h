@@ -29,22 +29,23 @@ enum class EventType : uint16_t {
   kEventsDropped = 9,      // events lost before they could be delivered (count, reason, sink)
   kSocketDestroyFailed = 10,
   kInterfaceDetached = 11,
-  kUpgraded = 12,        // plaintext client moved onto TLS by the upgrade proxy
-  kUpgradeFailed = 13,   // the upgrade proxy could not complete TLS for a flow
-  kModeChanged = 14,     // a rule's mode changed live (mode, previous_mode)
-  kSinkDegraded = 15,    // a sink cannot deliver (sink, reason, message)
-  kSinkRecovered = 16,   // a degraded sink delivers again (sink)
+  kUpgraded = 12,            // plaintext client moved onto TLS by the upgrade proxy
+  kUpgradeFailed = 13,       // the upgrade proxy could not complete TLS for a flow
+  kModeChanged = 14,         // a rule's mode changed live (mode, previous_mode)
+  kSinkDegraded = 15,        // a sink cannot deliver (sink, reason, message)
+  kSinkRecovered = 16,       // a degraded sink delivers again (sink)
   kAttachmentRestored = 17,  // our tc filter was removed/replaced; re-attached (interface)
   kUserSpaceGap = 18,        // a start after a stop/crash: how long, how many events lost (count)
 };
-inline constexpr uint16_t kEventTypeMax = 16;  // highest number in use
+inline constexpr uint16_t kEventTypeMax = 18;  // highest number in use
 
 // "unknown" for a number that is not a type.
 const char* event_type_name(EventType t);
 
 // How the pipeline treats a type when queues fill up (README "Floods").
-//  kControl:  agent lifecycle, policy, mode changes, drop and sink reports:
-//             rare, never pushed out by floods (last reserved slots).
+//  kControl:  agent lifecycle, policy, mode changes, attachment repairs,
+//             drop and sink reports: rare, never pushed out by floods
+//             (the last reserved slots).
 //  kSecurity: plaintext_*, tls_below_minimum, upgrade_failed: what alerts
 //             fire on; have a reserved share of every queue.
 //  kOther:    state_lost, upgraded, socket_destroy_failed: may only use the
@@ -87,9 +88,9 @@ struct Event {
   uint64_t seq = 0;
   std::optional<FlowEndpoints> flow;
   std::optional<Owner> owner;
-  std::string action;  // "drop" | "report" | "pass"
-  std::string reason;  // enum tw_reason name, or the stage of an events_dropped
-  std::string mode;    // "monitor" | "enforce"
+  std::string action;         // "drop" | "report" | "pass"
+  std::string reason;         // enum tw_reason name, or the stage of an events_dropped
+  std::string mode;           // "monitor" | "enforce"
   std::string previous_mode;  // mode_changed only
   std::string boundary;
   std::string rule;
@@ -101,6 +102,9 @@ struct Event {
   // Aggregated events: time of the first and last occurrence they stand for.
   std::optional<std::chrono::system_clock::time_point> first_time;
   std::optional<std::chrono::system_clock::time_point> last_time;
+  // events_dropped: everything lost at this stage (reason) and sink since
+  // the agent started; exact even when earlier reports were lost.
+  uint64_t total = 0;
   uint64_t sock_cookie = 0;
   std::string sink;     // sink_degraded / sink_recovered / events_dropped at a sink
   std::string message;  // human detail (errors, reload results)

@@ -108,9 +108,9 @@ address = "logs.example:514"
   EXPECT_EQ(c.syslog[0].port, 6514);
   EXPECT_EQ(c.syslog[0].facility, "authpriv");
   EXPECT_EQ(c.syslog[1].host, "logs.example");
-  // Only Scribe lingers to fill batches by default.
-  EXPECT_EQ(c.syslog[0].common.batch_delay_ms, 0u);
-  EXPECT_EQ(c.json[0].common.batch_delay_ms, 0u);
+  // Scribe lingers longest to fill batches (a Thrift call each).
+  EXPECT_EQ(c.syslog[0].common.batch_delay_ms, 5u);
+  EXPECT_EQ(c.json[0].common.batch_delay_ms, 5u);
   EXPECT_EQ(Parse("[events.scribe]\naddress = \"h:1\"\n").scribe[0].common.batch_delay_ms, 50u);
 }
 
