@@ -76,8 +76,8 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
     throw std::runtime_error(where(name, e.source()) + ": " + std::string(e.description()));
   }
   check_keys(name, root,
-             {"interfaces", "policy", "pin_root", "on_stop", "fail_mode", "control", "events", "log",
-              "bpf"},
+             {"interfaces", "policy", "pin_root", "on_stop", "fail_mode", "control", "events",
+              "log", "bpf"},
              "the agent config");
   AgentConfig c;
   c.source = name;
@@ -108,10 +108,13 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
     c.control_socket = resolve(base_dir, get_string(name, *t, "socket", c.control_socket));
     c.control_group = get_string(name, *t, "group", "");
   }
+  // [events] belongs to the logging room: sinks, ids, aggregation.
   if (const toml::table* t = get_table(name, root, "events")) {
-    check_keys(name, *t, {"json_file"}, "[events]");
-    c.events_json = resolve(base_dir, get_string(name, *t, "json_file", c.events_json));
+    c.events = logging::parse_events_config(*t, name, base_dir);
+  } else {
+    c.events = logging::parse_events_config(toml::table{}, name, base_dir);
   }
+  c.events_json = c.events.json.empty() ? "" : c.events.json.front().path;
   if (const toml::table* t = get_table(name, root, "log")) {
     check_keys(name, *t, {"level"}, "[log]");
     c.log_level = get_string(name, *t, "level", c.log_level);

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "logging/event_pipeline.h"
+
 namespace tlswall::agent {
 
 struct AgentConfig {
@@ -14,8 +16,9 @@ struct AgentConfig {
   std::string policy_path;
   std::string pin_root = "/sys/fs/bpf/tlswall";
   std::string control_socket = "/run/tlswall/control.sock";
-  std::string control_group;  // "" = root only
-  std::string events_json = "/var/log/tlswall/events.jsonl";
+  std::string control_group;                                  // "" = root only
+  std::string events_json = "/var/log/tlswall/events.jsonl";  // first JSON sink, "" if none
+  logging::PipelineConfig events = logging::default_events_config();
   std::string log_level = "info";
   // What SIGTERM leaves behind: "keep-enforcing" (filters and pinned tables
   // stay, the kernel goes on judging with the last policy) or "detach".

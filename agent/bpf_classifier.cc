@@ -1,13 +1,13 @@
 #include "agent/bpf_classifier.h"
 
+#include <fcntl.h>
 #include <net/if.h>
 #include <net/if_arp.h>
+#include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
-#include <sched.h>
-#include <sys/stat.h>
-#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 

@@ -127,7 +127,13 @@ Daemon::Daemon(AgentConfig config)
   // The policy must be valid before anything touches the kernel.
   apply_policy(/*initial=*/true);
 
-  events_ = std::make_unique<logging::JsonLinesSink>(config_.events_json, host_, TLSWALL_VERSION);
+  // After the policy is valid, before the kernel is touched: a JSON file that
+  // cannot be opened stops start-up; an unreachable Scribe or syslog does
+  // not (it spools and shows as degraded).
+  logging::PipelineConfig pc = config_.events;
+  pc.host = host_;
+  pc.agent_version = TLSWALL_VERSION;
+  events_ = logging::make_event_pipeline(pc);
 
   const BpffsResult fs = ensure_bpffs(config_.pin_root);
   bpffs_ = fs.mount_point;
@@ -408,7 +414,7 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
 }
 
 void Daemon::emit(Event e) {
-  if (events_) events_->write(e);
+  if (events_) events_->submit(std::move(e));  // never blocks, never throws
 }
 
 void Daemon::periodic() {
@@ -421,6 +427,7 @@ void Daemon::periodic() {
     e.type = EventType::kEventsDropped;
     e.severity = Severity::kError;
     e.count = lost - kernel_events_lost_seen_;
+    e.total = lost;
     e.reason = "ring_buffer_full";
     e.message = "kernel events lost because the ring buffer was full";
     kernel_events_lost_seen_ = lost;
@@ -480,9 +487,16 @@ StatusReport Daemon::status() const {
   s.cgroup2 = cgroup2_;
   s.events_received = events_received_;
   if (events_) {
-    s.events_written = events_->written();
-    s.events_write_failed = events_->failed();
-    s.events_path = events_->path();
+    s.event_pipeline = events_->health();
+    for (const auto& k : s.event_pipeline.sinks) {
+      if (k.kind == "json") {
+        s.events_path = k.target;
+        s.events_written = k.delivered;
+        break;
+      }
+    }
+    s.events_write_failed = s.event_pipeline.dropped_queue;
+    for (const auto& k : s.event_pipeline.sinks) s.events_write_failed += k.dropped;
   }
   s.sockets_destroyed = sockets_destroyed_;
   s.socket_destroy_failed = socket_destroy_failed_;
@@ -635,7 +649,7 @@ int Daemon::run() {
   log.info("{}", stopped.message);
   notify_systemd("STOPPING=1");
   emit(std::move(stopped));
-  if (events_) events_->flush();
+  if (events_) events_->flush(2000);
   return 0;
 }
 

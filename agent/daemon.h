@@ -14,7 +14,7 @@
 #include "agent/control_socket.h"
 #include "agent/policy_tables.h"
 #include "agent/status_report.h"
-#include "logging/json_lines_sink.h"
+#include "logging/event_pipeline.h"
 #include "policy/policy.h"
 
 struct ring_buffer;
@@ -63,7 +63,7 @@ class Daemon {
   bool bpffs_mounted_at_pin_root_ = false;
   std::string cgroup2_;
   bool cgroup2_mounted_by_us_ = false;
-  std::unique_ptr<logging::JsonLinesSink> events_;
+  std::unique_ptr<logging::EventPipeline> events_;
   std::unique_ptr<TcClassifier> classifier_;
   std::unique_ptr<BpfPolicyMaps> maps_;
   std::unique_ptr<PolicyPublisher> publisher_;

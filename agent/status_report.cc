@@ -185,6 +185,7 @@ std::string render_status_json(const StatusReport& s) {
       .add_raw("counters", counters.str())
       .add_raw("drops_by_reason", drops.str())
       .add_raw("events", events.str())
+      .add_raw("event_pipeline", logging::render_health_json(s.event_pipeline))
       .add_raw("sockets", JsonObject()
                               .add("destroyed", s.sockets_destroyed)
                               .add("destroy_failed", s.socket_destroy_failed)
@@ -244,9 +245,11 @@ std::string render_status_text(const StatusReport& s) {
   row("received", std::to_string(s.events_received));
   row("written", std::to_string(s.events_written));
   row("lost (ring buffer)", std::to_string(s.counters[TW_CNT_EVENTS_LOST]));
-  row("lost (write failed)", std::to_string(s.events_write_failed));
+  row("lost (pipeline)", std::to_string(s.events_write_failed));
   row("sockets destroyed", std::to_string(s.sockets_destroyed) + " (failed " +
                                std::to_string(s.socket_destroy_failed) + ")");
+  o << "Event sinks\n";
+  for (const auto& [k, v] : logging::health_rows(s.event_pipeline)) row(k, v);
   return o.str();
 }
 

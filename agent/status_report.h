@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "logging/event_pipeline.h"
+
 extern "C" {
 #include "abi/tlswall_abi.h"
 }
@@ -53,6 +55,7 @@ struct StatusReport {
   uint64_t sockets_destroyed = 0;
   uint64_t socket_destroy_failed = 0;
   std::string events_path;
+  logging::PipelineHealth event_pipeline;
 };
 
 // "monitor", "enforce", "mixed" or "none" over the rules.

@@ -1,4 +1,6 @@
 // tlswalld: the tlswall agent daemon.
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -82,7 +84,10 @@ int main(int argc, char** argv) {
     if (!interfaces.empty()) cfg.interfaces = interfaces;
     if (!policy.empty()) cfg.policy_path = policy;
     if (!control.empty()) cfg.control_socket = control;
-    if (!events.empty()) cfg.events_json = events;
+    if (!events.empty()) {
+      cfg.events_json = events;
+      logging::override_json_path(cfg.events, events);
+    }
     if (!pin_root.empty()) cfg.pin_root = pin_root;
     if (!level.empty()) cfg.log_level = level;
     logging::init(cfg.log_level);
@@ -98,6 +103,14 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "tlswalld: must run as root (needs CAP_BPF, CAP_NET_ADMIN)\n");
       return 1;
     }
+    // Block the signals the daemon handles (signalfd) before any thread
+    // exists: threads inherit the mask, so none can take SIGTERM's default.
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &mask, nullptr);
     agent::Daemon d(std::move(cfg));
     return d.run();
   } catch (const std::exception& e) {

@@ -19,6 +19,10 @@ Layout:
                             2001:db8:2::10/32 (inside boundary 2001:db8:2::/48)
                             2001:db8:1::10/32 (outside)
 
+    optional (add_routed_ns): app ns app0 198.18.64.2/24 -- gw0 198.18.64.1/24
+    in the client ns, which forwards it out of eth0 (flows with no local
+    socket there: a blocked one is not destroyed and keeps retransmitting)
+
 Stdlib only; run with /usr/bin/python3 (Debian's).
 """
 
@@ -52,6 +56,9 @@ SRV_BOUNDARY_V6 = "2001:db8:2::10"
 SRV_OUTSIDE_V6 = "2001:db8:1::10"
 SERVER_V4 = [SRV_BOUNDARY_V4, SRV_OUTSIDE_V4, SRV_EXEMPT_V4]
 SERVER_V6 = [SRV_BOUNDARY_V6, SRV_OUTSIDE_V6]
+# Optional routed "app" namespace behind the client ns (Sandbox.add_routed_ns).
+APP_V4 = "198.18.64.2"
+APP_GW_V4 = "198.18.64.1"
 
 _ALLOWED_NETS = [ipaddress.ip_network("198.18.0.0/15"), ipaddress.ip_network("2001:db8::/32")]
 
@@ -253,6 +260,7 @@ class Sandbox:
         self.prefix = f"tw{os.getpid()}{tag[:4]}{_COUNTER[0]}"
         self.client_ns = f"{self.prefix}c"
         self.server_ns = f"{self.prefix}s"
+        self.app_ns = f"{self.prefix}a"  # only with add_routed_ns()
         self.verbose = verbose
         self.tmp = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.procs: list[Proc] = []
@@ -290,7 +298,7 @@ class Sandbox:
         return r
 
     def _ours(self, ns: str) -> str:
-        if ns not in (self.client_ns, self.server_ns) or ns not in self.created_ns:
+        if ns not in (self.client_ns, self.server_ns, self.app_ns) or ns not in self.created_ns:
             raise SandboxError(f"refusing to act on namespace {ns!r}: not created by this sandbox")
         return ns
 
@@ -338,6 +346,43 @@ class Sandbox:
         for a in (CLIENT_V4, CLIENT_V6):
             self._sh(["ip", "-n", s, "neigh", "replace", a, "lladdr", mac_c, "dev", "srv0", "nud", "permanent"])
         self.log(f"network up: {c} <-> {s}")
+
+    def add_routed_ns(self) -> str:
+        """Optional third namespace ("app", like a container behind a host):
+        app0 198.18.64.2/24 in it, gw0 198.18.64.1/24 in the client ns, which
+        forwards its traffic out of eth0. tc egress on eth0 judges those flows,
+        but no socket of the client ns owns them, so tlswalld cannot destroy
+        them: a blocked flow stays open and its sender keeps retransmitting
+        (what "blocked flows stay blocked" needs across a restart). Same
+        safety rules: created here, test addresses only, removed by close().
+        Returns the namespace name."""
+        if self.app_ns in self.created_ns:
+            return self.app_ns
+        a, c, s = self.app_ns, self._ours(self.client_ns), self._ours(self.server_ns)
+        existing = self._sh(["ip", "netns", "list"]).stdout
+        if any(line.split()[0] == a for line in existing.splitlines() if line.strip()):
+            raise SandboxError(f"namespace {a} already exists (stale run?); refusing to reuse it")
+        self._sh(["ip", "netns", "add", a])
+        self.created_ns.append(a)
+        self._sh(["ip", "-n", a, "link", "set", "lo", "up"])
+        self._sh(["ip", "-n", c, "link", "add", "gw0", "type", "veth", "peer", "name", "app0", "netns", a])
+        self._sh(["ip", "-n", c, "addr", "add", f"{check_addr(APP_GW_V4)}/24", "dev", "gw0"])
+        self._sh(["ip", "-n", a, "addr", "add", f"{check_addr(APP_V4)}/24", "dev", "app0"])
+        self._sh(["ip", "-n", c, "link", "set", "gw0", "up"])
+        self._sh(["ip", "-n", a, "link", "set", "app0", "up"])
+        self._sh(["ip", "-n", a, "route", "add", "default", "via", APP_GW_V4])
+        self._sh(["ip", "netns", "exec", c, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        mac_gw, mac_app, mac_c = self._mac(c, "gw0"), self._mac(a, "app0"), self._mac(c, "eth0")
+        self._sh(["ip", "-n", a, "neigh", "replace", APP_GW_V4, "lladdr", mac_gw, "dev", "app0", "nud", "permanent"])
+        self._sh(["ip", "-n", c, "neigh", "replace", APP_V4, "lladdr", mac_app, "dev", "gw0", "nud", "permanent"])
+        # The server sees 198.18.0.0/15 on-link: send the app's replies to
+        # the client ns's eth0, which routes them on to gw0.
+        self._sh(["ip", "-n", s, "neigh", "replace", APP_V4, "lladdr", mac_c, "dev", "srv0", "nud", "permanent"])
+        self.log(f"routed namespace up: {a} -> {c} -> {s}")
+        return a
+
+    def app(self, cmd: list[str], **kw) -> "Result":
+        return self.run(self.app_ns, cmd, **kw)
 
     def _mac(self, ns: str, dev: str) -> str:
         info = json.loads(self._sh(["ip", "-n", ns, "-j", "link", "show", dev]).stdout)
@@ -586,6 +631,7 @@ class Daemon:
         cfg["control"]["socket"] = self.socket
         cfg["control"]["group"] = ""
         cfg.setdefault("events", {})["json_file"] = str(self.events)
+        cfg["events"]["state_dir"] = str(self.dir / "state")  # ids, disk buffers
         cfg.setdefault("log", {})["level"] = log_level
         for k, v in (extra or {}).items():
             if isinstance(v, dict):
