@@ -74,18 +74,6 @@ std::vector<std::pair<uint32_t, std::string>> find_table_pins(const std::string&
   return out;
 }
 
-OwnedFd::~OwnedFd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-OwnedFd& OwnedFd::operator=(OwnedFd&& o) noexcept {
-  if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = o.release();
-  }
-  return *this;
-}
-
 OwnedFd open_pin(const std::string& path) {
   const int fd = bpf_obj_get(path.c_str());
   if (fd >= 0) return OwnedFd(fd);

@@ -13,6 +13,8 @@ extern "C" {
 #include "abi/tlswall_abi.h"
 }
 
+#include "agent/owned_fd.h"
+
 namespace tlswall::agent {
 
 // "<root>/<table>_v<schema>".
@@ -21,27 +23,6 @@ std::string pin_path(const std::string& root, const std::string& table, uint32_t
 // Pins of `table` present under root, any schema: (schema, path), ascending.
 std::vector<std::pair<uint32_t, std::string>> find_table_pins(const std::string& root,
                                                               const std::string& table);
-
-// An owned fd (closed on destruction).
-class OwnedFd {
- public:
-  OwnedFd() = default;
-  explicit OwnedFd(int fd) : fd_(fd) {}
-  ~OwnedFd();
-  OwnedFd(OwnedFd&& o) noexcept : fd_(o.release()) {}
-  OwnedFd& operator=(OwnedFd&& o) noexcept;
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-  int get() const { return fd_; }
-  int release() {
-    const int f = fd_;
-    fd_ = -1;
-    return f;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 // Opens a pinned object; an empty OwnedFd if nothing is pinned there.
 // Throws if something is there but cannot be opened.

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "agent/owned_fd.h"
 #include "logging/log.h"
 
 namespace tlswall::agent {
@@ -47,20 +48,6 @@ bool write_all(int fd, const std::string& data) {
   return true;
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
-
 }  // namespace
 
 ControlServer::ControlServer(const std::string& path, const std::string& group) : path_(path) {
@@ -72,7 +59,7 @@ ControlServer::ControlServer(const std::string& path, const std::string& group) 
   }
   const sockaddr_un addr = make_addr(path);
   {
-    Fd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    OwnedFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (probe.get() >= 0 &&
         ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) {
       throw std::runtime_error("another tlswalld is already answering on " + path);
@@ -121,7 +108,7 @@ ControlServer::~ControlServer() {
 }
 
 void ControlServer::serve_one(const std::function<ControlReply(const ControlRequest&)>& handler) {
-  Fd c(::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  OwnedFd c(::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
   if (c.get() < 0) return;
   ControlRequest req;
   ucred cred{};
@@ -152,7 +139,7 @@ void ControlServer::serve_one(const std::function<ControlReply(const ControlRequ
 
 ControlReply control_call(const std::string& socket_path, const std::string& command) {
   const sockaddr_un addr = make_addr(socket_path);
-  Fd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  OwnedFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (s.get() < 0) throw std::runtime_error("socket: " + errstr());
   if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
     throw std::runtime_error("cannot reach tlswalld at " + socket_path + ": " + errstr() +

@@ -20,6 +20,7 @@
 
 #include <bpf/libbpf.h>
 
+#include "agent/owned_fd.h"
 #include "agent/sock_destroy.h"
 #include "agent/sys_mounts.h"
 #include "logging/log.h"
@@ -79,20 +80,6 @@ bool private_mount_namespace() {
   if (::stat("/proc/self/ns/mnt", &self) != 0 || ::stat("/proc/1/ns/mnt", &init) != 0) return false;
   return self.st_ino != init.st_ino;
 }
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 std::string join_diagnostics(const std::vector<policy::Diagnostic>& diags, bool errors_only) {
   std::string out;
@@ -550,9 +537,9 @@ int Daemon::run() {
   sigaddset(&mask, SIGINT);
   sigaddset(&mask, SIGHUP);
   if (sigprocmask(SIG_BLOCK, &mask, nullptr) != 0) throw std::runtime_error("sigprocmask failed");
-  Fd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
-  Fd tfd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
-  Fd ep(::epoll_create1(EPOLL_CLOEXEC));
+  OwnedFd sfd(::signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK));
+  OwnedFd tfd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
+  OwnedFd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (sfd.get() < 0 || tfd.get() < 0 || ep.get() < 0)
     throw std::runtime_error(std::string("event loop: ") + std::strerror(errno));
   // Four ticks a second: a removed filter is back well within a second.

@@ -292,10 +292,9 @@ constexpr size_t kMetaFields =
     TW_SUM2(tw_meta, heartbeat_unix_ns, events_lost_reported) +
     TW_SUM2(tw_meta, first_started_unix_ns, agent_version) + TW_FIELD_SIZE(tw_meta, policy_hash) +
     TW_SUM2(tw_meta, fail_closed, pad);
-constexpr size_t kIfaceRecFields = TW_SUM2(tw_iface_rec, ifindex, created_qdisc) +
-                                   TW_SUM2(tw_iface_rec, l3, pad) +
-                                   TW_FIELD_SIZE(tw_iface_rec, name) +
-                                   TW_SUM2(tw_iface_rec, netns_ino, netns_dev);
+constexpr size_t kIfaceRecFields =
+    TW_SUM2(tw_iface_rec, ifindex, created_qdisc) + TW_SUM2(tw_iface_rec, l3, pad) +
+    TW_FIELD_SIZE(tw_iface_rec, name) + TW_SUM2(tw_iface_rec, netns_ino, netns_dev);
 constexpr size_t kFlowKeyFields =
     TW_SUM2(tw_flow_key, saddr, daddr) + TW_SUM2(tw_flow_key, sport, dport) +
     TW_SUM2(tw_flow_key, family, proto) + TW_FIELD_SIZE(tw_flow_key, pad);
