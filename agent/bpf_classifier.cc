@@ -22,6 +22,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "agent/tc_filters.h"
 #include "logging/log.h"
 #include "tc_classifier.skel.h"
 
@@ -284,7 +285,12 @@ TcClassifier::TcClassifier(const ClassifierOptions& opts) : opts_(opts) {
   if (mem == MAP_FAILED) throw std::runtime_error("cannot mmap the state table: " + errstr(errno));
   generation_word_ = static_cast<uint64_t*>(mem);
 
-  if (old_flows.get() >= 0) migrate_flows(old_flows.get(), old_flows_schema);
+  // The flow copy waits until after the switch (take_over): copied now, a
+  // flow that progresses under the old program before the switch would keep
+  // a stale copy here. Until the copy, the new program reads misses from the
+  // old table.
+  old_flows_ = std::move(old_flows);
+  old_flows_schema_ = old_flows_schema;
   if (old_counters.get() >= 0 || old_drops.get() >= 0) {
     migrate_counters(old_counters.get(), old_drops.get());
   }
@@ -423,6 +429,11 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
     }
     if (!current) ::unlink(path.c_str());
   }
+  if (old_flows_.get() >= 0) {
+    // Only entries the new table lacks: a flow the new program has already
+    // seen (or converted on a miss) is newer than the old table's copy.
+    migrate_flows(old_flows_.get(), old_flows_schema_);
+  }
   pin_replace(egress_prog_fd(), pin_path(opts_.pin_root, "prog_egress", 1));
   pin_replace(egress_l3_prog_fd(), pin_path(opts_.pin_root, "prog_egress_l3", 1));
 
@@ -455,7 +466,50 @@ bool TcClassifier::repair_attachments(
     const std::function<void(const std::string&, const std::string&)>& restored) {
   bool ok = true;
   for (auto& a : attachments_) {
-    if (still_attached(a)) continue;
+    if (still_attached(a)) {
+      // In place, but does another filter run before ours? It would see
+      // (and could pass) every packet first.
+      std::vector<TcFilterEntry> chain;
+      try {
+        chain = list_egress_filters(a.ifindex);
+      } catch (const std::exception& e) {
+        log().warn("cannot read the egress filters of {}: {}", a.ifname, e.what());
+        continue;
+      }
+      const TcFilterEntry* first = first_egress_filter(chain);
+      if (!first ||
+          (first->priority == TcFilterId::kPriority && first->handle == TcFilterId::kHandle)) {
+        continue;
+      }
+      const std::string why = "a foreign " + first->kind + " filter (prio " +
+                              std::to_string(first->priority) + ", handle 0x" +
+                              [&] {
+                                char b[16];
+                                std::snprintf(b, sizeof(b), "%x", first->handle);
+                                return std::string(b);
+                              }() +
+                              ") was put in front of ours";
+      try {
+        // A filter added at a priority goes first among its peers: take ours
+        // out and put it back in front.
+        const int prog = a.kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
+        tc_detach(a.ifindex, a.ifname, false);
+        tc_attach_or_replace(a.ifindex, a.ifname, prog);
+        const TcFilterEntry* now = first_egress_filter(list_egress_filters(a.ifindex));
+        if (now && now->priority == TcFilterId::kPriority && now->handle == TcFilterId::kHandle) {
+          restored(a.ifname, why + "; ours runs first again");
+        } else {
+          restored(a.ifname, why +
+                                 "; ours could NOT be moved in front (it runs at a lower "
+                                 "priority number?): remove the foreign filter");
+          ok = false;
+        }
+      } catch (const std::exception& e) {
+        log().error("cannot move the classifier in front on {}: {}", a.ifname, e.what());
+        ok = false;
+      }
+      continue;
+    }
     const unsigned idx = if_nametoindex(a.ifname.c_str());
     if (idx == 0) {
       ok = false;  // the interface is gone; nothing to attach to

@@ -144,6 +144,8 @@ class TcClassifier {
   std::vector<std::string> retire_;  // old pins to remove after take_over
   std::vector<std::string> to_pin_;  // table names (with schema) built new
   OwnedFd replaced_events_;
+  OwnedFd old_flows_;  // the replaced flow table, copied after the switch
+  uint32_t old_flows_schema_ = 0;
   std::vector<Attachment> attachments_;
   uint64_t* generation_word_ = nullptr;  // mmapped tw_state element 0
   size_t generation_map_len_ = 0;

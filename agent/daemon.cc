@@ -162,7 +162,15 @@ Daemon::Daemon(AgentConfig config)
       [c = classifier_.get()](uint64_t g) { c->set_generation(g); },
       [c = classifier_.get()]() { return c->generation(); });
   publisher_ = std::make_unique<PolicyPublisher>(*maps_);
-  // Policy in the tables before our programs judge a packet.
+  // Events the kernel queued while no daemon ran carry the previous run's
+  // generation: name them with this policy if it is the same one.
+  if (ad.previous && policy_->model.hash == ad.previous->policy_hash) {
+    history_[ad.previous->policy_generation] = policy_->compiled;
+  }
+  // Policy in the tables before our programs judge a packet. If the switch
+  // below fails, the generation goes back to the one the running programs
+  // used (its slot is untouched), so a failed start leaves them as they were.
+  const uint64_t generation_before = classifier_->generation();
   publish(policy_->model, policy_->compiled,
           ad.previous ? "start (adopted pins)" : "initial policy");
 
@@ -173,7 +181,18 @@ Daemon::Daemon(AgentConfig config)
   control_ = std::make_unique<ControlServer>(config_.control_socket, config_.control_group);
 
   // The switch: our programs replace whatever ran before, in place.
-  classifier_->take_over(config_.interfaces, TLSWALL_VERSION);
+  try {
+    classifier_->take_over(config_.interfaces, TLSWALL_VERSION);
+  } catch (const std::exception& ex) {
+    if (ad.previous) classifier_->set_generation(generation_before);
+    Event e;
+    e.type = EventType::kTakeoverFailed;
+    e.severity = Severity::kError;
+    e.message = std::string(ex.what()) +
+                (ad.previous ? "; the running release stays in force" : "; nothing was attached");
+    emit(std::move(e));
+    throw;
+  }
   classifier_->set_fail_closed(config_.fail_mode == "closed");
   kernel_events_lost_seen_ = classifier_->counters()[TW_CNT_EVENTS_LOST];
   report_adoption();

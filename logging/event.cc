@@ -45,6 +45,8 @@ const char* event_type_name(EventType t) {
       return "attachment_restored";
     case EventType::kUserSpaceGap:
       return "user_space_gap";
+    case EventType::kTakeoverFailed:
+      return "takeover_failed";
   }
   return "unknown";
 }
@@ -71,6 +73,7 @@ EventClass event_class(EventType t) {
     case EventType::kSinkRecovered:
     case EventType::kAttachmentRestored:
     case EventType::kUserSpaceGap:
+    case EventType::kTakeoverFailed:
       return EventClass::kControl;
   }
   return EventClass::kOther;

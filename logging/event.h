@@ -36,6 +36,7 @@ enum class EventType : uint16_t {
   kSinkRecovered = 16,       // a degraded sink delivers again (sink)
   kAttachmentRestored = 17,  // our tc filter was removed/replaced; re-attached (interface)
   kUserSpaceGap = 18,        // a start after a stop/crash: how long, how many events lost (count)
+  kTakeoverFailed = 19,      // a starting daemon could not take over; the previous one stays
 };
 inline constexpr uint16_t kEventTypeMax = 18;  // highest number in use
 

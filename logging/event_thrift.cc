@@ -35,6 +35,7 @@ TW_SAME(kSinkDegraded, SINK_DEGRADED);
 TW_SAME(kSinkRecovered, SINK_RECOVERED);
 TW_SAME(kAttachmentRestored, ATTACHMENT_RESTORED);
 TW_SAME(kUserSpaceGap, USER_SPACE_GAP);
+TW_SAME(kTakeoverFailed, TAKEOVER_FAILED);
 #undef TW_SAME
 static_assert(static_cast<int>(Severity::kInfo) == schema::Severity::INFO);
 static_assert(static_cast<int>(Severity::kNotice) == schema::Severity::NOTICE);
@@ -63,6 +64,7 @@ schema::EventType::type idl_type(EventType t) {
     case EventType::kSinkRecovered:
     case EventType::kAttachmentRestored:
     case EventType::kUserSpaceGap:
+    case EventType::kTakeoverFailed:
       return static_cast<schema::EventType::type>(t);
   }
   return static_cast<schema::EventType::type>(t);

@@ -42,6 +42,7 @@ enum EventType {
   SINK_RECOVERED = 16,         // a degraded sink delivers again
   ATTACHMENT_RESTORED = 17,    // the classifier was removed or replaced; re-attached
   USER_SPACE_GAP = 18,         // no daemon for a while: how long (message), events lost (count)
+  TAKEOVER_FAILED = 19,        // a starting daemon could not take over; the previous release stays
 }
 
 // Syslog severities are derived from these (info 6, notice 5, warning 4,
