@@ -1,0 +1,148 @@
+// Cost of the egress classifier per packet kind, measured in the kernel with
+// BPF_PROG_TEST_RUN (the kernel times each run; no network stack, no peer).
+// Separates the program's own cost from the tc hook's and the stack's, which
+// bench_enforce.py measures together. Loads the real classifier with a
+// private bpffs pin root; attaches nothing. Run as root:
+//   build/tests/bench/tlswall_bench_classifier
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <bpf/bpf.h>
+
+#include "agent/bpf_classifier.h"
+#include "agent/policy_tables.h"
+#include "packet_builder.h"
+#include "policy/policy.h"
+
+using namespace tlswall;
+using bpftest::Bytes;
+using bpftest::PacketBuilder;
+
+namespace {
+
+const char kPolicy[] = R"(
+version = "bench"
+[boundaries.remote]
+cidrs = ["198.18.128.0/17", "2001:db8:2::/48"]
+[[rules]]
+name = "remote"
+boundary = "remote"
+ports = [443, 80, "8000-8099"]
+mode = "enforce"
+)";
+
+Bytes hello() {
+  Bytes h = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03};
+  h.resize(517, 0x5a);
+  return h;
+}
+
+// One run of `frame`; returns the kernel-measured ns (repeat runs averaged).
+uint32_t run_ns(int prog, const Bytes& frame, int repeat, int* retval) {
+  Bytes out(frame.size() + 256);
+  LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = frame.data(), .data_out = out.data(),
+              .data_size_in = static_cast<uint32_t>(frame.size()),
+              .data_size_out = static_cast<uint32_t>(out.size()), .repeat = repeat);
+  if (bpf_prog_test_run_opts(prog, &o) != 0) throw std::runtime_error("test_run failed");
+  if (retval) *retval = static_cast<int>(o.retval);
+  return o.duration;
+}
+
+struct Stat {
+  std::vector<uint32_t> ns;
+  void add(uint32_t v) { ns.push_back(v); }
+  double median() {
+    std::sort(ns.begin(), ns.end());
+    return ns.empty() ? 0 : ns[ns.size() / 2];
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int flows = argc > 1 ? std::atoi(argv[1]) : 50000;
+  char tmpl[] = "/tmp/tlswall-bench-pins-XXXXXX";
+  if (!mkdtemp(tmpl) || mount("bpf", tmpl, "bpf", 0, "mode=0700") != 0) {
+    std::perror("private bpffs");
+    return 1;
+  }
+  int rc = 0;
+  try {
+    agent::ClassifierOptions opts;
+    opts.pin_root = tmpl;
+    agent::TcClassifier cls(opts);
+    agent::BpfPolicyMaps maps(
+        {cls.lpm4_fd(), cls.lpm6_fd(), cls.ports_fd(), cls.slots_fd()},
+        [&](uint64_t g) { cls.set_generation(g); }, [&] { return cls.generation(); });
+    agent::PolicyPublisher pub(maps);
+    const auto now = std::chrono::system_clock::now();
+    auto loaded = policy::load_policy_text("bench.toml", kPolicy, now);
+    if (!loaded.ok()) throw std::runtime_error("bench policy invalid");
+    pub.publish(policy::compile_policy(*loaded.policy, now));
+    const int prog = cls.egress_prog_fd();
+    const Bytes h = hello();
+
+    Stat syn_prot, syn_unprot, hello_pkt, data_after, pure_ack;
+    int ret = 0;
+    for (int i = 0; i < flows; ++i) {
+      const uint16_t sport = static_cast<uint16_t>(1024 + (i % 60000));
+      const char* src = i < 60000 ? "198.18.0.1" : (i < 120000 ? "198.18.0.2" : "198.18.0.3");
+      const uint32_t isn = 1000u + static_cast<uint32_t>(i) * 7u;
+      syn_prot.add(run_ns(
+          prog,
+          PacketBuilder().ipv4(src, "198.18.130.10").tcp(sport, 443, bpftest::kSyn, isn).build(), 1,
+          &ret));
+      hello_pkt.add(run_ns(prog,
+                           PacketBuilder()
+                               .ipv4(src, "198.18.130.10")
+                               .tcp(sport, 443, bpftest::kAck | bpftest::kPsh, isn + 1, 1)
+                               .payload(h)
+                               .build(),
+                           1, &ret));
+      if (ret != -1) throw std::runtime_error("a valid hello was not passed");
+      syn_unprot.add(run_ns(
+          prog,
+          PacketBuilder().ipv4(src, "198.18.1.10").tcp(sport, 443, bpftest::kSyn, isn).build(), 1,
+          &ret));
+    }
+    // Steady state of a verified flow: later data and pure ACKs (repeated).
+    const Bytes later = PacketBuilder()
+                            .ipv4("198.18.0.1", "198.18.130.10")
+                            .tcp(1024, 443, bpftest::kAck | bpftest::kPsh, 1000u + 1 + 517, 1)
+                            .payload(Bytes(1400, 0x17))
+                            .build();
+    const Bytes ack = PacketBuilder()
+                          .ipv4("198.18.0.1", "198.18.130.10")
+                          .tcp(1024, 443, bpftest::kAck, 1000u + 1 + 517, 1)
+                          .build();
+    for (int i = 0; i < 50; ++i) {
+      data_after.add(run_ns(prog, later, 1000, &ret));
+      pure_ack.add(run_ns(prog, ack, 1000, &ret));
+    }
+    std::printf("classifier cost per packet (median ns, BPF_PROG_TEST_RUN, %d new flows):\n",
+                flows);
+    std::printf("  SYN, protected destination (decide + flow insert)   %6.0f\n", syn_prot.median());
+    std::printf("  SYN, unprotected destination                        %6.0f\n",
+                syn_unprot.median());
+    std::printf("  first data packet: whole ClientHello judged          %6.0f\n",
+                hello_pkt.median());
+    std::printf("  later data packet of a verified flow (1 lookup)      %6.0f\n",
+                data_after.median());
+    std::printf("  pure ACK (no lookup)                                 %6.0f\n",
+                pure_ack.median());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_classifier: %s\n", e.what());
+    rc = 1;
+  }
+  umount2(tmpl, MNT_DETACH);
+  rmdir(tmpl);
+  return rc;
+}
