@@ -414,7 +414,9 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
                f.dport, std::strerror(-rc));
     }
   }
-  log.info("{} {} {}:{} -> {}:{} rule={} reason={}", logging::event_type_name(e.type), e.action,
+  // Per flow at debug: the event itself is the record (a flood must not
+  // become a journald flood).
+  log.debug("{} {} {}:{} -> {}:{} rule={} reason={}", logging::event_type_name(e.type), e.action,
            f.src, f.sport, f.dst, f.dport, e.rule, e.reason);
   emit(std::move(e));
 }

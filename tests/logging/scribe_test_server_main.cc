@@ -72,9 +72,14 @@ int main(int argc, char** argv) {
         std::cout << "error no --out" << std::endl;
         continue;
       }
-      std::ofstream f(out, std::ios::trunc);
-      for (const auto& e : server.entries()) f << e.message << "\n";
-      std::cout << "dumped " << server.entries().size() << std::endl;
+      // One snapshot, written and closed before the answer: a reader that
+      // sees "dumped N" finds all N lines.
+      const auto entries = server.entries();
+      {
+        std::ofstream f(out, std::ios::trunc);
+        for (const auto& e : entries) f << e.message << "\n";
+      }
+      std::cout << "dumped " << entries.size() << std::endl;
       continue;
     } else if (line == "quit") {
       break;
