@@ -38,7 +38,7 @@ enum class EventType : uint16_t {
   kUserSpaceGap = 18,        // a start after a stop/crash: how long, how many events lost (count)
   kTakeoverFailed = 19,      // a starting daemon could not take over; the previous one stays
 };
-inline constexpr uint16_t kEventTypeMax = 18;  // highest number in use
+inline constexpr uint16_t kEventTypeMax = 19;  // highest number in use
 
 // "unknown" for a number that is not a type.
 const char* event_type_name(EventType t);
