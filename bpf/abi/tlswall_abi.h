@@ -31,6 +31,7 @@
 #define TW_POLICY_SLOTS	    2	  /* double buffer: active + being written */
 #define TW_HELLO_PREFIX	    11	  /* ClientHello bytes judged (through client_version) */
 #define TW_MAX_PENDING_PKTS 32	  /* data packets before a flow is undecidable */
+#define TW_RECHECK_PKTS	    64 /* data packets whose overlap with the judged prefix is re-checked */
 
 /* ---- modes ---- */
 enum tw_mode {
@@ -277,7 +278,7 @@ struct tw_meta {
 	__u64 first_started_unix_ns; /* when these pins were first created */
 	char agent_version[32];	     /* NUL-terminated */
 	char policy_hash[72];	     /* hex sha256, NUL-terminated */
-	__u32 fail_closed; /* 1: teardown keeps enforcing unless told to open */
+	__u32 fail_closed;	     /* 1: teardown keeps enforcing unless told to open */
 	__u32 pad;
 };
 

@@ -331,12 +331,16 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 			tw_count_drop(TW_REASON_OUT_OF_WINDOW);
 			return TC_ACT_SHOT;
 		}
-	} else if (st->cls == TW_CLASS_TLS && p->payload_len &&
-		   (__s32)(p->seq - (st->isn + 1)) < TW_HELLO_PREFIX) {
+	} else if (st->cls == TW_CLASS_TLS && p->payload_len && st->data_pkts < TW_RECHECK_PKTS) {
 		/* A segment overlapping the judged prefix (a retransmission,
 		 * or one starting before it) must carry the same bytes there:
-		 * raw sockets or TCP_REPAIR could send others. */
-		tw_collect(skb, p, st);
+		 * raw sockets or TCP_REPAIR could send others. Only early in
+		 * the flow: a retransmission of the prefix comes before much
+		 * else, and after 4 GiB the sequence numbers wrap around and
+		 * name other bytes. */
+		st->data_pkts++;
+		if ((__s32)(p->seq - (st->isn + 1)) < TW_HELLO_PREFIX)
+			tw_collect(skb, p, st);
 	}
 
 	if (!st->protected_)

@@ -65,5 +65,31 @@ TEST_F(DegradedModeTest, EvictedFlowContinuesAsStateLost) {
   EXPECT_EQ(h().counters()[TW_CNT_FLOW_TABLE_FULL], 0u) << "LRU evicts, it never fails";
 }
 
+TEST_F(DegradedModeTest, SequenceWrapLongAfterTheHelloIsNotAnOverlap) {
+  // A fast flow sends 4 GiB in seconds: its sequence numbers wrap around and
+  // come back to ISN+1 with other bytes. Only the flow's first packets are
+  // re-checked against the judged prefix (a real retransmission of it comes
+  // early), so a verified flow is never blocked by its own wrap.
+  h().publish(fixture_policy());
+  const FlowSpec f = make_flow(4, kClient4, kRemote4, 45200, 443);
+  const uint32_t isn = 5000;
+  const Bytes hello = client_hello({0x0301, 0x0303, false, "api.example"});
+  ASSERT_EQ(h().verdict(f.segment(kSyn, isn)), kPass);
+  ASSERT_EQ(h().verdict(f.segment(kAck | kPsh, isn + 1, hello)), kPass);
+  uint32_t seq = isn + 1 + static_cast<uint32_t>(hello.size());
+  const Bytes bulk(1000, 0x17);
+  for (int i = 0; i < TW_RECHECK_PKTS + 4; ++i, seq += 1000) {
+    ASSERT_EQ(h().verdict(f.segment(kAck | kPsh, seq, bulk)), kPass);
+  }
+  // The wrapped stream reaches the ISN again: just before and exactly at it.
+  EXPECT_EQ(h().verdict(f.segment(kAck | kPsh, isn - 10, bulk)), kPass);
+  EXPECT_EQ(h().verdict(f.segment(kAck | kPsh, isn + 1, bulk)), kPass);
+  const auto st = h().flow(f);
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->cls, TW_CLASS_TLS);
+  EXPECT_EQ(h().counters()[TW_CNT_PACKETS_DROPPED], 0u);
+  EXPECT_TRUE(h().drain_events().empty());
+}
+
 }  // namespace
 }  // namespace tlswall::bpftest
