@@ -8,61 +8,21 @@
 
 #include <toml++/toml.h>
 
+#include "logging/config_toml.h"
+
 namespace tlswall::agent {
 namespace {
 
-std::string where(const std::string& name, const toml::source_region& r) {
-  return name + ":" + std::to_string(r.begin.line) + ":" + std::to_string(r.begin.column);
-}
-
-[[noreturn]] void fail(const std::string& name, const toml::node& n, const std::string& msg) {
-  throw std::runtime_error(where(name, n.source()) + ": " + msg);
-}
-
-void check_keys(const std::string& name, const toml::table& t, const std::set<std::string>& allowed,
-                const std::string& section) {
-  for (const auto& [k, v] : t) {
-    if (!allowed.count(std::string(k.str()))) {
-      std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-      throw std::runtime_error(where(name, k.source()) + ": unknown key '" + std::string(k.str()) +
-                               "' in " + section + " (accepted: " + list + ")");
-    }
-  }
-}
-
-std::string get_string(const std::string& name, const toml::table& t, const char* key,
-                       const std::string& def) {
-  const toml::node* n = t.get(key);
-  if (!n) return def;
-  if (!n->is_string()) fail(name, *n, std::string("'") + key + "' must be a string");
-  return n->value<std::string>().value();
-}
+using config::check_keys;
+using config::fail;
+using config::get_string;
+using config::get_table;
+using config::resolve;
+using config::where;
 
 uint32_t get_u32(const std::string& name, const toml::table& t, const char* key, uint32_t def,
                  uint32_t lo, uint32_t hi) {
-  const toml::node* n = t.get(key);
-  if (!n) return def;
-  if (!n->is_integer()) fail(name, *n, std::string("'") + key + "' must be an integer");
-  const int64_t v = n->value<int64_t>().value();
-  if (v < lo || v > hi) {
-    fail(name, *n,
-         std::string("'") + key + "' must be between " + std::to_string(lo) + " and " +
-             std::to_string(hi));
-  }
-  return static_cast<uint32_t>(v);
-}
-
-const toml::table* get_table(const std::string& name, const toml::table& t, const char* key) {
-  const toml::node* n = t.get(key);
-  if (!n) return nullptr;
-  if (!n->is_table()) fail(name, *n, std::string("'") + key + "' must be a table");
-  return n->as_table();
-}
-
-std::string resolve(const std::string& base_dir, const std::string& p) {
-  if (p.empty() || p == "-" || std::filesystem::path(p).is_absolute()) return p;
-  return (std::filesystem::path(base_dir) / p).lexically_normal().string();
+  return static_cast<uint32_t>(config::get_uint(name, t, key, def, lo, hi));
 }
 
 }  // namespace

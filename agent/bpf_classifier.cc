@@ -22,7 +22,6 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
-#include "agent/tc_filters.h"
 #include "logging/log.h"
 #include "tc_classifier.skel.h"
 
@@ -98,6 +97,12 @@ NetnsId netns_of(const char* path) {
 
 NetnsId current_netns() { return netns_of("/proc/self/ns/net"); }
 
+uint32_t prog_id_of(int prog_fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(prog_fd, &info, &len) == 0 ? info.id : 0;
+}
+
 bool map_compatible(int fd, const bpf_map* want) {
   bpf_map_info info{};
   uint32_t len = sizeof(info);
@@ -144,53 +149,6 @@ LinkKind link_kind(const std::string& ifname) {
                                std::to_string(ifr.ifr_hwaddr.sa_family) +
                                ", which the classifier cannot parse (Ethernet or L3 only)");
   }
-}
-
-bool tc_attach_or_replace(int ifindex, const std::string& ifname, int prog_fd) {
-  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
-  bool created = false;
-  int err = bpf_tc_hook_create(&hook);
-  if (err == 0) {
-    created = true;
-  } else if (err != -EEXIST) {
-    throw std::runtime_error("cannot create clsact qdisc on " + ifname + ": " + errstr(err));
-  }
-  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE,
-                      .handle = TcFilterId::kHandle, .priority = TcFilterId::kPriority);
-  err = bpf_tc_attach(&hook, &opts);
-  if (err) {
-    if (created) {
-      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-      bpf_tc_hook_destroy(&hook);
-    }
-    throw std::runtime_error("cannot attach tc egress filter on " + ifname + ": " + errstr(err));
-  }
-  return created;
-}
-
-void tc_detach(int ifindex, const std::string& ifname, bool remove_qdisc) {
-  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
-  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TcFilterId::kHandle,
-                      .priority = TcFilterId::kPriority);
-  int err = bpf_tc_detach(&hook, &opts);
-  if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
-    log().warn("detaching tc filter from {}: {}", ifname, errstr(err));
-  }
-  if (remove_qdisc) {
-    hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-    err = bpf_tc_hook_destroy(&hook);
-    if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
-      log().warn("removing clsact qdisc from {}: {}", ifname, errstr(err));
-    }
-  }
-}
-
-uint32_t tc_attached_prog_id(int ifindex) {
-  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
-  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TcFilterId::kHandle,
-                      .priority = TcFilterId::kPriority);
-  if (bpf_tc_query(&hook, &opts) != 0) return 0;
-  return opts.prog_id;
 }
 
 struct TcClassifier::Table {
@@ -279,6 +237,10 @@ TcClassifier::TcClassifier(const ClassifierOptions& opts) : opts_(opts) {
     throw std::runtime_error("cannot load the tc classifier into the kernel: " + errstr(err) +
                              " (details in the bpf log above)");
   }
+  // Program ids never change after load: the periodic attachment check
+  // compares against these instead of asking the kernel each time.
+  egress_prog_id_ = prog_id_of(egress_prog_fd());
+  egress_l3_prog_id_ = prog_id_of(egress_l3_prog_fd());
   generation_map_len_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   void* mem = mmap(nullptr, generation_map_len_, PROT_READ | PROT_WRITE, MAP_SHARED,
                    bpf_map__fd(skel_->maps.tw_state), 0);
@@ -299,7 +261,7 @@ TcClassifier::TcClassifier(const ClassifierOptions& opts) : opts_(opts) {
     const uint64_t now = unix_ns();
     const uint64_t hb = report_.previous->heartbeat_unix_ns;
     report_.gap_ns = now > hb ? now - hb : 0;
-    const uint64_t lost = counters()[TW_CNT_EVENTS_LOST];
+    const uint64_t lost = counter(TW_CNT_EVENTS_LOST);
     const uint64_t seen = report_.previous->events_lost_reported;
     report_.events_lost_in_gap = lost > seen ? lost - seen : 0;
   }
@@ -372,7 +334,7 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
   std::vector<Attachment> done;
   try {
     for (auto& a : want) {
-      const int prog = a.kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
+      const int prog = prog_fd_for(a.kind);
       bool created_before = false;
       for (const auto& r : recorded) {
         if (static_cast<int>(r.ifindex) == a.ifindex) created_before = r.created_qdisc;
@@ -454,12 +416,7 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
 
 bool TcClassifier::still_attached(const Attachment& a) const {
   const uint32_t id = tc_attached_prog_id(a.ifindex);
-  if (id == 0) return false;
-  const int fd = a.kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
-  bpf_prog_info info{};
-  uint32_t len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) return false;
-  return id == info.id;
+  return id != 0 && id == (a.kind == LinkKind::kEthernet ? egress_prog_id_ : egress_l3_prog_id_);
 }
 
 bool TcClassifier::repair_attachments(
@@ -492,7 +449,7 @@ bool TcClassifier::repair_attachments(
       try {
         // A filter added at a priority goes first among its peers: take ours
         // out and put it back in front.
-        const int prog = a.kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
+        const int prog = prog_fd_for(a.kind);
         tc_detach(a.ifindex, a.ifname, false);
         tc_attach_or_replace(a.ifindex, a.ifname, prog);
         const TcFilterEntry* now = first_egress_filter(list_egress_filters(a.ifindex));
@@ -520,7 +477,7 @@ bool TcClassifier::repair_attachments(
                                 : "another program replaced our filter";
     try {
       a.ifindex = static_cast<int>(idx);
-      const int prog = a.kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
+      const int prog = prog_fd_for(a.kind);
       if (tc_attach_or_replace(a.ifindex, a.ifname, prog)) a.created_qdisc = true;
       restored(a.ifname, why);
     } catch (const std::exception& e) {
@@ -565,19 +522,20 @@ void TcClassifier::heartbeat(uint64_t events_lost_reported, const std::string& p
   records_->write_meta(m);
 }
 
-bool read_percpu_u64_array(int map_fd, uint64_t* out, uint32_t n) {
-  const int ncpu = libbpf_num_possible_cpus();
+// Sums element `key` of a per-CPU u64 array over all CPUs.
+static bool sum_percpu_u64(int map_fd, uint32_t key, uint64_t* out) {
+  static const int ncpu = libbpf_num_possible_cpus();
+  *out = 0;
   if (ncpu <= 0) return false;
   std::vector<uint64_t> vals(static_cast<size_t>(ncpu));
+  if (bpf_map_lookup_elem(map_fd, &key, vals.data()) != 0) return false;
+  for (uint64_t v : vals) *out += v;
+  return true;
+}
+
+bool read_percpu_u64_array(int map_fd, uint64_t* out, uint32_t n) {
   bool ok = true;
-  for (uint32_t k = 0; k < n; ++k) {
-    out[k] = 0;
-    if (bpf_map_lookup_elem(map_fd, &k, vals.data()) != 0) {
-      ok = false;
-      continue;
-    }
-    for (uint64_t v : vals) out[k] += v;
-  }
+  for (uint32_t k = 0; k < n; ++k) ok = sum_percpu_u64(map_fd, k, &out[k]) && ok;
   return ok;
 }
 
@@ -587,6 +545,12 @@ std::array<uint64_t, TW_CNT_MAX> TcClassifier::counters() const {
   return out;
 }
 
+uint64_t TcClassifier::counter(uint32_t which) const {
+  uint64_t v = 0;
+  if (which < TW_CNT_MAX) sum_percpu_u64(counters_fd(), which, &v);
+  return v;
+}
+
 std::array<uint64_t, TW_REASON_MAX> TcClassifier::drops_by_reason() const {
   std::array<uint64_t, TW_REASON_MAX> out{};
   read_percpu_u64_array(bpf_map__fd(skel_->maps.tw_drop_reasons), out.data(), TW_REASON_MAX);
@@ -594,6 +558,10 @@ std::array<uint64_t, TW_REASON_MAX> TcClassifier::drops_by_reason() const {
 }
 
 int TcClassifier::egress_prog_fd() const { return bpf_program__fd(skel_->progs.tlswall_egress); }
+int TcClassifier::prog_fd_for(LinkKind kind) const {
+  return kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
+}
+
 int TcClassifier::egress_l3_prog_fd() const {
   return bpf_program__fd(skel_->progs.tlswall_egress_l3);
 }

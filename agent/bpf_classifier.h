@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "agent/bpf_pins.h"
+#include "agent/tc_attach.h"
 
 extern "C" {
 #include "abi/tlswall_abi.h"
@@ -33,21 +34,6 @@ enum class LinkKind { kEthernet, kL3 };
 // The link kind of `ifname` (SIOCGIFHWADDR). Throws for link types the
 // classifier cannot parse, naming the type.
 LinkKind link_kind(const std::string& ifname);
-
-// Our tc egress filter on one interface (handle/priority fixed, so a new
-// program replaces the old one in place, atomically).
-struct TcFilterId {
-  static constexpr uint32_t kHandle = 0x7477;  // 'T','W': recognisable in `tc filter show`
-  static constexpr uint32_t kPriority = 1;
-};
-
-// Attaches prog_fd as our egress filter on ifindex, replacing ours if it is
-// there. Creates the clsact qdisc if missing; returns true if it did.
-bool tc_attach_or_replace(int ifindex, const std::string& ifname, int prog_fd);
-// Removes our filter, and the clsact qdisc if `remove_qdisc`. Never throws.
-void tc_detach(int ifindex, const std::string& ifname, bool remove_qdisc);
-// The program id of our filter on ifindex, or 0 if it is not there.
-uint32_t tc_attached_prog_id(int ifindex);
 
 struct Attachment {
   std::string ifname;
@@ -113,10 +99,14 @@ class TcClassifier {
   void heartbeat(uint64_t events_lost_reported, const std::string& policy_hash);
 
   std::array<uint64_t, TW_CNT_MAX> counters() const;
+  // One counter (summed over CPUs), for the periodic loss check.
+  uint64_t counter(uint32_t which) const;
   std::array<uint64_t, TW_REASON_MAX> drops_by_reason() const;
 
   int egress_prog_fd() const;
   int egress_l3_prog_fd() const;
+  // The program for a link kind (Ethernet or L3).
+  int prog_fd_for(LinkKind kind) const;
   int flows_fd() const;
   int lpm4_fd() const;
   int lpm6_fd() const;
@@ -147,6 +137,8 @@ class TcClassifier {
   OwnedFd old_flows_;  // the replaced flow table, copied after the switch
   uint32_t old_flows_schema_ = 0;
   std::vector<Attachment> attachments_;
+  uint32_t egress_prog_id_ = 0;
+  uint32_t egress_l3_prog_id_ = 0;
   uint64_t* generation_word_ = nullptr;  // mmapped tw_state element 0
   size_t generation_map_len_ = 0;
 };

@@ -155,19 +155,20 @@ void PinnedRecords::remove_iface(uint32_t ifindex) {
   }
 }
 
-const std::vector<std::string>& pinned_table_names() {
-  static const std::vector<std::string> kNames = {
-      "flows",        "lpm4",   "lpm6", "ports",  "slots",       "state",         "counters",
-      "drop_reasons", "events", "meta", "ifaces", "prog_egress", "prog_egress_l3"};
-  return kNames;
-}
-
 std::vector<std::string> remove_all_pins(const std::string& root) {
+  // Every pin the agent makes is "<name>_v<N>" (pin_path); bpffs's own
+  // entries (maps.debug, ...) and anything else are left alone.
   std::vector<std::string> removed;
-  for (const auto& t : pinned_table_names()) {
-    for (const auto& [schema, path] : find_table_pins(root, t)) {
-      if (::unlink(path.c_str()) == 0) removed.push_back(path);
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    const auto v = name.rfind("_v");
+    if (v == std::string::npos || v == 0 || v + 2 == name.size() ||
+        name.find_first_not_of("0123456789", v + 2) != std::string::npos ||
+        name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos) {
+      continue;
     }
+    if (::unlink(e.path().c_str()) == 0) removed.push_back(e.path().string());
   }
   ::rmdir(root.c_str());  // only if nothing else is in it
   return removed;

@@ -52,11 +52,9 @@ class PinnedRecords {
   std::optional<tw_meta> previous_;
 };
 
-// Removes every tlswall pin under root (tables of any schema, programs,
-// records) and the directory itself if then empty. Returns what it removed.
+// Removes every tlswall pin under root (every "<name>_v<N>": tables of any
+// schema, programs, records) and the directory itself if then empty.
+// Returns what it removed.
 std::vector<std::string> remove_all_pins(const std::string& root);
-
-// Table names the agent pins (without the "_vN" suffix).
-const std::vector<std::string>& pinned_table_names();
 
 }  // namespace tlswall::agent

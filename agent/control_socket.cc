@@ -73,42 +73,34 @@ ControlServer::ControlServer(const std::string& path, const std::string& group) 
     }
     ::unlink(path.c_str());  // stale socket of a daemon that died
   }
-  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd_ < 0) throw std::runtime_error("control socket: " + errstr());
+  // fd_ is an OwnedFd member: a throw below closes it.
+  fd_ = OwnedFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (fd_.get() < 0) throw std::runtime_error("control socket: " + errstr());
   const mode_t old = ::umask(0177);
-  const int rc = ::bind(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
+  const int rc = ::bind(fd_.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr));
   ::umask(old);
-  if (rc != 0) {
-    const std::string e = errstr();
-    ::close(fd_);
-    throw std::runtime_error("cannot bind control socket " + path + ": " + e);
-  }
+  if (rc != 0) throw std::runtime_error("cannot bind control socket " + path + ": " + errstr());
   if (!group.empty()) {
     struct group* g = ::getgrnam(group.c_str());
     if (!g || ::chown(path.c_str(), 0, g->gr_gid) != 0 || ::chmod(path.c_str(), 0660) != 0) {
-      ::close(fd_);
+      const std::string e = g ? ": " + errstr() : ": no such group";
       ::unlink(path.c_str());
-      throw std::runtime_error("cannot give group '" + group + "' access to " + path +
-                               (g ? ": " + errstr() : ": no such group"));
+      throw std::runtime_error("cannot give group '" + group + "' access to " + path + e);
     }
   }
-  if (::listen(fd_, 16) != 0) {
+  if (::listen(fd_.get(), 16) != 0) {
     const std::string e = errstr();
-    ::close(fd_);
     ::unlink(path.c_str());
     throw std::runtime_error("cannot listen on " + path + ": " + e);
   }
 }
 
 ControlServer::~ControlServer() {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    ::unlink(path_.c_str());
-  }
+  if (fd_.get() >= 0) ::unlink(path_.c_str());
 }
 
 void ControlServer::serve_one(const std::function<ControlReply(const ControlRequest&)>& handler) {
-  OwnedFd c(::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+  OwnedFd c(::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
   if (c.get() < 0) return;
   ControlRequest req;
   ucred cred{};

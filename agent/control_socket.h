@@ -9,6 +9,8 @@
 #include <functional>
 #include <string>
 
+#include "agent/owned_fd.h"
+
 namespace tlswall::agent {
 
 struct ControlRequest {
@@ -32,7 +34,7 @@ class ControlServer {
   ControlServer(const ControlServer&) = delete;
   ControlServer& operator=(const ControlServer&) = delete;
 
-  int fd() const { return fd_; }
+  int fd() const { return fd_.get(); }
   const std::string& path() const { return path_; }
   // Accepts and serves one pending connection (call when fd() is readable).
   // A slow or silent client is cut off after a short timeout.
@@ -40,7 +42,7 @@ class ControlServer {
 
  private:
   std::string path_;
-  int fd_ = -1;
+  OwnedFd fd_;
 };
 
 // Client side: sends `command`, returns the reply. Throws std::runtime_error

@@ -134,14 +134,12 @@ Daemon::Daemon(AgentConfig config)
           "Mount bpffs for the pin root in the host mount namespace.",
           config_.pin_root);
     }
-    bpffs_mounted_at_pin_root_ = std::filesystem::equivalent(bpffs_, config_.pin_root, ec) && !ec;
-    created_pin_root_ = bpffs_mounted_at_pin_root_;
+    bpffs_mounted_at_pin_root_ = fs.at_pin_root;
   }
   if (!std::filesystem::exists(config_.pin_root)) {
     std::filesystem::create_directories(config_.pin_root, ec);
     if (ec)
       throw std::runtime_error("cannot create pin root " + config_.pin_root + ": " + ec.message());
-    created_pin_root_ = true;
   }
   // Attribution (issue 3) reads cgroup ids against this mount. A private
   // mount goes in the run directory beside the control socket.
@@ -194,7 +192,7 @@ Daemon::Daemon(AgentConfig config)
     throw;
   }
   classifier_->set_fail_closed(config_.fail_mode == "closed");
-  kernel_events_lost_seen_ = classifier_->counters()[TW_CNT_EVENTS_LOST];
+  kernel_events_lost_seen_ = classifier_->counter(TW_CNT_EVENTS_LOST);
   report_adoption();
 }
 
@@ -403,7 +401,7 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
   }
 
   if (hdr.type == TW_EV_FLOW_VERDICT && fe.action == TW_ACTION_DROP) {
-    const int rc = destroy_tcp_socket(fe.flow, fe.sock_cookie);
+    const int rc = destroyer_.destroy(fe.flow, fe.sock_cookie);
     if (rc == 0) {
       ++sockets_destroyed_;
     } else if (rc != -ENOENT) {
@@ -417,7 +415,7 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
   // Per flow at debug: the event itself is the record (a flood must not
   // become a journald flood).
   log.debug("{} {} {}:{} -> {}:{} rule={} reason={}", logging::event_type_name(e.type), e.action,
-           f.src, f.sport, f.dst, f.dport, e.rule, e.reason);
+            f.src, f.sport, f.dst, f.dport, e.rule, e.reason);
   emit(std::move(e));
 }
 
@@ -428,8 +426,7 @@ void Daemon::emit(Event e) {
 void Daemon::periodic() {
   recompile_for_expiry();
   if (!classifier_) return;
-  const auto c = classifier_->counters();
-  const uint64_t lost = c[TW_CNT_EVENTS_LOST];
+  const uint64_t lost = classifier_->counter(TW_CNT_EVENTS_LOST);
   if (lost > kernel_events_lost_seen_) {
     Event e;
     e.type = EventType::kEventsDropped;

@@ -13,6 +13,7 @@
 #include "agent/bpf_classifier.h"
 #include "agent/control_socket.h"
 #include "agent/policy_tables.h"
+#include "agent/sock_destroy.h"
 #include "agent/status_report.h"
 #include "logging/event_pipeline.h"
 #include "policy/policy.h"
@@ -59,7 +60,6 @@ class Daemon {
   std::string host_;
   std::chrono::steady_clock::time_point started_;
   std::string bpffs_;
-  bool created_pin_root_ = false;
   bool bpffs_mounted_at_pin_root_ = false;
   std::string cgroup2_;
   bool cgroup2_mounted_by_us_ = false;
@@ -69,6 +69,7 @@ class Daemon {
   std::unique_ptr<PolicyPublisher> publisher_;
   std::unique_ptr<ControlServer> control_;
   ring_buffer* ring_ = nullptr;
+  SocketDestroyer destroyer_;
   std::optional<PolicyState> policy_;
   // Compiled policies of recent generations, to name rules in late events.
   std::map<uint64_t, std::shared_ptr<const policy::CompiledPolicy>> history_;

@@ -15,11 +15,14 @@
 namespace tlswall::agent {
 namespace {}  // namespace
 
-int destroy_tcp_socket(const tw_flow_key& key, uint64_t cookie) {
-  OwnedFd nl(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
-  if (nl.get() < 0) return -errno;
-  timeval tv{1, 0};
-  ::setsockopt(nl.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+int SocketDestroyer::destroy(const tw_flow_key& key, uint64_t cookie) {
+  if (nl_.get() < 0) {
+    nl_ = OwnedFd(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
+    if (nl_.get() < 0) return -errno;
+    timeval tv{1, 0};
+    ::setsockopt(nl_.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  }
+  const int nlfd = nl_.get();
 
   struct {
     nlmsghdr nh;
@@ -51,15 +54,24 @@ int destroy_tcp_socket(const tw_flow_key& key, uint64_t cookie) {
 
   sockaddr_nl kernel{};
   kernel.nl_family = AF_NETLINK;
-  if (::sendto(nl.get(), &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&kernel),
-               sizeof(kernel)) < 0) {
-    return -errno;
+  if (::sendto(nlfd, &msg, sizeof(msg), 0, reinterpret_cast<sockaddr*>(&kernel), sizeof(kernel)) <
+      0) {
+    const int e = -errno;
+    nl_.reset();
+    return e;
   }
   alignas(nlmsghdr) char buf[512];
-  const ssize_t n = ::recv(nl.get(), buf, sizeof(buf), 0);
-  if (n < 0) return -errno;
+  const ssize_t n = ::recv(nlfd, buf, sizeof(buf), 0);
+  if (n < 0) {
+    const int e = -errno;
+    nl_.reset();  // a late answer must not be read as the next one's
+    return e;
+  }
   const auto* nh = reinterpret_cast<const nlmsghdr*>(buf);
-  if (!NLMSG_OK(nh, static_cast<unsigned>(n)) || nh->nlmsg_type != NLMSG_ERROR) return -EPROTO;
+  if (!NLMSG_OK(nh, static_cast<unsigned>(n)) || nh->nlmsg_type != NLMSG_ERROR) {
+    nl_.reset();
+    return -EPROTO;
+  }
   const auto* err = static_cast<const nlmsgerr*>(NLMSG_DATA(nh));
   return err->error;  // 0 or -errno
 }

@@ -70,7 +70,7 @@ BpffsResult ensure_bpffs(const std::string& pin_root) {
   for (const auto& m : find_mounts("bpf")) {
     if (is_under(root, m) && m.size() > best.size()) best = m;
   }
-  if (!best.empty()) return {best, false};
+  if (!best.empty()) return {best, false, false};
 
   // The conventional place when the pins live there (as Cilium does), else
   // the pin root itself, so nothing else of the file system is shadowed.
@@ -81,7 +81,7 @@ BpffsResult ensure_bpffs(const std::string& pin_root) {
   if (::mount("bpf", target.c_str(), "bpf", 0, "mode=0700") != 0) {
     throw std::runtime_error("cannot mount bpffs at " + target + ": " + std::strerror(errno));
   }
-  return {target, true};
+  return {target, true, target == root};
 }
 
 std::string find_cgroup2() {

@@ -20,6 +20,7 @@ std::vector<std::string> find_mounts(const std::string& fstype);
 struct BpffsResult {
   std::string mount_point;  // bpffs holding pin_root
   bool mounted_by_us = false;
+  bool at_pin_root = false;  // mounted by us at pin_root itself (not /sys/fs/bpf)
 };
 
 // Makes sure pin_root is on bpffs: if no bpffs covers it, mounts one at

@@ -23,7 +23,6 @@
 #define IPPROTO_TCP_	 6
 #define IP_MF		 0x2000
 #define IP_OFFSET	 0x1FFF
-#define TCP_FLAG_FIN	 0x01
 #define TCP_FLAG_SYN	 0x02
 #define TCP_FLAG_RST	 0x04
 #define TCP_FLAG_ACK	 0x10
@@ -35,7 +34,6 @@
 #define NEXTHDR_ESP	 50
 #define NEXTHDR_ICMPV6	 58
 #define NEXTHDR_AUTH	 51
-#define NEXTHDR_NONE	 59
 #define NEXTHDR_DEST	 60
 
 #define TW_MAX_VLAN_TAGS   2

@@ -395,9 +395,8 @@ int main(int argc, char** argv) {
       "`logging/scribe.thrift`) in its own process on 127.0.0.1, which counts what it "
       "accepted.\n"
       "- Not measured here: the kernel -> ring buffer -> daemon part (the BPF event, "
-      "enrichment, `submit()` from the daemon's thread). That needs the daemon wired to the "
-      "pipeline (see `logging/WIRING.md`); the end-to-end kernel-to-Scribe figure belongs to "
-      "the daemon benchmark.\n"
+      "enrichment, `submit()` from the daemon's thread): the section \"Events from the kernel "
+      "to Scribe\" below measures that path end to end.\n"
       "- The server shares this VM's CPUs with the pipeline; at the top rates it competes for "
       "them.\n\n"
       "### Environment\n\n" +

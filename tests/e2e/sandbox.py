@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import tomllib
 from pathlib import Path
 
@@ -745,3 +746,44 @@ def same_ip(a, b) -> bool:
         return ipaddress.ip_address(str(a)) == ipaddress.ip_address(str(b))
     except ValueError:
         return False
+
+
+class Checks:
+    """Named checks of an e2e script: each prints PASS/FAIL with its detail;
+    a check that raises is a failed check. summary() prints the closing
+    `N passed, M failed` line and returns the exit code. With timed=True each
+    detail ends with the check's duration."""
+
+    def __init__(self, timed: bool = False):
+        self.results: list[tuple[str, bool, str]] = []
+        self.timed = timed
+
+    def record(self, name: str, ok: bool, detail: str) -> bool:
+        self.results.append((name, ok, detail))
+        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
+        return ok
+
+    def run(self, name: str, fn, *args) -> bool:
+        t0 = time.monotonic()
+        try:
+            ok, detail = fn(*args)
+        except Interrupted:
+            raise
+        except Exception as e:  # noqa: BLE001 -- a crashing check is a failed check
+            ok, detail = False, f"exception: {type(e).__name__}: {e}"
+            if os.environ.get("TLSWALL_E2E_TRACE"):
+                traceback.print_exc()
+        if self.timed:
+            detail = f"{detail} [{time.monotonic() - t0:.1f}s]"
+        return self.record(name, ok, detail)
+
+    def summary(self) -> int:
+        p = sum(1 for _, ok, _ in self.results if ok)
+        f = len(self.results) - p
+        if f:
+            print("\nfailed checks:")
+            for n, ok, d in self.results:
+                if not ok:
+                    print(f"  - {n}: {d}")
+        print(f"{p} passed, {f} failed", flush=True)
+        return 0 if f == 0 and p > 0 else 1

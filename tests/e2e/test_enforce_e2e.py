@@ -73,40 +73,8 @@ mode = "enforce-ish"
 """
 
 
-class Checks:
-    def __init__(self):
-        self.results: list[tuple[str, bool, str]] = []
-
-    def record(self, name: str, ok: bool, detail: str) -> bool:
-        self.results.append((name, ok, detail))
-        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
-        return ok
-
-    def run(self, name: str, fn, *args) -> bool:
-        try:
-            ok, detail = fn(*args)
-        except S.Interrupted:
-            raise
-        except Exception as e:  # noqa: BLE001 -- a crashing check is a failed check
-            ok, detail = False, f"exception: {type(e).__name__}: {e}"
-            if os.environ.get("TLSWALL_E2E_TRACE"):
-                traceback.print_exc()
-        return self.record(name, ok, detail)
-
-    def summary(self) -> int:
-        p = sum(1 for _, ok, _ in self.results if ok)
-        f = len(self.results) - p
-        if f:
-            print("\nfailed checks:")
-            for n, ok, d in self.results:
-                if not ok:
-                    print(f"  - {n}: {d}")
-        print(f"{p} passed, {f} failed", flush=True)
-        return 0 if f == 0 and p > 0 else 1
-
-
 class E2E:
-    def __init__(self, sb: S.Sandbox, bdir: Path, checks: Checks):
+    def __init__(self, sb: S.Sandbox, bdir: Path, checks: S.Checks):
         self.sb, self.bdir, self.c = sb, bdir, checks
         self.policy_dir = sb.tmp / "policy.d"
         self.policy_dir.mkdir()
@@ -489,7 +457,7 @@ def main() -> int:
     a = ap.parse_args()
 
     S.install_signal_handlers()
-    checks = Checks()
+    checks = S.Checks()
     try:
         S.require_tools("ip", "tc", "ss", "nginx", "curl", "openssl", "socat")
         bdir = S.build_dir(a.build_dir)

@@ -58,39 +58,6 @@ ID_RE = re.compile(r"^[a-z0-9_.]+-(\d+)$")
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-class Checks:
-    def __init__(self):
-        self.results: list[tuple[str, bool, str]] = []
-
-    def record(self, name: str, ok: bool, detail: str) -> bool:
-        self.results.append((name, ok, detail))
-        print(f"{'PASS' if ok else 'FAIL'} {name}: {detail}", flush=True)
-        return ok
-
-    def run(self, name: str, fn, *args) -> bool:
-        t0 = time.monotonic()
-        try:
-            ok, detail = fn(*args)
-        except S.Interrupted:
-            raise
-        except Exception as e:  # noqa: BLE001 -- a crashing check is a failed check
-            ok, detail = False, f"exception: {type(e).__name__}: {e}"
-            if os.environ.get("TLSWALL_E2E_TRACE"):
-                traceback.print_exc()
-        return self.record(name, ok, f"{detail} [{time.monotonic() - t0:.1f}s]")
-
-    def summary(self) -> int:
-        p = sum(1 for _, ok, _ in self.results if ok)
-        f = len(self.results) - p
-        if f:
-            print("\nfailed checks:")
-            for n, ok, d in self.results:
-                if not ok:
-                    print(f"  - {n}: {d}")
-        print(f"{p} passed, {f} failed", flush=True)
-        return 0 if f == 0 and p > 0 else 1
-
-
 def seq_of(ev: dict) -> int:
     return int(ev.get("seq", 0))
 
@@ -630,7 +597,7 @@ def main() -> int:
     a = ap.parse_args()
 
     S.install_signal_handlers()
-    checks = Checks()
+    checks = S.Checks(timed=True)
     t_all = time.monotonic()
     try:
         S.require_tools("ip", "tc", "ss", "socat")

@@ -67,7 +67,7 @@ min_tls = "1.2"
 # --------------------------------------------------------------------------
 class ScribeServer:
     """tlswall_scribe_test_server inside a sandbox namespace, driven over its
-    stdin (commands) and stdout (answers), as logging/WIRING.md describes."""
+    stdin (commands) and stdout (answers), as tests/logging/scribe_test_server_main.cc describes."""
 
     def __init__(self, sb: S.Sandbox, bdir: Path, name: str = "scribe", ns: str | None = None,
                  keep: bool = True):

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "policy/policy.h"
+#include "policy_test_support.h"
 
 namespace tlswall::policy {
 namespace {
@@ -27,12 +28,6 @@ system_clock::time_point Utc(int y, int m, int d, int hh = 12, int mm = 0, int s
 }
 
 const auto kNow = Utc(2026, 11, 21);
-
-std::string All(const LoadResult& r) {
-  std::string out;
-  for (const auto& d : r.diagnostics) out += "  " + d.render() + "\n";
-  return out;
-}
 
 Policy MustLoad(const std::string& text, system_clock::time_point now = kNow) {
   const auto r = load_policy_text("p.toml", text, now);

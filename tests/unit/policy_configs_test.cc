@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "policy/policy.h"
+#include "policy_test_support.h"
 
 #ifndef TLSWALL_SOURCE_DIR
 #error "TLSWALL_SOURCE_DIR must be defined by the build (tests/unit/CMakeLists.txt)"
@@ -25,12 +26,6 @@ std::chrono::system_clock::time_point Now() {
   tm.tm_mon = 10;
   tm.tm_mday = 21;
   return std::chrono::system_clock::from_time_t(timegm(&tm));
-}
-
-std::string All(const LoadResult& r) {
-  std::string out;
-  for (const auto& d : r.diagnostics) out += "  " + d.render() + "\n";
-  return out;
 }
 
 void ExpectLoadsAndCompiles(const std::string& path) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "policy/policy.h"
+#include "policy_test_support.h"
 
 #ifndef TLSWALL_SOURCE_DIR
 #error "TLSWALL_SOURCE_DIR must be defined by the build (tests/unit/CMakeLists.txt)"
@@ -62,12 +63,6 @@ system_clock::time_point Now() {
   tm.tm_mday = 21;
   tm.tm_hour = 12;
   return system_clock::from_time_t(timegm(&tm));
-}
-
-std::string All(const LoadResult& r) {
-  std::string out;
-  for (const auto& d : r.diagnostics) out += "  " + d.render() + "\n";
-  return out;
 }
 
 Policy MustLoad(const std::string& text) {

@@ -14,47 +14,14 @@
 #include <string>
 
 #include "policy/policy.h"
+#include "policy_test_support.h"
 
 namespace tlswall::policy {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::chrono::system_clock::time_point Utc(int y, int m, int d) {
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = m - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = 12;
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
-}
-
 const auto kNow = Utc(2026, 11, 21);
-
-std::string All(const LoadResult& r) {
-  std::string out;
-  for (const auto& d : r.diagnostics) out += "  " + d.render() + "\n";
-  return out;
-}
-
-size_t Errors(const LoadResult& r) {
-  size_t n = 0;
-  for (const auto& d : r.diagnostics) n += d.severity == Diagnostic::Severity::kError;
-  return n;
-}
-
-::testing::AssertionResult HasDiag(const LoadResult& r, const std::string& prefix,
-                                   const std::string& fragment) {
-  for (const auto& d : r.diagnostics) {
-    const std::string s = d.render();
-    if (s.rfind(prefix, 0) == 0 && s.find(fragment) != std::string::npos) {
-      return ::testing::AssertionSuccess();
-    }
-  }
-  return ::testing::AssertionFailure()
-         << "no diagnostic \"" << prefix << "...'" << fragment << "'...\" among:\n"
-         << All(r);
-}
 
 // Boundaries in one file, rules in another.
 const std::string kBoundaries = R"(version = "merge-1"

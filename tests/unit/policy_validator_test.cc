@@ -6,21 +6,10 @@
 #include <string>
 
 #include "policy/policy.h"
+#include "policy_test_support.h"
 
 namespace tlswall::policy {
 namespace {
-
-std::chrono::system_clock::time_point Utc(int y, int m, int d, int hh = 12, int mm = 0,
-                                          int ss = 0) {
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = m - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = hh;
-  tm.tm_min = mm;
-  tm.tm_sec = ss;
-  return std::chrono::system_clock::from_time_t(timegm(&tm));
-}
 
 const auto kNow = Utc(2026, 11, 21);
 
@@ -28,32 +17,12 @@ LoadResult Load(const std::string& text, std::chrono::system_clock::time_point n
   return load_policy_text("p.toml", text, now);
 }
 
-std::string All(const LoadResult& r) {
-  std::string out;
-  for (const auto& d : r.diagnostics) out += "  " + d.render() + "\n";
-  return out;
-}
-
 size_t Count(const LoadResult& r, Diagnostic::Severity s) {
   size_t n = 0;
   for (const auto& d : r.diagnostics) n += d.severity == s;
   return n;
 }
-size_t Errors(const LoadResult& r) { return Count(r, Diagnostic::Severity::kError); }
 size_t Warnings(const LoadResult& r) { return Count(r, Diagnostic::Severity::kWarning); }
-
-::testing::AssertionResult HasDiag(const LoadResult& r, const std::string& prefix,
-                                   const std::string& fragment) {
-  for (const auto& d : r.diagnostics) {
-    const std::string s = d.render();
-    if (s.rfind(prefix, 0) == 0 && s.find(fragment) != std::string::npos) {
-      return ::testing::AssertionSuccess();
-    }
-  }
-  return ::testing::AssertionFailure()
-         << "no diagnostic \"" << prefix << "...'" << fragment << "'...\" among:\n"
-         << All(r);
-}
 
 // Lines 1-6.
 const std::string kHead = R"(version = "t-1"

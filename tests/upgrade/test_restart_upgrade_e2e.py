@@ -70,7 +70,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
 import sandbox as S  # noqa: E402
-from test_enforce_e2e import Checks  # noqa: E402
 
 TRAFFIC = str(HERE / "traffic.py")
 DURATION = 14.0  # traffic per scenario (s)
@@ -191,7 +190,7 @@ def ev_count(e: dict) -> int:
 
 
 class Harness:
-    def __init__(self, sb: S.Sandbox, bdir: Path, checks: Checks):
+    def __init__(self, sb: S.Sandbox, bdir: Path, checks: S.Checks):
         self.sb, self.bdir, self.c = sb, bdir, checks
         self.tlswalld, self.tlswallctl = S.daemon_binaries(bdir)
         self.next_bin = bdir / "tests" / "upgrade" / "tlswalld-schema-next"
@@ -838,7 +837,7 @@ def main() -> int:
     a = ap.parse_args()
 
     S.install_signal_handlers()
-    checks = Checks()
+    checks = S.Checks()
     h = None
     t_all = time.monotonic()
     try:

@@ -1,4 +1,4 @@
-#include "agent/tc_filters.h"
+#include "agent/tc_attach.h"
 
 #include <linux/netlink.h>
 #include <linux/pkt_sched.h>
@@ -9,9 +9,66 @@
 #include <cstring>
 #include <stdexcept>
 
+#include <bpf/libbpf.h>
+
 #include "agent/owned_fd.h"
+#include "logging/log.h"
 
 namespace tlswall::agent {
+namespace {
+
+std::string errstr(int err) { return std::strerror(err < 0 ? -err : err); }
+
+spdlog::logger& log() { return logging::get(logging::Subsystem::kBpf); }
+
+}  // namespace
+
+bool tc_attach_or_replace(int ifindex, const std::string& ifname, int prog_fd) {
+  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+  bool created = false;
+  int err = bpf_tc_hook_create(&hook);
+  if (err == 0) {
+    created = true;
+  } else if (err != -EEXIST) {
+    throw std::runtime_error("cannot create clsact qdisc on " + ifname + ": " + errstr(err));
+  }
+  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE,
+                      .handle = TcFilterId::kHandle, .priority = TcFilterId::kPriority);
+  err = bpf_tc_attach(&hook, &opts);
+  if (err) {
+    if (created) {
+      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+      bpf_tc_hook_destroy(&hook);
+    }
+    throw std::runtime_error("cannot attach tc egress filter on " + ifname + ": " + errstr(err));
+  }
+  return created;
+}
+
+void tc_detach(int ifindex, const std::string& ifname, bool remove_qdisc) {
+  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TcFilterId::kHandle,
+                      .priority = TcFilterId::kPriority);
+  int err = bpf_tc_detach(&hook, &opts);
+  if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
+    log().warn("detaching tc filter from {}: {}", ifname, errstr(err));
+  }
+  if (remove_qdisc) {
+    hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+    err = bpf_tc_hook_destroy(&hook);
+    if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
+      log().warn("removing clsact qdisc from {}: {}", ifname, errstr(err));
+    }
+  }
+}
+
+uint32_t tc_attached_prog_id(int ifindex) {
+  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+  DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TcFilterId::kHandle,
+                      .priority = TcFilterId::kPriority);
+  if (bpf_tc_query(&hook, &opts) != 0) return 0;
+  return opts.prog_id;
+}
 
 std::vector<TcFilterEntry> list_egress_filters(int ifindex) {
   OwnedFd nl(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
