@@ -16,17 +16,6 @@ namespace {
 
 using std::chrono::system_clock;
 
-system_clock::time_point Utc(int y, int m, int d, int hh = 12, int mm = 0, int ss = 0) {
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = m - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = hh;
-  tm.tm_min = mm;
-  tm.tm_sec = ss;
-  return system_clock::from_time_t(timegm(&tm));
-}
-
 const auto kNow = Utc(2026, 11, 21);
 
 Policy MustLoad(const std::string& text, system_clock::time_point now = kNow) {
