@@ -200,6 +200,45 @@ struct tw_flow_state {
 #endif
 };
 
+/* ---- socket owners (attribution) ----
+ * A probe records who opened a connecting socket before its SYN leaves
+ * (connect() sends the SYN from inside the syscall). The record lives in
+ * socket-local storage (tw_owners) so it dies with the socket; the kprobe
+ * backend cannot reach socket storage and writes tw_owner_tuples (keyed like
+ * the flow table) instead, which the classifier moves into tw_owners at the
+ * SYN. Backend numbers are never reused. */
+enum tw_owner_backend {
+	TW_BACKEND_NONE = 0,
+	TW_BACKEND_KPROBE = 1,	 /* kprobe/tcp_connect -> tw_owner_tuples */
+	TW_BACKEND_FENTRY = 2,	 /* fentry/tcp_connect -> tw_owners */
+	TW_BACKEND_TP_BTF = 3,	 /* tp_btf/inet_sock_set_state (-> SYN_SENT) -> tw_owners */
+	TW_BACKEND_SOCK_OPS = 4, /* sock_ops TCP_CONNECT_CB on a cgroup -> tw_owners */
+	TW_BACKEND_MAX = 5,
+};
+
+/* How much the classifier knew about a packet's owner; never reuse numbers. */
+enum tw_owner_status {
+	TW_OWNER_UNKNOWN = 0,	    /* not looked up */
+	TW_OWNER_RECORDED = 1,	    /* a probe's record: every field valid */
+	TW_OWNER_NO_SOCKET = 2,	    /* no local socket: forwarded/routed traffic */
+	TW_OWNER_NOT_RECORDED = 3,  /* local socket, no record (opened before the probes
+				     * ran, or no backend): uid and cgroup_id only */
+	TW_OWNER_NOT_FULL_SOCK = 4, /* request/timewait socket: nothing known */
+};
+
+struct tw_owner {
+	__u64 cgroup_id;	 /* cgroup v2 id of the task at connect() */
+	__u64 start_boottime_ns; /* start time of the process (tgid), 0 if unknown:
+				  * tells a reused pid from the owner */
+	__u32 pid;		 /* thread id (kernel pid) */
+	__u32 tgid;		 /* process id */
+	__u32 uid;
+	__u32 gid;
+	char comm[16]; /* NUL-terminated unless 16 long */
+	__u8 backend;  /* enum tw_owner_backend that wrote the record */
+	__u8 pad[7];
+};
+
 /* ---- events (ring buffer) ---- */
 
 /* Event type numbers are never reused. */
@@ -259,6 +298,7 @@ struct tw_state {
 #define TW_SCHEMA_COUNTERS 1 /* tw_counters, tw_drop_reasons */
 #define TW_SCHEMA_EVENTS   1 /* tw_events (tw_event_hdr framing) */
 #define TW_SCHEMA_META	   1 /* tw_meta below: append-only */
+#define TW_SCHEMA_OWNERS   1 /* tw_owners, tw_owner_tuples (struct tw_owner) */
 
 #define TW_META_MAGIC 0x314c4c4157534c54ULL /* "TLSWALL1" little-endian */
 
