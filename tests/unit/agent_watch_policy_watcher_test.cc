@@ -163,7 +163,7 @@ TEST_F(PolicyWatcherTest, RenameOverFileIsReportedOnce) {
   EXPECT_FALSE(changes[0].missing);
   EXPECT_EQ(changes[0].fingerprint, policy_hash({{"policy.toml", policy_text("2")}}));
   EXPECT_GE(changes[0].at - t0, milliseconds(200)) << "debounced";
-  EXPECT_LT(changes[0].at - t0, milliseconds(700));
+  EXPECT_LT(changes[0].at - t0, milliseconds(950));
   // A second rename-over still seen (the new inode is watched via the parent).
   write_by_rename(file, policy_text("3"));
   const auto again = pump(w, milliseconds(800));
@@ -376,7 +376,7 @@ TEST_F(PolicyWatcherTest, ContinuousStreamIsReportedWithinMaxDelay) {
   changes.insert(changes.end(), tail.begin(), tail.end());
   ASSERT_GE(changes.size(), 2u) << "one forced by max_delay, one after the stream settled";
   EXPECT_GE(changes[0].at - t0, milliseconds(950));
-  EXPECT_LT(changes[0].at - t0, milliseconds(1300));
+  EXPECT_LT(changes[0].at - t0, milliseconds(1600));
   EXPECT_EQ(changes.back().fingerprint, policy_hash({{"policy.toml", policy_text("32")}}));
 }
 
