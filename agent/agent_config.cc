@@ -36,25 +36,61 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
     throw std::runtime_error(where(name, e.source()) + ": " + std::string(e.description()));
   }
   check_keys(name, root,
-             {"interfaces", "policy", "pin_root", "on_stop", "fail_mode", "control", "events",
-              "log", "bpf"},
+             {"interfaces", "policy", "watch_policy", "pin_root", "on_stop", "fail_mode", "control",
+              "events", "log", "bpf", "attribution", "metrics"},
              "the agent config");
   AgentConfig c;
   c.source = name;
   if (const toml::node* n = root.get("interfaces")) {
     const toml::array* a = n->as_array();
-    if (!a) fail(name, *n, "'interfaces' must be an array of interface names");
+    if (!a) fail(name, *n, "'interfaces' must be an array of interface names or patterns");
     for (const auto& item : *a) {
       if (!item.is_string()) fail(name, item, "interface names must be strings");
       const std::string s = item.value<std::string>().value();
-      if (s.empty() || s.size() >= 16 || s.find('/') != std::string::npos) {
-        fail(name, item, "'" + s + "' is not a valid interface name");
+      const std::string bare = !s.empty() && s[0] == '!' ? s.substr(1) : s;
+      if (bare.empty() || bare.size() >= 16 || bare.find('/') != std::string::npos) {
+        fail(name, item, "'" + s + "' is not a valid interface name or pattern");
       }
       c.interfaces.push_back(s);
     }
   }
   c.policy_path = resolve(base_dir, get_string(name, root, "policy", "policy.d"));
   c.pin_root = resolve(base_dir, get_string(name, root, "pin_root", c.pin_root));
+  if (const toml::node* n = root.get("watch_policy")) {
+    if (!n->is_boolean()) fail(name, *n, "'watch_policy' must be true or false");
+    c.watch_policy = n->value<bool>().value();
+  }
+  if (const toml::table* t = get_table(name, root, "attribution")) {
+    check_keys(name, *t, {"backends", "sock_ops_cgroup"}, "[attribution]");
+    if (const toml::node* n = t->get("backends")) {
+      const toml::array* a = n->as_array();
+      if (!a || a->empty()) {
+        fail(name, *n, "'backends' must be a non-empty array of kprobe, fentry, tp_btf, sock_ops");
+      }
+      c.attribution_backends.clear();
+      for (const auto& item : *a) {
+        const auto v = item.value<std::string>();
+        if (!v || (*v != "kprobe" && *v != "fentry" && *v != "tp_btf" && *v != "sock_ops")) {
+          fail(name, item, "unknown attribution backend; use kprobe, fentry, tp_btf or sock_ops");
+        }
+        c.attribution_backends.push_back(*v);
+      }
+    }
+    c.sock_ops_cgroup = get_string(name, *t, "sock_ops_cgroup", "");
+    if (!c.sock_ops_cgroup.empty() && c.sock_ops_cgroup[0] != '/') {
+      fail(name, *t->get("sock_ops_cgroup"),
+           "'sock_ops_cgroup' is a cgroup path such as \"/system.slice\" (under the cgroup v2 "
+           "mount)");
+    }
+  }
+  if (const toml::table* t = get_table(name, root, "metrics")) {
+    check_keys(name, *t, {"listen", "allow_remote"}, "[metrics]");
+    c.metrics_listen = get_string(name, *t, "listen", "");
+    if (const toml::node* n = t->get("allow_remote")) {
+      if (!n->is_boolean()) fail(name, *n, "'allow_remote' must be true or false");
+      c.metrics_allow_remote = n->value<bool>().value();
+    }
+  }
   c.on_stop = get_string(name, root, "on_stop", c.on_stop);
   c.fail_mode = get_string(name, root, "fail_mode", c.fail_mode);
   if (c.fail_mode != "open" && c.fail_mode != "closed") {

@@ -12,8 +12,22 @@ namespace tlswall::agent {
 
 struct AgentConfig {
   std::string source;  // file it was read from, or "<embedded default>"
+  // Interface names or fnmatch patterns ("eth*", "veth*"; "!pattern"
+  // excludes). A plain name must exist at start-up; interfaces matching a
+  // pattern that appear later get the classifier when they appear.
   std::vector<std::string> interfaces;
   std::string policy_path;
+  // Reload when the policy path changes (inotify; settled changes only).
+  bool watch_policy = true;
+  // [attribution]: probe backends in order of preference, and the cgroup
+  // (path under the cgroup v2 mount) the sock_ops backend attaches to;
+  // "" leaves sock_ops out.
+  std::vector<std::string> attribution_backends = {"kprobe", "fentry", "tp_btf", "sock_ops"};
+  std::string sock_ops_cgroup;
+  // [metrics]: Prometheus text endpoint, "" = off; loopback only unless
+  // allow_remote.
+  std::string metrics_listen;
+  bool metrics_allow_remote = false;
   std::string pin_root = "/sys/fs/bpf/tlswall";
   std::string control_socket = "/run/tlswall/control.sock";
   std::string control_group;                                  // "" = root only

@@ -164,6 +164,12 @@ std::vector<TcClassifier::Table> TcClassifier::tables() {
           {"lpm6", m.tw_lpm6, TW_SCHEMA_POLICY},
           {"ports", m.tw_ports, TW_SCHEMA_POLICY},
           {"slots", m.tw_slots, TW_SCHEMA_POLICY},
+          {"owner_groups", m.tw_owner_groups, TW_SCHEMA_POLICY},
+          {"owner_uids", m.tw_owner_uids, TW_SCHEMA_POLICY},
+          {"owner_comms", m.tw_owner_comms, TW_SCHEMA_POLICY},
+          {"owner_cgroups", m.tw_owner_cgroups, TW_SCHEMA_POLICY},
+          {"owners", m.tw_owners, TW_SCHEMA_OWNERS},
+          {"owner_tuples", m.tw_owner_tuples, TW_SCHEMA_OWNERS},
           {"state", m.tw_state, TW_SCHEMA_STATE},
           {"counters", m.tw_counters, TW_SCHEMA_COUNTERS},
           {"drop_reasons", m.tw_drop_reasons, TW_SCHEMA_COUNTERS},
@@ -566,10 +572,15 @@ int TcClassifier::egress_l3_prog_fd() const {
   return bpf_program__fd(skel_->progs.tlswall_egress_l3);
 }
 int TcClassifier::flows_fd() const { return bpf_map__fd(skel_->maps.tw_flows); }
-int TcClassifier::lpm4_fd() const { return bpf_map__fd(skel_->maps.tw_lpm4); }
-int TcClassifier::lpm6_fd() const { return bpf_map__fd(skel_->maps.tw_lpm6); }
-int TcClassifier::ports_fd() const { return bpf_map__fd(skel_->maps.tw_ports); }
-int TcClassifier::slots_fd() const { return bpf_map__fd(skel_->maps.tw_slots); }
+BpfPolicyMaps::Fds TcClassifier::policy_fds() const {
+  const auto& m = skel_->maps;
+  return {bpf_map__fd(m.tw_lpm4),         bpf_map__fd(m.tw_lpm6),
+          bpf_map__fd(m.tw_ports),        bpf_map__fd(m.tw_slots),
+          bpf_map__fd(m.tw_owner_groups), bpf_map__fd(m.tw_owner_uids),
+          bpf_map__fd(m.tw_owner_comms),  bpf_map__fd(m.tw_owner_cgroups)};
+}
+int TcClassifier::owners_fd() const { return bpf_map__fd(skel_->maps.tw_owners); }
+int TcClassifier::owner_tuples_fd() const { return bpf_map__fd(skel_->maps.tw_owner_tuples); }
 int TcClassifier::counters_fd() const { return bpf_map__fd(skel_->maps.tw_counters); }
 int TcClassifier::events_fd() const { return bpf_map__fd(skel_->maps.tw_events); }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "agent/bpf_pins.h"
+#include "agent/policy_tables.h"
 #include "agent/tc_attach.h"
 
 extern "C" {
@@ -108,10 +109,11 @@ class TcClassifier {
   // The program for a link kind (Ethernet or L3).
   int prog_fd_for(LinkKind kind) const;
   int flows_fd() const;
-  int lpm4_fd() const;
-  int lpm6_fd() const;
-  int ports_fd() const;
-  int slots_fd() const;
+  // The policy tables, for BpfPolicyMaps.
+  BpfPolicyMaps::Fds policy_fds() const;
+  // The owner tables the attribution probes write (bpf/lib/owner_maps.bpf.h).
+  int owners_fd() const;
+  int owner_tuples_fd() const;
   int counters_fd() const;
   int events_fd() const;
   // Ring buffer of a replaced events table, to drain once after take_over

@@ -16,10 +16,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include <bpf/libbpf.h>
 
+#include "agent/attribution/owner_probes.h"
+#include "agent/attribution/process_info.h"
 #include "agent/owned_fd.h"
 #include "agent/sock_destroy.h"
 #include "agent/sys_mounts.h"
@@ -112,6 +115,7 @@ Daemon::Daemon(AgentConfig config)
   }
 
   // The policy must be valid before anything touches the kernel.
+  load_mode_overrides();
   apply_policy(/*initial=*/true);
 
   // After the policy is valid, before the kernel is touched: a JSON file that
@@ -155,11 +159,32 @@ Daemon::Daemon(AgentConfig config)
       ClassifierOptions{config_.pin_root, config_.flow_table_entries, config_.ringbuf_bytes});
   const AdoptionReport& ad = classifier_->adoption();
   maps_ = std::make_unique<BpfPolicyMaps>(
-      BpfPolicyMaps::Fds{classifier_->lpm4_fd(), classifier_->lpm6_fd(), classifier_->ports_fd(),
-                         classifier_->slots_fd()},
-      [c = classifier_.get()](uint64_t g) { c->set_generation(g); },
+      classifier_->policy_fds(), [c = classifier_.get()](uint64_t g) { c->set_generation(g); },
       [c = classifier_.get()]() { return c->generation(); });
-  publisher_ = std::make_unique<PolicyPublisher>(*maps_);
+  publisher_ = std::make_unique<PolicyPublisher>(*maps_, policy::host_owner_resolver(cgroup2_));
+
+  // Attribution: a probe records who opens each connection (pid, uid, comm,
+  // cgroup) before its SYN leaves; the classifier and the events read it.
+  attribution::OwnerProbesOptions po;
+  po.owners_fd = classifier_->owners_fd();
+  po.owner_tuples_fd = classifier_->owner_tuples_fd();
+  po.preference.clear();
+  for (const auto& b : config_.attribution_backends) {
+    po.preference.push_back(*attribution::parse_backend(b));
+  }
+  if (!config_.sock_ops_cgroup.empty()) po.sock_ops_cgroup = cgroup2_ + config_.sock_ops_cgroup;
+  po.pin_dir = config_.pin_root;
+  owner_probes_ = std::make_unique<attribution::OwnerProbes>(po);
+  for (const auto& b : owner_probes_->report()) {
+    log.info("attribution backend {}: {}{}{}", b.name, attribution::backend_state_name(b.state),
+             b.why.empty() ? "" : " - ", b.why);
+  }
+  if (!owner_probes_->active()) {
+    log.warn("no attribution backend runs here: events will name uid and cgroup only");
+  }
+  attribution::ProcessInfoOptions pio;
+  pio.cgroup2_mount = cgroup2_;
+  process_info_ = std::make_unique<attribution::ProcessInfoResolver>(pio);
   // Events the kernel queued while no daemon ran carry the previous run's
   // generation: name them with this policy if it is the same one.
   if (ad.previous && policy_->model.hash == ad.previous->policy_hash) {
@@ -262,8 +287,7 @@ void Daemon::apply_policy(bool initial) {
   std::string error;
   if (r.ok()) {
     try {
-      compiled =
-          std::make_shared<const policy::CompiledPolicy>(policy::compile_policy(*r.policy, now));
+      compiled = compile(*r.policy, now);
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -311,6 +335,9 @@ void Daemon::apply_policy(bool initial) {
 void Daemon::publish(policy::Policy model, std::shared_ptr<const policy::CompiledPolicy> compiled,
                      const std::string& why) {
   const uint64_t gen = publisher_->publish(*compiled);
+  for (const auto& u : publisher_->unresolved()) {
+    logging::get(Subsystem::kPolicy).warn("owner selector: {}", u);
+  }
   history_[gen] = compiled;
   while (history_.size() > kGenerationHistory) history_.erase(history_.begin());
   policy_ = PolicyState{std::move(model), compiled, gen, std::chrono::system_clock::now()};
@@ -327,14 +354,123 @@ void Daemon::publish(policy::Policy model, std::shared_ptr<const policy::Compile
   emit(std::move(e));
 }
 
+std::shared_ptr<const policy::CompiledPolicy> Daemon::compile(
+    const policy::Policy& model, std::chrono::system_clock::time_point now) const {
+  policy::Policy effective = model;
+  for (auto& r : effective.rules) {
+    auto it = mode_overrides_.find(r.name);
+    if (it != mode_overrides_.end()) r.mode = it->second;
+  }
+  return std::make_shared<const policy::CompiledPolicy>(policy::compile_policy(effective, now));
+}
+
+std::vector<std::string> Daemon::set_mode(const std::string& rule, const std::string& mode) {
+  if (!policy_) throw std::invalid_argument("no policy is loaded");
+  if (mode != "monitor" && mode != "enforce" && mode != "policy") {
+    throw std::invalid_argument(
+        "mode must be monitor, enforce or policy (drop the override), not '" + mode + "'");
+  }
+  std::vector<const policy::Rule*> targets;
+  for (const auto& r : policy_->model.rules) {
+    if (rule == "all" || r.name == rule) targets.push_back(&r);
+  }
+  if (targets.empty()) {
+    std::string names;
+    for (const auto& r : policy_->model.rules) names += (names.empty() ? "" : ", ") + r.name;
+    throw std::invalid_argument("no rule named '" + rule + "' in policy " + policy_->model.version +
+                                " (rules: " + names + ")");
+  }
+  auto effective = [&](const policy::Rule& r) {
+    auto it = mode_overrides_.find(r.name);
+    return it == mode_overrides_.end() ? r.mode : it->second;
+  };
+  std::vector<std::pair<std::string, policy::Mode>> changed;  // rule, previous mode
+  const auto previous = mode_overrides_;
+  for (const policy::Rule* r : targets) {
+    const policy::Mode before = effective(*r);
+    if (mode == "policy") {
+      mode_overrides_.erase(r->name);
+    } else {
+      mode_overrides_[r->name] =
+          mode == "enforce" ? policy::Mode::kEnforce : policy::Mode::kMonitor;
+    }
+    if (effective(*r) != before) changed.emplace_back(r->name, before);
+  }
+  save_mode_overrides();
+  if (changed.empty()) return {};
+  try {
+    publish(policy_->model, compile(policy_->model, std::chrono::system_clock::now()),
+            "mode " + rule + " " + mode);
+  } catch (...) {
+    mode_overrides_ = previous;  // nothing changed in the kernel
+    save_mode_overrides();
+    throw;
+  }
+  std::vector<std::string> names;
+  for (const auto& [name, before] : changed) {
+    Event e;
+    e.type = EventType::kModeChanged;
+    e.severity = Severity::kNotice;
+    e.rule = name;
+    e.previous_mode = policy::mode_name(before);
+    for (const auto& r : policy_->model.rules) {
+      if (r.name == name) e.mode = policy::mode_name(effective(r));
+    }
+    e.policy_version = policy_->model.version;
+    e.policy_generation = policy_->generation;
+    e.message = mode == "policy" ? "run-time override dropped: the policy file's mode applies"
+                                 : "run-time override (tlswallctl mode)";
+    emit(std::move(e));
+    names.push_back(name);
+  }
+  return names;
+}
+
+namespace {
+std::string overrides_path(const AgentConfig& c) {
+  return c.events.state_dir.empty() ? "" : c.events.state_dir + "/mode_overrides";
+}
+}  // namespace
+
+void Daemon::load_mode_overrides() {
+  const std::string path = overrides_path(config_);
+  if (path.empty()) return;
+  std::ifstream in(path);
+  std::string name, mode;
+  while (in >> name >> mode) {
+    if (mode == "enforce") mode_overrides_[name] = policy::Mode::kEnforce;
+    if (mode == "monitor") mode_overrides_[name] = policy::Mode::kMonitor;
+  }
+  for (const auto& [n, m] : mode_overrides_) {
+    logging::get(Subsystem::kPolicy)
+        .warn("run-time mode override kept from before the restart: rule {} is {}", n,
+              policy::mode_name(m));
+  }
+}
+
+void Daemon::save_mode_overrides() const {
+  const std::string path = overrides_path(config_);
+  if (path.empty()) return;
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    for (const auto& [n, m] : mode_overrides_) out << n << " " << policy::mode_name(m) << "\n";
+    if (!out) {
+      logging::get(Subsystem::kPolicy).error("cannot write {}: mode overrides not persisted", tmp);
+      return;
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    logging::get(Subsystem::kPolicy).error("cannot rename {}: {}", tmp, std::strerror(errno));
+  }
+}
+
 void Daemon::recompile_for_expiry() {
   if (!policy_ || !policy_->compiled->next_expiry) return;
   const auto now = std::chrono::system_clock::now();
   if (now < *policy_->compiled->next_expiry) return;
   try {
-    auto compiled =
-        std::make_shared<const policy::CompiledPolicy>(policy::compile_policy(policy_->model, now));
-    publish(policy_->model, compiled, "exemption expired");
+    publish(policy_->model, compile(policy_->model, now), "exemption expired");
   } catch (const std::exception& ex) {
     logging::get(Subsystem::kPolicy).error("recompiling after an exemption expired: {}", ex.what());
   }
@@ -356,13 +492,16 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
   tw_event_hdr hdr;
   if (size < sizeof(hdr)) return;
   std::memcpy(&hdr, data, sizeof(hdr));
+  // Version 1 events (96 bytes, no owner) still come from a previous
+  // release's program during an upgrade.
   if ((hdr.type != TW_EV_FLOW_VERDICT && hdr.type != TW_EV_FLOW_UNTRACKED) ||
-      size < sizeof(tw_flow_event)) {
+      size < TW_EV_FLOW_V1_SIZE) {
     log.warn("unknown kernel event type {} version {} size {}", hdr.type, hdr.version, size);
     return;
   }
-  tw_flow_event fe;
-  std::memcpy(&fe, data, sizeof(fe));
+  tw_flow_event fe{};
+  std::memcpy(&fe, data, std::min(size, sizeof(fe)));
+  const bool has_owner = hdr.version >= 2 && size >= sizeof(tw_flow_event);
 
   Event e;
   const auto names = names_for(fe.policy_generation);
@@ -380,6 +519,7 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
   e.policy_generation = fe.policy_generation;
   e.sock_cookie = fe.sock_cookie;
   if (fe.hello_version) e.tls_version = policy::tls_version_to_string(fe.hello_version);
+  if (has_owner) e.owner = owner_of(fe);
   if (names) {
     e.policy_version = names->version;
     if (fe.rule_id < names->rule_names.size()) e.rule = names->rule_names[fe.rule_id];
@@ -419,12 +559,84 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
   emit(std::move(e));
 }
 
+logging::Owner Daemon::owner_of(const tw_flow_event& fe) {
+  logging::Owner o;
+  const tw_owner& k = fe.owner;
+  switch (fe.owner_status) {
+    case TW_OWNER_RECORDED: {
+      o.attribution = "recorded";
+      o.pid = k.tgid;
+      o.tid = k.pid;
+      o.uid = k.uid;
+      o.gid = k.gid;
+      o.comm.assign(k.comm, strnlen(k.comm, sizeof(k.comm)));
+      if (k.backend > TW_BACKEND_NONE && k.backend < TW_BACKEND_MAX) {
+        o.backend = attribution::backend_name(static_cast<attribution::OwnerBackend>(k.backend));
+      }
+      break;
+    }
+    case TW_OWNER_NOT_RECORDED:
+      o.attribution = "not_recorded";
+      o.uid = k.uid;
+      o.detail = owner_probes_ && !owner_probes_->active()
+                     ? "no attribution probe is attached (see tlswallctl status)"
+                     : "the socket has no owner record: it was opened before the probes ran";
+      break;
+    case TW_OWNER_NO_SOCKET:
+      o.attribution = "no_socket";
+      o.detail =
+          "no local socket at this host's egress: forwarded or routed traffic (e.g. a container "
+          "in its own network namespace); only the addresses are known";
+      return o;
+    default:
+      o.attribution = "not_full_socket";
+      o.detail = "the packet's socket is a request or time-wait socket: no owner";
+      return o;
+  }
+  o.cgroup_id = k.cgroup_id;
+  if (!process_info_) return o;
+  const attribution::ProcessInfo info = process_info_->resolve(
+      fe.owner_status == TW_OWNER_RECORDED ? k.tgid : 0, k.start_boottime_ns, k.cgroup_id);
+  o.cgroup = info.cgroup_path;
+  o.container = info.origin.container_id;
+  o.unit = info.origin.systemd_unit;
+  if (fe.owner_status == TW_OWNER_RECORDED) {
+    switch (info.status) {
+      case attribution::ProcessStatus::kLive:
+        o.process = "live";
+        o.exe = info.exe;
+        o.cmdline = info.cmdline;
+        break;
+      case attribution::ProcessStatus::kExited:
+        o.process = "exited";
+        break;
+      case attribution::ProcessStatus::kPidReused:
+        o.process = "pid_reused";
+        break;
+    }
+  }
+  return o;
+}
+
 void Daemon::emit(Event e) {
   if (events_) events_->submit(std::move(e));  // never blocks, never throws
 }
 
 void Daemon::periodic() {
   recompile_for_expiry();
+  // A cgroup a selector names appeared or went away: republish (once a
+  // second at most; a stat per selected cgroup).
+  const auto mono = std::chrono::steady_clock::now();
+  if (policy_ && publisher_ && mono >= next_owner_check_) {
+    next_owner_check_ = mono + std::chrono::seconds(1);
+    if (publisher_->owners_changed(*policy_->compiled)) {
+      try {
+        publish(policy_->model, policy_->compiled, "owner selectors re-resolved");
+      } catch (const std::exception& ex) {
+        logging::get(Subsystem::kPolicy).error("republishing owner selectors: {}", ex.what());
+      }
+    }
+  }
   if (!classifier_) return;
   const uint64_t lost = classifier_->counter(TW_CNT_EVENTS_LOST);
   if (lost > kernel_events_lost_seen_) {

@@ -10,6 +10,8 @@
 #include <string>
 
 #include "agent/agent_config.h"
+#include "agent/attribution/owner_probes.h"
+#include "agent/attribution/process_info.h"
 #include "agent/bpf_classifier.h"
 #include "agent/control_socket.h"
 #include "agent/policy_tables.h"
@@ -48,6 +50,18 @@ class Daemon {
   void publish(policy::Policy model, std::shared_ptr<const policy::CompiledPolicy> compiled,
                const std::string& why);
   void on_kernel_event(const void* data, size_t size);
+  // The owner part of a flow event, enriched from /proc and the cgroup fs.
+  logging::Owner owner_of(const tw_flow_event& fe);
+  // Compiles `model` with the run-time mode overrides applied.
+  std::shared_ptr<const policy::CompiledPolicy> compile(
+      const policy::Policy& model, std::chrono::system_clock::time_point now) const;
+  // `tlswallctl mode`: sets (or, with "policy", drops) the run-time mode of
+  // one rule or "all" and publishes a new generation. Returns the rules
+  // whose effective mode changed. Throws std::invalid_argument for an
+  // unknown rule or mode.
+  std::vector<std::string> set_mode(const std::string& rule, const std::string& mode);
+  void load_mode_overrides();
+  void save_mode_overrides() const;
   void periodic();
   ControlReply handle_control(const ControlRequest& req);
   StatusReport status() const;
@@ -68,6 +82,13 @@ class Daemon {
   std::unique_ptr<BpfPolicyMaps> maps_;
   std::unique_ptr<PolicyPublisher> publisher_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<attribution::OwnerProbes> owner_probes_;
+  std::unique_ptr<attribution::ProcessInfoResolver> process_info_;
+  // Run-time rule modes (`tlswallctl mode`), by rule name; kept across
+  // reloads and restarts (state_dir/mode_overrides) until set back to
+  // "policy" or the rule leaves the policy.
+  std::map<std::string, policy::Mode> mode_overrides_;
+  std::chrono::steady_clock::time_point next_owner_check_{};
   ring_buffer* ring_ = nullptr;
   SocketDestroyer destroyer_;
   std::optional<PolicyState> policy_;

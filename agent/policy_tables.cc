@@ -1,5 +1,6 @@
 #include "agent/policy_tables.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -40,6 +41,9 @@ void BpfPolicyMaps::clear_slot(uint32_t slot) {
   clear_lpm_slot<tw_lpm4_key>(fds_.lpm4, slot, "IPv4 prefix");
   clear_lpm_slot<tw_lpm6_key>(fds_.lpm6, slot, "IPv6 prefix");
   clear_lpm_slot<tw_port_key>(fds_.ports, slot, "port");
+  clear_lpm_slot<tw_owner_uid_key>(fds_.owner_uids, slot, "owner uid");
+  clear_lpm_slot<tw_owner_comm_key>(fds_.owner_comms, slot, "owner comm");
+  clear_lpm_slot<tw_owner_cgroup_key>(fds_.owner_cgroups, slot, "owner cgroup");
 }
 
 void BpfPolicyMaps::put_dest4(uint32_t slot, const policy::KernelDestRow4& row) {
@@ -75,9 +79,33 @@ void BpfPolicyMaps::put_port(uint32_t slot, const policy::KernelPortRow& row) {
   }
 }
 
-void BpfPolicyMaps::put_slot_generation(uint32_t slot, uint64_t generation) {
-  tw_slot_meta m{};
-  m.generation = generation;
+void BpfPolicyMaps::put_owner_tables(uint32_t slot, const policy::KernelOwnerTables& owners) {
+  auto put = [](int fd, const void* key, const void* value, const char* what) {
+    if (bpf_map_update_elem(fd, key, value, BPF_ANY) != 0) {
+      throw std::runtime_error(std::string("cannot write ") + what + " table: " + errstr());
+    }
+  };
+  for (uint32_t bit = 0; bit < owners.groups.size(); ++bit) {
+    const uint32_t idx = slot * TW_MAX_OWNER_GROUPS + bit;
+    put(fds_.owner_groups, &idx, &owners.groups[bit], "owner group");
+  }
+  for (const auto& [uid, mask] : owners.uids) {
+    const tw_owner_uid_key k{slot, uid};
+    put(fds_.owner_uids, &k, &mask, "owner uid");
+  }
+  for (const auto& [comm, mask] : owners.comms) {
+    tw_owner_comm_key k{};
+    k.slot = slot;
+    std::memcpy(k.comm, comm.data(), std::min(comm.size(), sizeof(k.comm) - 1));
+    put(fds_.owner_comms, &k, &mask, "owner comm");
+  }
+  for (const auto& [id, mask] : owners.cgroups) {
+    const tw_owner_cgroup_key k{slot, id};
+    put(fds_.owner_cgroups, &k, &mask, "owner cgroup");
+  }
+}
+
+void BpfPolicyMaps::put_slot_meta(uint32_t slot, const tw_slot_meta& m) {
   if (bpf_map_update_elem(fds_.slots, &slot, &m, BPF_ANY) != 0) {
     throw std::runtime_error("cannot write slot table: " + errstr());
   }
@@ -86,8 +114,14 @@ void BpfPolicyMaps::put_slot_generation(uint32_t slot, uint64_t generation) {
 void BpfPolicyMaps::set_generation(uint64_t generation) { set_gen_(generation); }
 uint64_t BpfPolicyMaps::generation() const { return get_gen_(); }
 
-PolicyPublisher::PolicyPublisher(PolicyMaps& maps, std::function<void(Clock::duration)> sleep)
-    : maps_(maps), sleep_(std::move(sleep)) {}
+PolicyPublisher::PolicyPublisher(PolicyMaps& maps, policy::OwnerResolver resolver,
+                                 std::function<void(Clock::duration)> sleep)
+    : maps_(maps), resolver_(std::move(resolver)), sleep_(std::move(sleep)) {}
+
+bool PolicyPublisher::owners_changed(const policy::CompiledPolicy& compiled) const {
+  if (compiled.owner_groups.empty() && published_owners_.groups.empty()) return false;
+  return !(policy::build_owner_tables(compiled, resolver_) == published_owners_);
+}
 
 void PolicyPublisher::default_sleep(Clock::duration d) { std::this_thread::sleep_for(d); }
 
@@ -95,7 +129,7 @@ uint64_t PolicyPublisher::publish(const policy::CompiledPolicy& compiled) {
   const uint64_t next = maps_.generation() + 1;
   const uint32_t slot = TW_SLOT_OF(next);
   // Build first: tables that do not fit fail before anything is written.
-  const policy::KernelTables tables = policy::build_kernel_tables(compiled);
+  const policy::KernelTables tables = policy::build_kernel_tables(compiled, resolver_);
 
   if (last_flip_ != Clock::time_point{}) {
     const auto since = Clock::now() - last_flip_;
@@ -103,13 +137,17 @@ uint64_t PolicyPublisher::publish(const policy::CompiledPolicy& compiled) {
   }
   // The slot is invalidated first, so a half-written slot is never used
   // even if a stale generation word pointed at it.
-  maps_.put_slot_generation(slot, 0);
+  maps_.put_slot_meta(slot, tw_slot_meta{});
   maps_.clear_slot(slot);
   for (const auto& r : tables.v4) maps_.put_dest4(slot, r);
   for (const auto& r : tables.v6) maps_.put_dest6(slot, r);
   for (const auto& r : tables.ports) maps_.put_port(slot, r);
-  maps_.put_slot_generation(slot, next);
+  maps_.put_owner_tables(slot, tables.owners);
+  tw_slot_meta meta = tables.owners.meta;
+  meta.generation = next;
+  maps_.put_slot_meta(slot, meta);
   maps_.set_generation(next);
+  published_owners_ = tables.owners;
   last_flip_ = Clock::now();
   return next;
 }

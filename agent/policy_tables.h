@@ -25,8 +25,11 @@ class PolicyMaps {
   virtual void put_dest4(uint32_t slot, const policy::KernelDestRow4& row) = 0;
   virtual void put_dest6(uint32_t slot, const policy::KernelDestRow6& row) = 0;
   virtual void put_port(uint32_t slot, const policy::KernelPortRow& row) = 0;
-  // Records which generation `slot` holds; written after its rows.
-  virtual void put_slot_generation(uint32_t slot, uint64_t generation) = 0;
+  // The owner-selector tables of `slot` (groups, uid / comm / cgroup rows).
+  virtual void put_owner_tables(uint32_t slot, const policy::KernelOwnerTables& owners) = 0;
+  // Records which generation `slot` holds (and its owner-group summary);
+  // written after its rows. meta.generation 0 invalidates the slot.
+  virtual void put_slot_meta(uint32_t slot, const tw_slot_meta& meta) = 0;
   virtual void set_generation(uint64_t generation) = 0;
   virtual uint64_t generation() const = 0;
 };
@@ -37,13 +40,15 @@ class BpfPolicyMaps : public PolicyMaps {
  public:
   struct Fds {
     int lpm4, lpm6, ports, slots;
+    int owner_groups, owner_uids, owner_comms, owner_cgroups;
   };
   BpfPolicyMaps(Fds fds, std::function<void(uint64_t)> set_gen, std::function<uint64_t()> get_gen);
   void clear_slot(uint32_t slot) override;
   void put_dest4(uint32_t slot, const policy::KernelDestRow4& row) override;
   void put_dest6(uint32_t slot, const policy::KernelDestRow6& row) override;
   void put_port(uint32_t slot, const policy::KernelPortRow& row) override;
-  void put_slot_generation(uint32_t slot, uint64_t generation) override;
+  void put_owner_tables(uint32_t slot, const policy::KernelOwnerTables& owners) override;
+  void put_slot_meta(uint32_t slot, const tw_slot_meta& meta) override;
   void set_generation(uint64_t generation) override;
   uint64_t generation() const override;
 
@@ -56,14 +61,22 @@ class BpfPolicyMaps : public PolicyMaps {
 class PolicyPublisher {
  public:
   using Clock = std::chrono::steady_clock;
+  // `resolver` turns owner selectors into this host's uids and cgroup ids;
   // `sleep` is injectable for tests.
-  explicit PolicyPublisher(PolicyMaps& maps,
+  explicit PolicyPublisher(PolicyMaps& maps, policy::OwnerResolver resolver = {},
                            std::function<void(Clock::duration)> sleep = default_sleep);
 
   // Writes `compiled` as generation current+1 and makes it active. Returns
   // the new generation. Throws (with the active generation unchanged) if the
   // tables do not fit or a table write fails.
   uint64_t publish(const policy::CompiledPolicy& compiled);
+
+  // True if resolving `compiled`'s owner selectors now gives other tables
+  // than the last publish wrote (a selected cgroup appeared or went away, a
+  // user was added): the caller republishes.
+  bool owners_changed(const policy::CompiledPolicy& compiled) const;
+  // Selectors the last publish could not resolve on this host.
+  const std::vector<std::string>& unresolved() const { return published_owners_.unresolved; }
 
   // A slot that was active is rewritten only after this long, so no
   // classifier run that read the old generation can still be reading it
@@ -73,7 +86,9 @@ class PolicyPublisher {
  private:
   static void default_sleep(Clock::duration d);
   PolicyMaps& maps_;
+  policy::OwnerResolver resolver_;
   std::function<void(Clock::duration)> sleep_;
+  policy::KernelOwnerTables published_owners_;
   Clock::time_point last_flip_{};
 };
 

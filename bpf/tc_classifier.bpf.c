@@ -20,7 +20,7 @@ static __always_inline int tw_egress(struct __sk_buff *skb, const int l2)
 		return tw_tcp_egress(skb, &p);
 	case TW_PARSE_OPAQUE:
 		generation = tw_active_generation();
-		return tw_opaque(&p, generation);
+		return tw_opaque(skb, &p, generation);
 	case TW_PARSE_MALFORMED:
 		tw_count(TW_CNT_PARSE_ERRORS);
 		return TC_ACT_UNSPEC;

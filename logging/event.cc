@@ -47,6 +47,10 @@ const char* event_type_name(EventType t) {
       return "user_space_gap";
     case EventType::kTakeoverFailed:
       return "takeover_failed";
+    case EventType::kControlAudit:
+      return "control_audit";
+    case EventType::kInterfaceAttached:
+      return "interface_attached";
   }
   return "unknown";
 }
@@ -74,6 +78,8 @@ EventClass event_class(EventType t) {
     case EventType::kAttachmentRestored:
     case EventType::kUserSpaceGap:
     case EventType::kTakeoverFailed:
+    case EventType::kControlAudit:
+    case EventType::kInterfaceAttached:
       return EventClass::kControl;
   }
   return EventClass::kOther;
@@ -164,6 +170,15 @@ std::string render_json(const Event& e, const std::string& host, const std::stri
     opt("exe", w.exe);
     opt("cgroup", w.cgroup);
     opt("container", w.container);
+    if (w.tid) o.add("tid", static_cast<uint64_t>(*w.tid));
+    if (w.gid) o.add("gid", static_cast<uint64_t>(*w.gid));
+    if (w.cgroup_id) o.add("cgroup_id", w.cgroup_id);
+    opt("cmdline", w.cmdline);
+    opt("unit", w.unit);
+    opt("attribution", w.attribution);
+    opt("attribution_backend", w.backend);
+    opt("process", w.process);
+    opt("attribution_detail", w.detail);
   }
   opt("previous_mode", e.previous_mode);
   if (e.first_time) o.add("first_time", format_time(*e.first_time));

@@ -15,7 +15,7 @@ namespace tlswall::logging {
 // Version of the event schema (tlswall_event.thrift SCHEMA_VERSION, JSON
 // "schema_version"). Bumped when a field is added; fields are never removed
 // or renamed. Version 1 was the JSON of tlswall 0.1 before event ids.
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 enum class EventType : uint16_t {
   kAgentStarted = 1,
@@ -37,8 +37,10 @@ enum class EventType : uint16_t {
   kAttachmentRestored = 17,  // our tc filter was removed/replaced; re-attached (interface)
   kUserSpaceGap = 18,        // a start after a stop/crash: how long, how many events lost (count)
   kTakeoverFailed = 19,      // a starting daemon could not take over; the previous one stays
+  kControlAudit = 20,        // a state-changing control call (allowed or denied), by whom
+  kInterfaceAttached = 21,   // the classifier was attached to an interface that appeared
 };
-inline constexpr uint16_t kEventTypeMax = 19;  // highest number in use
+inline constexpr uint16_t kEventTypeMax = 21;  // highest number in use
 
 // "unknown" for a number that is not a type.
 const char* event_type_name(EventType t);
@@ -71,12 +73,21 @@ struct FlowEndpoints {
 // optional: kernel attribution can miss (flow started before the agent,
 // short-lived process gone before enrichment).
 struct Owner {
-  std::optional<uint32_t> pid;
+  std::optional<uint32_t> pid;  // process (tgid)
   std::optional<uint32_t> uid;
-  std::string comm;       // task comm (15 bytes max in the kernel)
-  std::string exe;        // /proc/PID/exe target
-  std::string cgroup;     // cgroup v2 path
-  std::string container;  // container id, if the cgroup names one
+  std::string comm;             // task comm (15 bytes max in the kernel)
+  std::string exe;              // /proc/PID/exe target
+  std::string cgroup;           // cgroup v2 path
+  std::string container;        // container id, if the cgroup names one
+  std::optional<uint32_t> tid;  // the thread that connected
+  std::optional<uint32_t> gid;
+  uint64_t cgroup_id = 0;
+  std::string cmdline;      // /proc/PID/cmdline, NULs as spaces (bounded)
+  std::string unit;         // systemd unit (*.service / *.scope) from the cgroup path
+  std::string attribution;  // recorded | not_recorded | no_socket | not_full_socket
+  std::string backend;      // probe that recorded the owner: kprobe | fentry | tp_btf | sock_ops
+  std::string process;      // live | exited | pid_reused: the process at enrichment time
+  std::string detail;       // why attribution is partial or unavailable, in words
 };
 
 struct Event {

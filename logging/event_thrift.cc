@@ -36,6 +36,8 @@ TW_SAME(kSinkRecovered, SINK_RECOVERED);
 TW_SAME(kAttachmentRestored, ATTACHMENT_RESTORED);
 TW_SAME(kUserSpaceGap, USER_SPACE_GAP);
 TW_SAME(kTakeoverFailed, TAKEOVER_FAILED);
+TW_SAME(kControlAudit, CONTROL_AUDIT);
+TW_SAME(kInterfaceAttached, INTERFACE_ATTACHED);
 #undef TW_SAME
 static_assert(static_cast<int>(Severity::kInfo) == schema::Severity::INFO);
 static_assert(static_cast<int>(Severity::kNotice) == schema::Severity::NOTICE);
@@ -65,6 +67,8 @@ schema::EventType::type idl_type(EventType t) {
     case EventType::kAttachmentRestored:
     case EventType::kUserSpaceGap:
     case EventType::kTakeoverFailed:
+    case EventType::kControlAudit:
+    case EventType::kInterfaceAttached:
       return static_cast<schema::EventType::type>(t);
   }
   return static_cast<schema::EventType::type>(t);
@@ -109,6 +113,15 @@ schema::Event to_thrift(const Event& e, const std::string& host, const std::stri
     opt(e.owner->exe, [&](const std::string& v) { t.__set_exe(v); });
     opt(e.owner->cgroup, [&](const std::string& v) { t.__set_cgroup(v); });
     opt(e.owner->container, [&](const std::string& v) { t.__set_container(v); });
+    if (e.owner->tid) t.__set_tid(*e.owner->tid);
+    if (e.owner->gid) t.__set_gid(*e.owner->gid);
+    if (e.owner->cgroup_id) t.__set_cgroup_id(static_cast<int64_t>(e.owner->cgroup_id));
+    opt(e.owner->cmdline, [&](const std::string& v) { t.__set_cmdline(v); });
+    opt(e.owner->unit, [&](const std::string& v) { t.__set_unit(v); });
+    opt(e.owner->attribution, [&](const std::string& v) { t.__set_attribution(v); });
+    opt(e.owner->backend, [&](const std::string& v) { t.__set_attribution_backend(v); });
+    opt(e.owner->process, [&](const std::string& v) { t.__set_process(v); });
+    opt(e.owner->detail, [&](const std::string& v) { t.__set_attribution_detail(v); });
   }
   opt(e.boundary, [&](const std::string& v) { t.__set_boundary(v); });
   opt(e.rule, [&](const std::string& v) { t.__set_rule(v); });

@@ -21,7 +21,7 @@ namespace py tlswall_event
 namespace java tlswall.event
 namespace go tlswallevent
 
-const i32 SCHEMA_VERSION = 2
+const i32 SCHEMA_VERSION = 3
 
 enum EventType {
   AGENT_STARTED = 1,
@@ -43,6 +43,8 @@ enum EventType {
   ATTACHMENT_RESTORED = 17,    // the classifier was removed or replaced; re-attached
   USER_SPACE_GAP = 18,         // no daemon for a while: how long (message), events lost (count)
   TAKEOVER_FAILED = 19,        // a starting daemon could not take over; the previous release stays
+  CONTROL_AUDIT = 20,          // a state-changing control call, allowed or denied; the owner is the caller
+  INTERFACE_ATTACHED = 21,     // the classifier was attached to an interface that appeared
 }
 
 // Syslog severities are derived from these (info 6, notice 5, warning 4,
@@ -89,6 +91,15 @@ struct Event {
   33: optional string exe,
   34: optional string cgroup,
   35: optional string container,
+  36: optional i64 tid,                  // the thread that connected
+  37: optional i64 gid,
+  38: optional i64 cgroup_id,            // cgroup v2 id (an unsigned 64-bit value)
+  39: optional string cmdline,           // NULs as spaces, bounded
+  44: optional string unit,              // systemd unit from the cgroup path
+  45: optional string attribution,       // recorded | not_recorded | no_socket | not_full_socket
+  46: optional string attribution_backend, // kprobe | fentry | tp_btf | sock_ops
+  47: optional string process,           // live | exited | pid_reused (at enrichment)
+  48: optional string attribution_detail, // why attribution is partial or unavailable
 
   // ---- the policy ----
   40: optional string boundary,

@@ -11,6 +11,7 @@
 #define TW_MAX_RULE_ENTRIES 256   /* (rule, port range) rows */
 #define TW_MAX_EXEMPT_ENTRIES 256 /* (exemption, port range) rows */
 #define TW_MASK_WORDS 2           /* 128-bit masks */
+#define TW_NO_OWNER_GROUP 0       /* a row without owner selectors; else group bit + 1 */
 
 /* Every boundary / exemption that contains a prefix (covering prefixes are
  * folded in, so the longest match is exact). */
@@ -22,19 +23,20 @@ struct tw_dest_class {
 /* One (rule, boundary, port range) row; earlier rows win (enforce rules come
  * first; the validator rejects overlapping rows that disagree). */
 struct tw_rule_entry {
-  __u16 boundary; /* boundary index (bit in boundary_mask) */
-  __u16 port_lo;  /* inclusive */
-  __u16 port_hi;  /* inclusive */
-  __u16 rule_id;  /* index into the rule name table */
-  __u16 min_tls;  /* wire version: 0x0301 TLS1.0 .. 0x0303 TLS1.2 */
-  __u8 mode;      /* enum tw_mode */
-  __u8 pad;
+  __u16 boundary;   /* boundary index (bit in boundary_mask) */
+  __u16 port_lo;    /* inclusive */
+  __u16 port_hi;    /* inclusive */
+  __u16 rule_id;    /* index into the rule name table */
+  __u16 min_tls;    /* wire version: 0x0301 TLS1.0 .. 0x0303 TLS1.2 */
+  __u8 mode;        /* enum tw_mode */
+  __u8 owner_group; /* TW_NO_OWNER_GROUP, or the rule's owner group bit + 1 */
 };
 
 /* One (exemption, port range) row. */
 struct tw_exempt_entry {
-  __u16 exemption; /* exemption index (bit in exempt_mask) */
-  __u16 port_lo;   /* inclusive */
-  __u16 port_hi;   /* inclusive */
-  __u16 pad;
+  __u16 exemption;  /* exemption index (bit in exempt_mask) */
+  __u16 port_lo;    /* inclusive */
+  __u16 port_hi;    /* inclusive */
+  __u8 owner_group; /* TW_NO_OWNER_GROUP, or the exemption's owner group bit + 1 */
+  __u8 pad;
 };

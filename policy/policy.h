@@ -6,6 +6,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,6 +51,30 @@ struct PortRange {
 
 enum class Mode { kMonitor, kEnforce };
 
+// A user named in an owner selector: a uid, or a name resolved on the host
+// that loads the policy (a name unknown there matches nothing there).
+struct UserRef {
+  std::string name;             // empty when given as a number
+  std::optional<uint32_t> uid;  // set when given as a number
+  SourceLocation where;
+  std::string text() const { return uid ? std::to_string(*uid) : name; }
+};
+
+// Which sockets a rule or exemption is about, by their owner. Within a
+// list any entry matches; across lists all given must match; empty = any
+// owner. Matched in the kernel when the flow's decision is made:
+// cgroups by path prefix (component-wise: "/a" covers "/a/b", not "/ab"),
+// users by the socket's uid, comms by the process name (15 bytes, as in
+// /proc/PID/comm) recorded at connect(). Traffic without a local socket
+// (forwarded) has no owner and matches no selector.
+struct OwnerSelector {
+  std::vector<std::string> cgroups;  // absolute, normalized ("/system.slice/x.service")
+  std::vector<UserRef> users;
+  std::vector<std::string> comms;
+  bool empty() const { return cgroups.empty() && users.empty() && comms.empty(); }
+  std::string describe() const;  // "cgroups=[...] users=[...]" or "any owner"
+};
+
 struct Boundary {
   std::string name;
   std::string description;
@@ -62,6 +88,7 @@ struct Rule {
   std::vector<PortRange> ports;
   Mode mode = Mode::kMonitor;
   uint16_t min_tls = 0x0303;  // wire version; TLS 1.2 default
+  OwnerSelector owners;       // empty: the rule covers every owner
   SourceLocation where;
 };
 
@@ -77,6 +104,7 @@ struct Exemption {
   std::string reason;
   std::string owner;
   std::optional<Date> expires;
+  OwnerSelector owners;  // empty: any owner
   SourceLocation where;
 };
 
@@ -117,6 +145,19 @@ struct LpmRow6 {
   tw_dest_class cls;
 };
 
+// A rule or exemption with an owner selector, compiled: its bit in the
+// kernel's owner tables (its index in CompiledPolicy.owner_groups).
+// Exemptions come first, then rules (enforce before monitor, then by
+// name): the kernel takes the lowest matching bit.
+struct OwnerGroup {
+  bool is_exemption = false;
+  uint16_t index = 0;  // rule_id or exemption index
+  uint16_t boundary = 0;
+  uint16_t min_tls = 0;
+  uint8_t mode = 0;  // enum tw_mode (rules)
+  OwnerSelector owners;
+};
+
 // Flat tables ready for the kernel. Indices into the name vectors are the
 // numbers the kernel reports (tw_rule_entry.rule_id, boundary, exemption).
 struct CompiledPolicy {
@@ -130,6 +171,7 @@ struct CompiledPolicy {
   std::vector<LpmRow6> v6;
   std::vector<tw_rule_entry> rules;
   std::vector<tw_exempt_entry> exempts;
+  std::vector<OwnerGroup> owner_groups;  // at most TW_MAX_OWNER_GROUPS
   // Earliest expiry among the exemptions compiled in: the agent recompiles then.
   std::optional<std::chrono::system_clock::time_point> next_expiry;
 };
@@ -159,18 +201,50 @@ struct KernelPortRow {
   tw_port_verdict verdict;
 };
 
+// How owner selectors meet this host: user names -> uids, cgroup paths ->
+// cgroup ids. Either may answer "unknown" (nullopt): the selector then
+// matches nothing here until it is resolved again (the agent re-resolves
+// periodically, since cgroups come and go).
+struct OwnerResolver {
+  std::function<std::optional<uint32_t>(const std::string& user)> uid;
+  std::function<std::optional<uint64_t>(const std::string& cgroup_path)> cgroup_id;
+};
+// getpwnam_r for users; the inode of <cgroup2_root><path> for cgroups.
+OwnerResolver host_owner_resolver(const std::string& cgroup2_root);
+// Depth of a cgroup path: "/" is 0, "/a" 1, "/a/b" 2 (the level
+// bpf_skb_ancestor_cgroup_id() takes).
+uint32_t cgroup_level(const std::string& path);
+
+struct KernelOwnerTables {
+  std::vector<tw_owner_group> groups;  // index = bit
+  std::map<uint32_t, uint64_t> uids;   // uid -> groups
+  std::map<std::string, uint64_t> comms;
+  std::map<uint64_t, uint64_t> cgroups;  // cgroup id -> groups
+  tw_slot_meta meta{};                   // all but generation
+  std::vector<std::string> unresolved;   // "user \"bob\" (rule x): unknown on this host"
+  bool operator==(const KernelOwnerTables& o) const;
+};
+
 struct KernelTables {
   std::vector<KernelDestRow4> v4;
   std::vector<KernelDestRow6> v6;
   std::vector<KernelPortRow> ports;
+  KernelOwnerTables owners;
   size_t classes = 0;
 };
 
 // Builds the kernel tables from the compiled rows. The first matching rule
-// row decides a (class, port); an exemption row covering it marks it exempt.
-// Throws std::runtime_error if TW_MAX_PREFIXES, TW_MAX_CLASSES or
-// TW_MAX_PORT_ROWS would be exceeded.
-KernelTables build_kernel_tables(const CompiledPolicy& compiled);
+// row without owner selectors decides a (class, port) for every owner; an
+// exemption row covering it marks it exempt; rules and exemptions with
+// owner selectors covering it are listed as owner groups. Throws
+// std::runtime_error if TW_MAX_PREFIXES, TW_MAX_CLASSES, TW_MAX_PORT_ROWS or
+// TW_MAX_OWNER_KEYS would be exceeded.
+KernelTables build_kernel_tables(const CompiledPolicy& compiled,
+                                 const OwnerResolver& resolver = {});
+// The owner part alone (cheap: the agent compares it to spot cgroups that
+// appeared or went away).
+KernelOwnerTables build_owner_tables(const CompiledPolicy& compiled,
+                                     const OwnerResolver& resolver = {});
 
 // Splits the inclusive port range [lo, hi] into the fewest prefixes
 // (first port, prefix length over 16 bits).

@@ -120,6 +120,39 @@ CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::t
     }
   }
 
+  // Owner groups: exemptions first, then rules enforce-first in name order
+  // (the kernel takes the lowest matching bit).
+  std::vector<uint8_t> exemption_group(exemptions.size(), TW_NO_OWNER_GROUP);
+  std::vector<uint8_t> rule_group(rules.size(), TW_NO_OWNER_GROUP);
+  auto add_group = [&](OwnerGroup g) {
+    check_limit(out.owner_groups.size() + 1, TW_MAX_OWNER_GROUPS,
+                "rules and exemptions with owner selectors", "TW_MAX_OWNER_GROUPS");
+    out.owner_groups.push_back(std::move(g));
+    return static_cast<uint8_t>(out.owner_groups.size());  // bit + 1
+  };
+  for (size_t i = 0; i < exemptions.size(); ++i) {
+    if (exemptions[i]->owners.empty()) continue;
+    OwnerGroup g;
+    g.is_exemption = true;
+    g.index = static_cast<uint16_t>(i);
+    g.owners = exemptions[i]->owners;
+    exemption_group[i] = add_group(std::move(g));
+  }
+  for (const Mode pass : {Mode::kEnforce, Mode::kMonitor}) {
+    for (size_t id = 0; id < rules.size(); ++id) {
+      const Rule& r = *rules[id];
+      if (r.mode != pass || r.owners.empty()) continue;
+      auto b = boundary_index.find(r.boundary);
+      OwnerGroup g;
+      g.index = static_cast<uint16_t>(id);
+      g.boundary = b == boundary_index.end() ? 0 : static_cast<uint16_t>(b->second);
+      g.min_tls = r.min_tls;
+      g.mode = r.mode == Mode::kEnforce ? TW_MODE_ENFORCE : TW_MODE_MONITOR;
+      g.owners = r.owners;
+      rule_group[id] = add_group(std::move(g));
+    }
+  }
+
   // Rule rows, enforce rules first: the classifier notes "some enforce rule
   // covers this address" only for rows it scans before the first port match,
   // so enforce rows must not hide behind monitor rows. The validator rejects
@@ -141,6 +174,7 @@ CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::t
         e.rule_id = static_cast<__u16>(id);
         e.min_tls = r.min_tls;
         e.mode = r.mode == Mode::kEnforce ? TW_MODE_ENFORCE : TW_MODE_MONITOR;
+        e.owner_group = rule_group[id];
         out.rules.push_back(e);
       }
     }
@@ -155,6 +189,7 @@ CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::t
       e.exemption = static_cast<__u16>(i);
       e.port_lo = p.lo;
       e.port_hi = p.hi;
+      e.owner_group = exemption_group[i];
       out.exempts.push_back(e);
     }
   }

@@ -35,7 +35,12 @@ void check(size_t n, size_t limit, const char* what, const char* name) {
   }
 }
 
-// The port rows of one destination class.
+bool covers(uint32_t port, uint16_t lo, uint16_t hi) { return port >= lo && port <= hi; }
+
+// The port rows of one destination class. A segment of ports gets a row if
+// some rule covers it: the first rule without owner selectors decides for
+// every owner (has_rule), and the rules and exemptions with selectors that
+// cover it are listed as owner groups.
 void add_class_ports(uint16_t class_id, const tw_dest_class& cls, const CompiledPolicy& c,
                      std::vector<KernelPortRow>& out) {
   std::vector<const tw_rule_entry*> rules;
@@ -62,24 +67,29 @@ void add_class_ports(uint16_t class_id, const tw_dest_class& cls, const Compiled
   std::vector<Segment> segs;
   for (size_t i = 0; i + 1 < cuts.size(); ++i) {
     const uint32_t port = cuts[i];
-    const tw_rule_entry* rule = nullptr;
+    tw_port_verdict v{};
+    bool any_rule = false;
     for (const auto* r : rules) {
-      if (port >= r->port_lo && port <= r->port_hi) {
-        rule = r;
-        break;
+      if (!covers(port, r->port_lo, r->port_hi)) continue;
+      any_rule = true;
+      if (r->owner_group != TW_NO_OWNER_GROUP) {
+        v.owner_groups |= uint64_t{1} << (r->owner_group - 1);
+      } else if (!v.has_rule) {
+        v.has_rule = 1;
+        v.rule_id = r->rule_id;
+        v.boundary = r->boundary;
+        v.min_tls = r->min_tls;
+        v.mode = r->mode;
       }
     }
-    if (!rule) continue;
-    tw_port_verdict v{};
-    v.rule_id = rule->rule_id;
-    v.boundary = rule->boundary;
-    v.min_tls = rule->min_tls;
-    v.mode = rule->mode;
+    if (!any_rule) continue;
     for (const auto* x : exempts) {
-      if (port >= x->port_lo && port <= x->port_hi) {
+      if (!covers(port, x->port_lo, x->port_hi)) continue;
+      if (x->owner_group != TW_NO_OWNER_GROUP) {
+        v.owner_groups |= uint64_t{1} << (x->owner_group - 1);
+      } else if (!v.exempt) {
         v.exempt = 1;
         v.exemption = x->exemption;
-        break;
       }
     }
     const uint32_t hi = cuts[i + 1] - 1;
@@ -95,6 +105,14 @@ void add_class_ports(uint16_t class_id, const tw_dest_class& cls, const Compiled
       out.push_back({class_id, first, len, s.v});
     }
   }
+}
+
+std::string group_name(const CompiledPolicy& c, const OwnerGroup& g) {
+  if (g.is_exemption) {
+    return "exemption \"" +
+           (g.index < c.exemption_names.size() ? c.exemption_names[g.index] : "?") + "\"";
+  }
+  return "rule \"" + (g.index < c.rule_names.size() ? c.rule_names[g.index] : "?") + "\"";
 }
 
 }  // namespace
@@ -115,8 +133,97 @@ std::vector<std::pair<uint16_t, uint8_t>> port_range_prefixes(uint16_t lo, uint1
   return out;
 }
 
-KernelTables build_kernel_tables(const CompiledPolicy& c) {
+std::string OwnerSelector::describe() const {
+  if (empty()) return "any owner";
+  std::string out;
+  auto list = [&](const char* key, const std::vector<std::string>& items) {
+    if (items.empty()) return;
+    if (!out.empty()) out += " ";
+    out += std::string(key) + "=[";
+    for (size_t i = 0; i < items.size(); ++i) out += (i ? "," : "") + items[i];
+    out += "]";
+  };
+  std::vector<std::string> users;
+  for (const auto& u : this->users) users.push_back(u.text());
+  list("cgroups", cgroups);
+  list("users", users);
+  list("comms", comms);
+  return out;
+}
+
+uint32_t cgroup_level(const std::string& path) {
+  uint32_t n = 0;
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '/' && i + 1 < path.size()) ++n;
+  }
+  return n;
+}
+
+bool KernelOwnerTables::operator==(const KernelOwnerTables& o) const {
+  return groups.size() == o.groups.size() &&
+         std::equal(groups.begin(), groups.end(), o.groups.begin(),
+                    [](const tw_owner_group& a, const tw_owner_group& b) {
+                      return std::memcmp(&a, &b, sizeof(a)) == 0;
+                    }) &&
+         uids == o.uids && comms == o.comms && cgroups == o.cgroups &&
+         std::memcmp(&meta, &o.meta, sizeof(meta)) == 0;
+}
+
+KernelOwnerTables build_owner_tables(const CompiledPolicy& c, const OwnerResolver& resolver) {
+  KernelOwnerTables t;
+  check(c.owner_groups.size(), TW_MAX_OWNER_GROUPS, "rules and exemptions with owner selectors",
+        "TW_MAX_OWNER_GROUPS");
+  for (size_t bit = 0; bit < c.owner_groups.size(); ++bit) {
+    const OwnerGroup& g = c.owner_groups[bit];
+    const uint64_t mask = uint64_t{1} << bit;
+    tw_owner_group k{};
+    if (g.is_exemption) {
+      k.is_exemption = 1;
+      k.exemption = g.index;
+      t.meta.exempt_groups |= mask;
+    } else {
+      k.rule_id = g.index;
+      k.boundary = g.boundary;
+      k.min_tls = g.min_tls;
+      k.mode = g.mode;
+    }
+    t.groups.push_back(k);
+    t.meta.groups |= mask;
+    if (g.owners.users.empty()) t.meta.uid_free |= mask;
+    if (g.owners.comms.empty()) t.meta.comm_free |= mask;
+    if (g.owners.cgroups.empty()) t.meta.cgroup_free |= mask;
+    for (const UserRef& u : g.owners.users) {
+      std::optional<uint32_t> uid = u.uid;
+      if (!uid && resolver.uid) uid = resolver.uid(u.name);
+      if (!uid) {
+        t.unresolved.push_back("user \"" + u.name + "\" of " + group_name(c, g) +
+                               " is unknown on this host: it matches nothing here");
+        continue;
+      }
+      t.uids[*uid] |= mask;
+    }
+    for (const std::string& comm : g.owners.comms) t.comms[comm] |= mask;
+    for (const std::string& path : g.owners.cgroups) {
+      std::optional<uint64_t> id;
+      if (resolver.cgroup_id) id = resolver.cgroup_id(path);
+      if (!id) {
+        t.unresolved.push_back("cgroup " + path + " of " + group_name(c, g) +
+                               " does not exist (yet): it matches nothing until it appears");
+        continue;
+      }
+      t.cgroups[*id] |= mask;
+      t.meta.cgroup_levels |= 1u << cgroup_level(path);
+    }
+  }
+  check(t.uids.size(), TW_MAX_OWNER_KEYS, "users in owner selectors", "TW_MAX_OWNER_KEYS");
+  check(t.comms.size(), TW_MAX_OWNER_KEYS, "comms in owner selectors", "TW_MAX_OWNER_KEYS");
+  check(t.cgroups.size(), TW_MAX_OWNER_KEYS, "cgroups in owner selectors", "TW_MAX_OWNER_KEYS");
+  return t;
+}
+
+KernelTables build_kernel_tables(const CompiledPolicy& c, const OwnerResolver& resolver) {
   KernelTables t;
+  t.owners = build_owner_tables(c, resolver);
   std::map<MaskKey, uint16_t> class_ids;
   std::vector<const tw_dest_class*> classes;
   auto class_of = [&](const tw_dest_class& cls) -> tw_dest_value {
@@ -130,7 +237,11 @@ KernelTables build_kernel_tables(const CompiledPolicy& c) {
     for (const auto& r : c.rules) {
       if (!has_bit(cls.boundary_mask, r.boundary)) continue;
       v.flags |= TW_DEST_ANY_RULE;
-      if (r.mode == TW_MODE_ENFORCE) v.flags |= TW_DEST_ANY_ENFORCE;
+      // Fragments carry no owner to match: only rules for every owner
+      // drop them.
+      if (r.mode == TW_MODE_ENFORCE && r.owner_group == TW_NO_OWNER_GROUP) {
+        v.flags |= TW_DEST_ANY_ENFORCE;
+      }
     }
     return v;
   };

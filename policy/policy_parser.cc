@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
+#include <cctype>
 
 #include "policy/policy_internal.h"
 
@@ -14,9 +15,48 @@ namespace {
 const std::vector<std::string> kTopKeys = {"version",    "default_mode", "default_min_tls",
                                            "boundaries", "rules",        "exemptions"};
 const std::vector<std::string> kBoundaryKeys = {"description", "cidrs"};
-const std::vector<std::string> kRuleKeys = {"name", "boundary", "ports", "mode", "min_tls"};
-const std::vector<std::string> kExemptionKeys = {"name",   "cidrs", "ports",
-                                                 "reason", "owner", "expires"};
+const std::vector<std::string> kRuleKeys = {"name",    "boundary", "ports", "mode",
+                                            "min_tls", "cgroups",  "users", "comms"};
+const std::vector<std::string> kExemptionKeys = {"name",    "cidrs",   "ports", "reason", "owner",
+                                                 "expires", "cgroups", "users", "comms"};
+
+// A cgroup v2 path as written in a selector: absolute, no empty, "." or
+// ".." components, no trailing slash. Returns what is wrong, or "".
+std::string cgroup_path_problem(const std::string& p) {
+  if (p.empty() || p[0] != '/')
+    return "must be an absolute cgroup path such as /system.slice/x.service";
+  if (p == "/") return "\"/\" would select every process; drop the selector instead";
+  if (p.back() == '/') return "must not end with \"/\"";
+  size_t start = 1;
+  uint32_t depth = 0;
+  while (start <= p.size()) {
+    size_t end = p.find('/', start);
+    if (end == std::string::npos) end = p.size();
+    const std::string part = p.substr(start, end - start);
+    if (part.empty() || part == "." || part == "..") {
+      return "has an empty, \".\" or \"..\" component";
+    }
+    ++depth;
+    start = end + 1;
+  }
+  if (depth >= TW_MAX_CGROUP_LEVEL) {
+    return "is " + std::to_string(depth) + " levels deep; selectors reach level " +
+           std::to_string(TW_MAX_CGROUP_LEVEL - 1) + " at most (TW_MAX_CGROUP_LEVEL)";
+  }
+  return "";
+}
+
+// A login name as useradd accepts it (portable subset plus '.', '-', '$').
+bool is_user_name(const std::string& n) {
+  if (n.empty() || n.size() > 32 || n[0] == '-') return false;
+  for (char c : n) {
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' ||
+          c == '$')) {
+      return false;
+    }
+  }
+  return true;
+}
 
 std::string join(const std::vector<std::string>& v) {
   std::string out;
@@ -399,6 +439,79 @@ class FileParser {
                  what + " is missing required key " + quote(key) + " (e.g. " + example + ")");
   }
 
+  static bool is_owner_key(const std::string& k) {
+    return k == "cgroups" || k == "users" || k == "comms";
+  }
+
+  // Parses an owner selector key into `out`. Returns true if the key was an
+  // owner key and its value was valid; false otherwise (errors reported).
+  bool parse_owner_key(const std::string& k, const toml::node& value, const std::string& what,
+                       OwnerSelector& out) {
+    if (!is_owner_key(k)) return false;
+    const std::string label = k + " of " + what;
+    const toml::array* a = value.as_array();
+    if (!a) {
+      wrong_type(value, label, "an array");
+      return false;
+    }
+    if (a->empty()) {
+      diags_.error(at(value), label + " is empty; remove the key to select any owner");
+      return false;
+    }
+    bool ok = true;
+    for (const toml::node& e : *a) {
+      if (k == "users") {
+        if (auto n = e.value_exact<int64_t>()) {
+          if (*n < 0 || *n > 4294967294LL) {
+            diags_.error(
+                at(e), label + ": uid " + std::to_string(*n) + " is out of range (0..4294967294)");
+            ok = false;
+            continue;
+          }
+          out.users.push_back({"", static_cast<uint32_t>(*n), at(e)});
+        } else if (auto s = e.value_exact<std::string>()) {
+          if (!is_user_name(*s)) {
+            diags_.error(at(e), label + ": " + quote(*s) +
+                                    " is not a user name; write a name such as \"postgres\" "
+                                    "or a uid such as 1001");
+            ok = false;
+            continue;
+          }
+          out.users.push_back({*s, std::nullopt, at(e)});
+        } else {
+          wrong_type(e, "each entry of " + label, "a user name or a uid");
+          ok = false;
+        }
+        continue;
+      }
+      auto s = e.value_exact<std::string>();
+      if (!s) {
+        wrong_type(e, "each entry of " + label, "a string");
+        ok = false;
+        continue;
+      }
+      if (k == "cgroups") {
+        const std::string problem = cgroup_path_problem(*s);
+        if (!problem.empty()) {
+          diags_.error(at(e), label + ": " + quote(*s) + " " + problem);
+          ok = false;
+          continue;
+        }
+        out.cgroups.push_back(*s);
+      } else {
+        if (s->empty() || s->size() > 15) {
+          diags_.error(at(e), label + ": " + quote(*s) +
+                                  " must be 1 to 15 bytes: the kernel keeps the first 15 bytes "
+                                  "of a process name (see /proc/PID/comm)");
+          ok = false;
+          continue;
+        }
+        out.comms.push_back(*s);
+      }
+    }
+    return ok;
+  }
+
   void parse_rule(const toml::table& t) {
     ParsedRule pr;
     Rule& r = pr.rule;
@@ -436,6 +549,10 @@ class FileParser {
       } else if (k == "min_tls") {
         pr.min_tls = parse_tls(value, "min_tls");
         if (!pr.min_tls) pr.ok = false;
+      } else if (parse_owner_key(k, value, what, r.owners)) {
+        continue;
+      } else if (is_owner_key(k)) {
+        pr.ok = false;
       } else {
         unknown_key(key, "in " + what, kRuleKeys);
       }
@@ -497,6 +614,10 @@ class FileParser {
         } else {
           px.ok = false;
         }
+      } else if (parse_owner_key(k, value, what, x.owners)) {
+        continue;
+      } else if (is_owner_key(k)) {
+        px.ok = false;
       } else if (k == "expires") {
         px.expires_where = at(value);
         if (auto d = value.value_exact<toml::date>()) {
@@ -517,11 +638,12 @@ class FileParser {
         unknown_key(key, "in " + what, kExemptionKeys);
       }
     }
-    if (!have_cidrs && !have_ports) {
+    if (!have_cidrs && !have_ports && x.owners.empty()) {
       px.ok = false;
       diags_.error(at(t), what +
-                              " must limit cidrs or ports (or both); an exemption for every "
-                              "destination and port would switch tlswall off");
+                              " must limit cidrs, ports or owners (cgroups, users, comms); an "
+                              "exemption for every destination, port and process would switch "
+                              "tlswall off");
     }
     if (!have_reason) {
       px.ok = false;

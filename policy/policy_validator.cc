@@ -100,6 +100,7 @@ class Validator {
     check_references();
     check_overlaps();
     check_expiry();
+    check_users();
     if (complete_) {
       check_limits();
       check_reachability();
@@ -229,6 +230,9 @@ class Validator {
       for (size_t i = 0; i < j; ++i) {
         const ParsedRule& a = parsed_.rules[usable[i]];
         if (a.rule.mode == b.rule.mode && a.rule.min_tls == b.rule.min_tls) continue;
+        // A rule with owner selectors takes precedence over one without for
+        // the owners it selects: that overlap is the point, not a conflict.
+        if (a.rule.owners.empty() != b.rule.owners.empty()) continue;
         const auto ports = port_intersection(a.rule.ports, b.rule.ports);
         if (!ports) continue;
         const auto cidr =
@@ -244,6 +248,26 @@ class Validator {
                 "; give overlapping rules the same mode and min_tls, or make their boundaries or "
                 "ports disjoint");
       }
+    }
+  }
+
+  // A user name unknown here is not an error: one policy goes to many
+  // hosts, and the user may exist only on some. It matches nothing here.
+  void check_users() {
+    const OwnerResolver host = host_owner_resolver("");
+    auto check = [&](const OwnerSelector& owners, const std::string& what) {
+      for (const UserRef& u : owners.users) {
+        if (u.uid || host.uid(u.name)) continue;
+        diags_.warning(u.where, "user " + quote(u.name) + " of " + what +
+                                    " does not exist on this host; here the selector matches "
+                                    "nothing");
+      }
+    };
+    for (size_t i : rules_)
+      check(parsed_.rules[i].rule.owners, "rule " + quote(parsed_.rules[i].rule.name));
+    for (size_t i : exemptions_) {
+      check(parsed_.exemptions[i].exemption.owners,
+            "exemption " + quote(parsed_.exemptions[i].exemption.name));
     }
   }
 
@@ -295,6 +319,16 @@ class Validator {
     items.clear();
     for (const Exemption* x : active) items.push_back({x->where, 1});
     over(items, TW_MAX_EXEMPTIONS, "exemptions", "TW_MAX_EXEMPTIONS", "merge exemptions");
+
+    items.clear();
+    for (size_t i : rules_) {
+      if (!parsed_.rules[i].rule.owners.empty()) items.push_back({parsed_.rules[i].rule.where, 1});
+    }
+    for (const Exemption* x : active) {
+      if (!x->owners.empty()) items.push_back({x->where, 1});
+    }
+    over(items, TW_MAX_OWNER_GROUPS, "rules and exemptions with owner selectors",
+         "TW_MAX_OWNER_GROUPS", "merge selectors that share destinations");
 
     items.clear();
     for (size_t i : rules_) {

@@ -142,21 +142,76 @@ struct tw_port_key {
 	__u8 pad[3];
 };
 
-/* The decision for a protected (class, port). */
+/* The decision for a (class, port) that some rule covers. The fields up to
+ * `exempt` hold for every owner when has_rule is set (a rule without owner
+ * selectors covers it); owner_groups names the rules and exemptions with
+ * owner selectors that also cover it (bits of tw_owner_groups): a matching
+ * selector rule takes precedence over the plain rule, a matching selector
+ * exemption exempts. */
 struct tw_port_verdict {
 	__u16 rule_id;	 /* index into the user-space rule name table */
 	__u16 boundary;	 /* index into the boundary name table */
 	__u16 exemption; /* index into the exemption name table, if exempt */
 	__u16 min_tls;	 /* wire version, host order: 0x0301 TLS1.0 .. 0x0303 */
 	__u8 mode;	 /* enum tw_mode */
-	__u8 exempt;	 /* 1: an exemption covers it */
+	__u8 exempt;	 /* 1: an exemption without owner selectors covers it */
+	__u8 has_rule;	 /* 1: rule_id..mode valid for every owner */
+	__u8 pad[5];
+	__u64 owner_groups; /* bit g: tw_owner_groups entry g covers this too */
+};
+
+/* ---- policy by owner ----
+ * Rules and exemptions may select the socket's owner: cgroup (path prefix),
+ * uid, comm. Each such rule or exemption is an owner group (at most
+ * TW_MAX_OWNER_GROUPS per policy; exemptions take the low bits, then rules
+ * in precedence order, so the lowest matching bit wins). A flow's matching
+ * groups are worked out once, when its policy decision is made:
+ *   uid       (bpf_get_socket_uid)          --hash--> groups
+ *   comm      (owner record)                --hash--> groups
+ *   cgroup    (ancestor ids at listed levels)--hash--> groups
+ * and a group matches if every dimension it constrains matches
+ * (tw_slot_meta.*_free lists the groups a dimension does not constrain).
+ * Traffic without a local socket (forwarded) matches no group. */
+#define TW_MAX_OWNER_GROUPS 64
+#define TW_MAX_CGROUP_LEVEL 16	 /* deepest cgroup level a selector may name */
+#define TW_MAX_OWNER_KEYS   4096 /* uid / comm / cgroup rows per slot */
+
+struct tw_owner_group {
+	__u16 rule_id;	 /* rule group: the rule */
+	__u16 boundary;	 /* rule group: its boundary */
+	__u16 exemption; /* exemption group: the exemption */
+	__u16 min_tls;	 /* rule group */
+	__u8 mode;	 /* rule group: enum tw_mode */
+	__u8 is_exemption;
 	__u8 pad[2];
+};
+
+struct tw_owner_uid_key {
+	__u32 slot;
+	__u32 uid;
+};
+
+struct tw_owner_comm_key {
+	__u32 slot;
+	char comm[16]; /* NUL-padded */
+};
+
+struct tw_owner_cgroup_key {
+	__u64 slot;
+	__u64 cgroup_id;
 };
 
 /* Per-slot metadata: the generation the slot holds. The classifier uses a
  * slot only if it holds the generation it was told to use. */
 struct tw_slot_meta {
 	__u64 generation;
+	__u64 groups;	     /* every owner group in use */
+	__u64 exempt_groups; /* the groups that are exemptions */
+	__u64 uid_free;	     /* groups with no uid selector */
+	__u64 comm_free;     /* groups with no comm selector */
+	__u64 cgroup_free;   /* groups with no cgroup selector */
+	__u32 cgroup_levels; /* bit L: some cgroup selector sits at level L */
+	__u32 pad;
 };
 
 /* ---- flow state (LRU hash) ---- */
@@ -247,7 +302,8 @@ enum tw_event_type {
 	TW_EV_FLOW_UNTRACKED = 2, /* protected flow seen mid-stream */
 };
 
-#define TW_EV_FLOW_VERDICT_VERSION 1
+#define TW_EV_FLOW_VERDICT_VERSION 2  /* 2: owner, owner_status appended */
+#define TW_EV_FLOW_V1_SIZE	   96 /* bytes of a version 1 flow event */
 
 /* Common header of every ring-buffer event. */
 struct tw_event_hdr {
@@ -273,6 +329,10 @@ struct tw_flow_event {
 	__u8 mode;	     /* enum tw_mode */
 	__u8 action;	     /* enum tw_action */
 	__u8 pad[6];
+	/* version 2: */
+	struct tw_owner owner; /* valid per owner_status */
+	__u8 owner_status;     /* enum tw_owner_status */
+	__u8 pad2[7];
 };
 
 /* ---- active policy ----
@@ -293,7 +353,8 @@ struct tw_state {
  * beside them and migrates (agent/bpf_migration.cc). Bump a table's schema
  * whenever its key or value layout, type or meaning changes. */
 /* TW_SCHEMA_FLOWS: defined at the top of this file. */
-#define TW_SCHEMA_POLICY   1 /* tw_lpm4, tw_lpm6, tw_ports, tw_slots */
+#define TW_SCHEMA_POLICY 2   /* tw_lpm4, tw_lpm6, tw_ports, tw_slots, tw_owner_* (2: owner groups) \
+			      */
 #define TW_SCHEMA_STATE	   1 /* tw_state */
 #define TW_SCHEMA_COUNTERS 1 /* tw_counters, tw_drop_reasons */
 #define TW_SCHEMA_EVENTS   1 /* tw_events (tw_event_hdr framing) */

@@ -3,7 +3,7 @@
 #ifndef TLSWALL_BPF_LIB_EVENTS_BPF_H
 #define TLSWALL_BPF_LIB_EVENTS_BPF_H
 
-#include "lib/maps.bpf.h"
+#include "lib/owner_match.bpf.h"
 
 static __always_inline void tw_count(__u32 counter)
 {
@@ -50,6 +50,8 @@ static __always_inline void tw_emit_flow_event(struct __sk_buff *skb, const stru
 	e->mode = st->mode;
 	e->action = st->action;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
+	e->owner_status = tw_owner_fill(skb, key, &e->owner);
+	__builtin_memset(e->pad2, 0, sizeof(e->pad2));
 	bpf_ringbuf_submit(e, 0);
 }
 

@@ -223,7 +223,7 @@ static __always_inline int tw_untracked(struct __sk_buff *skb, const struct tw_p
 	struct tw_flow_state st = {};
 	struct tw_decision d;
 
-	tw_decide(&p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
+	tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
 	st.first_seen_ns = bpf_ktime_get_ns();
 	st.cls = TW_CLASS_UNTRACKED;
 	tw_apply_decision(&st, &d, generation);
@@ -240,11 +240,12 @@ static __always_inline int tw_untracked(struct __sk_buff *skb, const struct tw_p
 
 /* IP fragments and hidden L4 towards a boundary: no ports, no stream. In an
  * enforce rule's boundary they are dropped; elsewhere counted and passed. */
-static __always_inline int tw_opaque(const struct tw_pkt *p, __u64 generation)
+static __always_inline int tw_opaque(struct __sk_buff *skb, const struct tw_pkt *p,
+				     __u64 generation)
 {
 	struct tw_decision d;
 
-	tw_decide(&p->key, 0, generation, 1, &d);
+	tw_decide(skb, &p->key, 0, generation, 1, &d);
 	if (!d.any_rule)
 		return TC_ACT_UNSPEC;
 	tw_count(TW_CNT_FRAGMENTS);
@@ -274,7 +275,7 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 		init.first_seen_ns = bpf_ktime_get_ns();
 		init.isn = p->seq;
 		init.cls = TW_CLASS_PENDING;
-		tw_decide(&p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
+		tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
 		tw_apply_decision(&init, &d, generation);
 		tw_count(TW_CNT_FLOWS_SEEN);
 		if (bpf_map_update_elem(&tw_flows, &p->key, &init, BPF_ANY) < 0) {
@@ -315,7 +316,7 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 		return TC_ACT_UNSPEC;
 
 	if (st->policy_generation != generation) {
-		tw_decide(&p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
+		tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
 		tw_apply_decision(st, &d, generation);
 	}
 

@@ -5,6 +5,7 @@
 
 #include "lib/common.bpf.h"
 #include "abi/tlswall_abi_history.h"
+#include "lib/owner_maps.bpf.h"
 
 /* Flow verdict cache: 5-tuple -> first-bytes class + policy decision. LRU, so
  * table pressure evicts the oldest flows; an evicted flow that sends data
@@ -53,6 +54,43 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tw_slot_meta);
 } tw_slots SEC(".maps");
+
+/* Owner groups of each slot: (slot * TW_MAX_OWNER_GROUPS + bit) -> what the
+ * selector rule or exemption decides. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TW_MAX_OWNER_GROUPS *TW_POLICY_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tw_owner_group);
+} tw_owner_groups SEC(".maps");
+
+/* (slot, uid) -> owner groups whose uid selector lists it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TW_MAX_OWNER_KEYS *TW_POLICY_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tw_owner_uid_key);
+	__type(value, __u64);
+} tw_owner_uids SEC(".maps");
+
+/* (slot, comm) -> owner groups whose comm selector lists it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TW_MAX_OWNER_KEYS *TW_POLICY_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tw_owner_comm_key);
+	__type(value, __u64);
+} tw_owner_comms SEC(".maps");
+
+/* (slot, cgroup id) -> owner groups whose cgroup selector is that cgroup
+ * (its descendants match through their ancestor at the selector's level). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TW_MAX_OWNER_KEYS *TW_POLICY_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct tw_owner_cgroup_key);
+	__type(value, __u64);
+} tw_owner_cgroups SEC(".maps");
 
 /* Counters by enum tw_counter (per CPU; the daemon sums). */
 struct {

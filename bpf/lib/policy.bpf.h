@@ -7,7 +7,7 @@
 #ifndef TLSWALL_BPF_LIB_POLICY_BPF_H
 #define TLSWALL_BPF_LIB_POLICY_BPF_H
 
-#include "lib/maps.bpf.h"
+#include "lib/owner_match.bpf.h"
 
 struct tw_decision {
 	__u16 rule_id;
@@ -42,11 +42,48 @@ static __always_inline const struct tw_dest_value *tw_lookup_dest(const struct t
 	}
 }
 
+/* Rules and exemptions with owner selectors that cover the port: a matching
+ * selector rule replaces the plain rule, a matching selector exemption
+ * exempts. The lowest matching group wins (the compiler orders them). */
+static __always_inline void tw_decide_owner(struct __sk_buff *skb, const struct tw_flow_key *k,
+					    const struct tw_slot_meta *meta, __u32 slot,
+					    __u64 covering, struct tw_decision *d)
+{
+	__u64 m = tw_owner_match(skb, k, meta, slot) & covering;
+	__u64 rules = m & ~meta->exempt_groups;
+	__u64 exempts = m & meta->exempt_groups;
+	const struct tw_owner_group *g;
+	__u32 idx;
+
+	if (rules) {
+		idx = slot * TW_MAX_OWNER_GROUPS + tw_lowest_bit(rules);
+		g = bpf_map_lookup_elem(&tw_owner_groups, &idx);
+		if (g) {
+			d->protected_ = 1;
+			d->rule_id = g->rule_id;
+			d->boundary = g->boundary;
+			d->min_tls = g->min_tls;
+			d->mode = g->mode;
+		}
+	}
+	if (exempts && !d->exempt) {
+		idx = slot * TW_MAX_OWNER_GROUPS + tw_lowest_bit(exempts);
+		g = bpf_map_lookup_elem(&tw_owner_groups, &idx);
+		if (g) {
+			d->exempt = 1;
+			d->exemption = g->exemption;
+		}
+	}
+}
+
 /* Decides for destination k->daddr and port `port` (host order): two
- * lookups, no loops. With any_port set, only says whether some rule (and
- * some enforce rule) covers the address, for packets whose L4 is hidden. */
-static __always_inline void tw_decide(const struct tw_flow_key *k, __u16 port, __u64 generation,
-				      int any_port, struct tw_decision *d)
+ * lookups, no loops; where rules or exemptions with owner selectors cover
+ * the port, the owner of skb's socket is matched too. With any_port set,
+ * only says whether some rule (and some enforce rule) covers the address,
+ * for packets whose L4 is hidden. */
+static __always_inline void tw_decide(struct __sk_buff *skb, const struct tw_flow_key *k,
+				      __u16 port, __u64 generation, int any_port,
+				      struct tw_decision *d)
 {
 	const struct tw_dest_value *dv;
 	const struct tw_port_verdict *v;
@@ -76,13 +113,17 @@ static __always_inline void tw_decide(const struct tw_flow_key *k, __u16 port, _
 	v = bpf_map_lookup_elem(&tw_ports, &pk);
 	if (!v)
 		return;
-	d->protected_ = 1;
-	d->rule_id = v->rule_id;
-	d->boundary = v->boundary;
-	d->min_tls = v->min_tls;
-	d->mode = v->mode;
+	if (v->has_rule) {
+		d->protected_ = 1;
+		d->rule_id = v->rule_id;
+		d->boundary = v->boundary;
+		d->min_tls = v->min_tls;
+		d->mode = v->mode;
+	}
 	d->exempt = v->exempt;
 	d->exemption = v->exemption;
+	if (v->owner_groups)
+		tw_decide_owner(skb, k, meta, slot, v->owner_groups, d);
 }
 
 #endif /* TLSWALL_BPF_LIB_POLICY_BPF_H */

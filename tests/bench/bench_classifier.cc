@@ -80,8 +80,8 @@ int main(int argc, char** argv) {
     opts.pin_root = tmpl;
     agent::TcClassifier cls(opts);
     agent::BpfPolicyMaps maps(
-        {cls.lpm4_fd(), cls.lpm6_fd(), cls.ports_fd(), cls.slots_fd()},
-        [&](uint64_t g) { cls.set_generation(g); }, [&] { return cls.generation(); });
+        cls.policy_fds(), [&](uint64_t g) { cls.set_generation(g); },
+        [&] { return cls.generation(); });
     agent::PolicyPublisher pub(maps);
     const auto now = std::chrono::system_clock::now();
     auto loaded = policy::load_policy_text("bench.toml", kPolicy, now);

@@ -38,6 +38,7 @@
 #include <thread>
 #include <vector>
 
+#include "../logging/test_owner.h"
 #include "logging/event_pipeline.h"
 
 namespace {
@@ -123,8 +124,8 @@ Event make_event(uint64_t i) {
                          "198.18." + std::to_string(128 + i % 100) + "." + std::to_string(i % 250),
                          5432,
                          "tcp"};
-  e.owner = Owner{static_cast<uint32_t>(1000 + i % 30000), 1000u, "psql", "/usr/bin/psql",
-                  "/system.slice/billing-report.service",  ""};
+  e.owner = TestOwner(static_cast<uint32_t>(1000 + i % 30000), 1000u, "psql", "/usr/bin/psql",
+                      "/system.slice/billing-report.service", "");
   e.action = "drop";
   e.reason = "not_handshake_record";
   e.mode = "enforce";

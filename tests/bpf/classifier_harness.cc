@@ -177,11 +177,10 @@ ClassifierHarness::ClassifierHarness() {
   cls_ = &shared_classifier();
   agent::TcClassifier* c = cls_;
   maps_ = std::make_unique<agent::BpfPolicyMaps>(
-      agent::BpfPolicyMaps::Fds{c->lpm4_fd(), c->lpm6_fd(), c->ports_fd(), c->slots_fd()},
-      [c](uint64_t g) { c->set_generation(g); }, [c] { return c->generation(); });
+      c->policy_fds(), [c](uint64_t g) { c->set_generation(g); }, [c] { return c->generation(); });
   // No quiesce sleep: nothing runs the program concurrently in a fixture.
   publisher_ = std::make_unique<agent::PolicyPublisher>(
-      *maps_, [](agent::PolicyPublisher::Clock::duration) {});
+      *maps_, policy::OwnerResolver{}, [](agent::PolicyPublisher::Clock::duration) {});
   ring_ = ring_buffer__new(c->events_fd(), &ClassifierHarness::on_event, this, nullptr);
   if (!ring_) {
     throw std::runtime_error(std::string("ring_buffer__new on tw_events: ") + std::strerror(errno));
@@ -192,7 +191,7 @@ ClassifierHarness::ClassifierHarness() {
 void ClassifierHarness::reset() {
   cls_->set_generation(0);
   for (uint32_t slot = 0; slot < TW_POLICY_SLOTS; ++slot) {
-    maps_->put_slot_generation(slot, 0);
+    maps_->put_slot_meta(slot, tw_slot_meta{});
     maps_->clear_slot(slot);
   }
   // Flows: delete every key (collect first; deleting while iterating skips).

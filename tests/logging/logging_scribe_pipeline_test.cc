@@ -9,6 +9,7 @@
 
 #include "logging/event_pipeline.h"
 #include "logging/event_thrift.h"
+#include "test_owner.h"
 #include "tests/logging/logging_pipeline_harness.h"
 
 namespace tlswall::testing {
@@ -203,7 +204,7 @@ TEST(ScribePipeline, ThriftFormatCarriesTheSchemaStruct) {
   auto p = make_event_pipeline(cfg);
   logging::Event e = flow_event(EventType::kTlsBelowMinimum, 1);
   e.tls_version = "1.0";
-  e.owner = logging::Owner{77u, 1000u, "curl", "/usr/bin/curl", "/a.slice", ""};
+  e.owner = logging::TestOwner(77u, 1000u, "curl", "/usr/bin/curl", "/a.slice", "");
   p->submit(e);
   ASSERT_TRUE(p->flush(10000));
   const auto entries = server.entries();
@@ -267,8 +268,8 @@ TEST(ScribePipeline, AggregationFoldsARepeatedFloodIntoCounts) {
   auto p = make_event_pipeline(cfg);
   for (int i = 0; i < 5000; ++i) {
     logging::Event e = flow_event(EventType::kPlaintextBlocked, i);  // same key, new src port
-    e.owner = logging::Owner{static_cast<uint32_t>(1000 + i), 33u, "php-fpm", "/usr/sbin/php-fpm",
-                             "/system.slice/php.service",     ""};
+    e.owner = logging::TestOwner(static_cast<uint32_t>(1000 + i), 33u, "php-fpm",
+                                 "/usr/sbin/php-fpm", "/system.slice/php.service", "");
     p->submit(std::move(e));
   }
   ASSERT_TRUE(p->flush(10000));

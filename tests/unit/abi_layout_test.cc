@@ -28,7 +28,10 @@ static_assert(TW_HELLO_PREFIX == 11);
 static_assert(TW_MAX_PENDING_PKTS == 32);
 static_assert(TW_CNT_MAX == 16, "per-CPU counter array size");
 static_assert(TW_REASON_MAX == 16, "per-CPU drop-reason array size");
-static_assert(TW_EV_FLOW_VERDICT_VERSION == 1);
+static_assert(TW_EV_FLOW_VERDICT_VERSION == 2);
+static_assert(TW_EV_FLOW_V1_SIZE == 96, "version 1 events end where version 2 appends");
+static_assert(TW_MAX_OWNER_GROUPS == 64, "owner groups are bits of a __u64");
+static_assert(TW_MAX_CGROUP_LEVEL <= 32, "cgroup_levels is a __u32 bit set");
 
 // The rule-scan tables are gone from the kernel ABI: their sizes are the
 // policy compiler's business now (policy/compiled_rows.h). The ABI header
@@ -135,22 +138,52 @@ static_assert(offsetof(tw_port_key, pad) == 9);
 static_assert(TW_FIELD_SIZE(tw_port_key, pad) == 3);
 
 // ---- struct tw_port_verdict (value of tw_ports) ----
-static_assert(sizeof(tw_port_verdict) == 12);
-static_assert(alignof(tw_port_verdict) == 2);
+static_assert(sizeof(tw_port_verdict) == 24);
+static_assert(alignof(tw_port_verdict) == 8);
 static_assert(offsetof(tw_port_verdict, rule_id) == 0);
 static_assert(offsetof(tw_port_verdict, boundary) == 2);
 static_assert(offsetof(tw_port_verdict, exemption) == 4);
 static_assert(offsetof(tw_port_verdict, min_tls) == 6);
 static_assert(offsetof(tw_port_verdict, mode) == 8);
 static_assert(offsetof(tw_port_verdict, exempt) == 9);
-static_assert(offsetof(tw_port_verdict, pad) == 10);
-static_assert(TW_FIELD_SIZE(tw_port_verdict, pad) == 2);
+static_assert(offsetof(tw_port_verdict, has_rule) == 10);
+static_assert(offsetof(tw_port_verdict, pad) == 11);
+static_assert(TW_FIELD_SIZE(tw_port_verdict, pad) == 5);
+static_assert(offsetof(tw_port_verdict, owner_groups) == 16);
+
+// ---- owner groups and selector keys (policy by owner) ----
+static_assert(sizeof(tw_owner_group) == 12);
+static_assert(offsetof(tw_owner_group, mode) == 8);
+static_assert(offsetof(tw_owner_group, is_exemption) == 9);
+static_assert(sizeof(tw_owner_uid_key) == 8);
+static_assert(sizeof(tw_owner_comm_key) == 20);
+static_assert(offsetof(tw_owner_comm_key, comm) == 4);
+static_assert(sizeof(tw_owner_cgroup_key) == 16);
+
+// ---- struct tw_owner (socket storage and tuple table value; in events) ----
+static_assert(sizeof(tw_owner) == 56);
+static_assert(alignof(tw_owner) == 8);
+static_assert(offsetof(tw_owner, cgroup_id) == 0);
+static_assert(offsetof(tw_owner, start_boottime_ns) == 8);
+static_assert(offsetof(tw_owner, pid) == 16);
+static_assert(offsetof(tw_owner, tgid) == 20);
+static_assert(offsetof(tw_owner, uid) == 24);
+static_assert(offsetof(tw_owner, gid) == 28);
+static_assert(offsetof(tw_owner, comm) == 32);
+static_assert(offsetof(tw_owner, backend) == 48);
+static_assert(TW_FIELD_SIZE(tw_owner, pad) == 7);
+static_assert(TW_BACKEND_KPROBE == 1 && TW_BACKEND_FENTRY == 2 && TW_BACKEND_TP_BTF == 3 &&
+              TW_BACKEND_SOCK_OPS == 4);
+static_assert(TW_OWNER_RECORDED == 1 && TW_OWNER_NO_SOCKET == 2 && TW_OWNER_NOT_RECORDED == 3 &&
+              TW_OWNER_NOT_FULL_SOCK == 4);
 
 // ---- struct tw_slot_meta (value of tw_slots) ----
-static_assert(sizeof(tw_slot_meta) == 8);
+static_assert(sizeof(tw_slot_meta) == 56);
 static_assert(alignof(tw_slot_meta) == 8);
 static_assert(offsetof(tw_slot_meta, generation) == 0);
 static_assert(TW_FIELD_SIZE(tw_slot_meta, generation) == 8);
+static_assert(offsetof(tw_slot_meta, groups) == 8);
+static_assert(offsetof(tw_slot_meta, cgroup_levels) == 48);
 
 // ---- struct tw_state (the mmapped generation word, element 0 of tw_state) ----
 static_assert(sizeof(tw_state) == 8);
@@ -161,7 +194,8 @@ static_assert(offsetof(tw_state, policy_generation) == 0);
 // Pins outlive the daemon, so these records are read by other releases:
 // fields are appended, never moved.
 static_assert(TW_SCHEMA_FLOWS == 1, "the normal build's flow table schema");
-static_assert(TW_SCHEMA_POLICY == 1);
+static_assert(TW_SCHEMA_POLICY == 2, "2: owner groups in tw_port_verdict and tw_slot_meta");
+static_assert(TW_SCHEMA_OWNERS == 1);
 static_assert(TW_SCHEMA_STATE == 1);
 static_assert(TW_SCHEMA_COUNTERS == 1);
 static_assert(TW_SCHEMA_EVENTS == 1);
@@ -248,7 +282,7 @@ static_assert(offsetof(tw_event_hdr, size) == 4);
 static_assert(offsetof(tw_event_hdr, ktime_ns) == 8);
 
 // ---- struct tw_flow_event ----
-static_assert(sizeof(tw_flow_event) == 96);
+static_assert(sizeof(tw_flow_event) == 160);
 static_assert(alignof(tw_flow_event) == 8);
 static_assert(offsetof(tw_flow_event, hdr) == 0);
 static_assert(offsetof(tw_flow_event, flow) == 16);
@@ -266,6 +300,9 @@ static_assert(offsetof(tw_flow_event, mode) == 88);
 static_assert(offsetof(tw_flow_event, action) == 89);
 static_assert(offsetof(tw_flow_event, pad) == 90);
 static_assert(TW_FIELD_SIZE(tw_flow_event, pad) == 6);
+static_assert(offsetof(tw_flow_event, owner) == TW_EV_FLOW_V1_SIZE);
+static_assert(offsetof(tw_flow_event, owner_status) == 152);
+static_assert(TW_FIELD_SIZE(tw_flow_event, pad2) == 7);
 
 // Sum of the named fields' sizes: equal to sizeof() exactly when the struct
 // has no compiler-inserted padding (the ABI rule is "explicit padding").
@@ -282,8 +319,17 @@ constexpr size_t kPortKeyFields = TW_SUM2(tw_port_key, prefixlen, slot) +
                                   TW_FIELD_SIZE(tw_port_key, pad);
 constexpr size_t kPortVerdictFields =
     TW_SUM2(tw_port_verdict, rule_id, boundary) + TW_SUM2(tw_port_verdict, exemption, min_tls) +
-    TW_SUM2(tw_port_verdict, mode, exempt) + TW_FIELD_SIZE(tw_port_verdict, pad);
-constexpr size_t kSlotMetaFields = TW_FIELD_SIZE(tw_slot_meta, generation);
+    TW_SUM2(tw_port_verdict, mode, exempt) + TW_SUM2(tw_port_verdict, has_rule, pad) +
+    TW_FIELD_SIZE(tw_port_verdict, owner_groups);
+constexpr size_t kSlotMetaFields =
+    TW_SUM2(tw_slot_meta, generation, groups) + TW_SUM2(tw_slot_meta, exempt_groups, uid_free) +
+    TW_SUM2(tw_slot_meta, comm_free, cgroup_free) + TW_SUM2(tw_slot_meta, cgroup_levels, pad);
+constexpr size_t kOwnerFields = TW_SUM2(tw_owner, cgroup_id, start_boottime_ns) +
+                                TW_SUM2(tw_owner, pid, tgid) + TW_SUM2(tw_owner, uid, gid) +
+                                TW_SUM2(tw_owner, comm, backend) + TW_FIELD_SIZE(tw_owner, pad);
+constexpr size_t kOwnerGroupFields =
+    TW_SUM2(tw_owner_group, rule_id, boundary) + TW_SUM2(tw_owner_group, exemption, min_tls) +
+    TW_SUM2(tw_owner_group, mode, is_exemption) + TW_FIELD_SIZE(tw_owner_group, pad);
 constexpr size_t kStateFields = TW_FIELD_SIZE(tw_state, policy_generation);
 constexpr size_t kMetaFields =
     TW_SUM2(tw_meta, magic, meta_schema) + TW_SUM2(tw_meta, schema_flows, schema_policy) +
@@ -311,7 +357,8 @@ constexpr size_t kFlowEventFields =
     TW_SUM2(tw_flow_event, hdr, flow) + TW_SUM2(tw_flow_event, sock_cookie, policy_generation) +
     TW_SUM2(tw_flow_event, ifindex, rule_id) + TW_SUM2(tw_flow_event, boundary, exemption) +
     TW_SUM2(tw_flow_event, hello_version, min_tls) + TW_SUM2(tw_flow_event, cls, reason) +
-    TW_SUM2(tw_flow_event, mode, action) + TW_FIELD_SIZE(tw_flow_event, pad);
+    TW_SUM2(tw_flow_event, mode, action) + TW_FIELD_SIZE(tw_flow_event, pad) +
+    TW_SUM2(tw_flow_event, owner, owner_status) + TW_FIELD_SIZE(tw_flow_event, pad2);
 
 // Kept as runtime checks (not static_asserts) so that a violation reports
 // which struct, without stopping the rest of the suite from building.
@@ -322,6 +369,8 @@ TEST(AbiLayout, NoImplicitPaddingInTablesAndKeys) {
   EXPECT_EQ(kPortKeyFields, sizeof(tw_port_key));
   EXPECT_EQ(kPortVerdictFields, sizeof(tw_port_verdict));
   EXPECT_EQ(kSlotMetaFields, sizeof(tw_slot_meta));
+  EXPECT_EQ(kOwnerFields, sizeof(tw_owner));
+  EXPECT_EQ(kOwnerGroupFields, sizeof(tw_owner_group));
   EXPECT_EQ(kStateFields, sizeof(tw_state));
   EXPECT_EQ(kMetaFields, sizeof(tw_meta));
   EXPECT_EQ(kIfaceRecFields, sizeof(tw_iface_rec));

@@ -48,7 +48,14 @@ class FakeMaps : public PolicyMaps {
     if (row.verdict.exempt) l += " exempt " + std::to_string(row.verdict.exemption);
     log_.push_back(l);
   }
-  void put_slot_generation(uint32_t slot, uint64_t generation) override {
+  void put_owner_tables(uint32_t slot, const policy::KernelOwnerTables& owners) override {
+    if (!owners.groups.empty()) {
+      log_.push_back("owners " + std::to_string(slot) + " groups " +
+                     std::to_string(owners.groups.size()));
+    }
+  }
+  void put_slot_meta(uint32_t slot, const tw_slot_meta& meta) override {
+    const uint64_t generation = meta.generation;
     if (fail_slot_generation_ && generation != 0) {
       throw std::runtime_error("slot table write failed");
     }
@@ -157,7 +164,7 @@ TEST(PolicyPublisher, FirstPublishInvalidatesWritesValidatesThenFlips) {
   std::vector<std::string> log;
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log);
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   EXPECT_EQ(pub.publish(SmallPolicy()), 1u);
   std::vector<std::string> want = {"slotgen 1 0", "clear 1"};
   for (const auto& r : SmallPolicyRows(1)) want.push_back(r);
@@ -174,7 +181,7 @@ TEST(PolicyPublisher, WritesTheSlotTheClassifierIsNotReading) {
     std::vector<std::string> log;
     std::vector<Clock::duration> sleeps;
     FakeMaps maps(&log, active);
-    PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+    PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
     const uint64_t next = pub.publish(SmallPolicy());
     EXPECT_EQ(next, active + 1);
     const std::string slot = std::to_string(TW_SLOT_OF(active + 1));
@@ -197,7 +204,7 @@ TEST(PolicyPublisher, EmptyPolicyStillInvalidatesAndFlips) {
   std::vector<std::string> log;
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log, 6);
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   EXPECT_EQ(pub.publish(policy::CompiledPolicy{}), 7u);
   EXPECT_EQ(log,
             (std::vector<std::string>{"slotgen 1 0", "clear 1", "slotgen 1 7", "generation 7"}));
@@ -208,7 +215,7 @@ TEST(PolicyPublisher, FailedPrefixWriteLeavesGenerationUnchanged) {
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log, 3);
   maps.fail_dest4_at_ = 1;
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   EXPECT_THROW(pub.publish(SmallPolicy()), std::runtime_error);
   EXPECT_EQ(maps.generation(), 3u);
   ASSERT_FALSE(log.empty());
@@ -225,7 +232,7 @@ TEST(PolicyPublisher, FailedPortWriteLeavesGenerationUnchangedAndTheNextAttemptW
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log, 8);
   maps.fail_port_ = true;
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   EXPECT_THROW(pub.publish(SmallPolicy()), std::runtime_error);
   EXPECT_EQ(maps.generation(), 8u);
   EXPECT_FALSE(Contains(log, "slotgen 1 9"));
@@ -250,7 +257,7 @@ TEST(PolicyPublisher, FailedClearLeavesGenerationUnchanged) {
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log, 2);
   maps.fail_clear_ = true;
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   EXPECT_THROW(pub.publish(SmallPolicy()), std::runtime_error);
   EXPECT_EQ(maps.generation(), 2u);
   EXPECT_EQ(log, (std::vector<std::string>{"slotgen 1 0"}));
@@ -261,7 +268,7 @@ TEST(PolicyPublisher, FailedSlotValidationLeavesGenerationUnchanged) {
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log, 4);
   maps.fail_slot_generation_ = true;
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   EXPECT_THROW(pub.publish(SmallPolicy()), std::runtime_error);
   EXPECT_EQ(maps.generation(), 4u);
   ASSERT_FALSE(log.empty());
@@ -272,7 +279,7 @@ TEST(PolicyPublisher, SecondPublishWaitsOutTheQuiesceBeforeTouchingTheOldSlot) {
   std::vector<std::string> log;
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log);
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   const auto before = Clock::now();
   pub.publish(SmallPolicy());
   log.clear();
@@ -299,7 +306,7 @@ TEST(PolicyPublisher, NoWaitOnceTheQuiesceHasPassed) {
   std::vector<std::string> log;
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log);
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   pub.publish(SmallPolicy());
   // The publisher reads the steady clock itself; really let it pass.
   std::this_thread::sleep_for(PolicyPublisher::kSlotQuiesce + std::chrono::milliseconds(10));
@@ -333,7 +340,7 @@ TEST(PolicyPublisher, TablesThatFitExactlyArePublished) {
   std::vector<std::string> log;
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log, 10);
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   ASSERT_EQ(256 * 256, TW_MAX_PORT_ROWS);
   EXPECT_EQ(pub.publish(ManyPortRows(256, 256)), 11u);
   size_t ports = 0;
@@ -346,7 +353,7 @@ TEST(PolicyPublisher, TooManyPortRowsFailBeforeAnyWrite) {
   std::vector<std::string> log;
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log, 4);
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   // 257 classes x 256 ports = TW_MAX_PORT_ROWS + 256.
   EXPECT_THROW(pub.publish(ManyPortRows(257, 256)), std::runtime_error);
   EXPECT_TRUE(log.empty()) << "first write: " << log.front();
@@ -370,7 +377,7 @@ TEST(PolicyPublisher, TooManyPrefixesFailBeforeAnyWrite) {
   std::vector<std::string> log;
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log, 4);
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   EXPECT_THROW(pub.publish(TooManyPrefixes()), std::runtime_error);
   EXPECT_TRUE(log.empty()) << "first write: " << log.front();
   EXPECT_EQ(maps.generation(), 4u);
@@ -382,7 +389,7 @@ TEST(PolicyPublisher, ATooLargePolicyLeavesTheQuiesceClockAlone) {
   std::vector<std::string> log;
   std::vector<Clock::duration> sleeps;
   FakeMaps maps(&log);
-  PolicyPublisher pub(maps, RecordingSleep{&sleeps, &log});
+  PolicyPublisher pub(maps, {}, RecordingSleep{&sleeps, &log});
   const auto before = Clock::now();
   pub.publish(SmallPolicy());
   EXPECT_THROW(pub.publish(TooManyPrefixes()), std::runtime_error);

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <vector>
 
+#include "../logging/test_owner.h"
 #include "logging/event_aggregator.h"
 #include "tests/logging/logging_test_support.h"
 
@@ -78,7 +79,8 @@ TEST(EventAggregator, DifferentKeysAreNotFolded) {
   other_port.flow->dport = 5433;
   EXPECT_TRUE(a.offer(other_port, At(4)));
   Event owned = base;
-  owned.owner = Owner{1234u, 1000u, "curl", "/usr/bin/curl", "/system.slice/a.service", ""};
+  owned.owner =
+      logging::TestOwner(1234u, 1000u, "curl", "/usr/bin/curl", "/system.slice/a.service", "");
   EXPECT_TRUE(a.offer(owned, At(5)));
   Event other_user = owned;
   other_user.owner->uid = 1001u;
@@ -93,7 +95,8 @@ TEST(EventAggregator, PidAndSourcePortDoNotSplitAFlood) {
   // A fork-per-connection client: new pid and source port every time.
   EventAggregator a(milliseconds(1000), 100);
   Event e = flow_event(EventType::kPlaintextBlocked, 0);
-  e.owner = Owner{100u, 0u, "php-fpm", "/usr/sbin/php-fpm", "/system.slice/php.service", ""};
+  e.owner =
+      logging::TestOwner(100u, 0u, "php-fpm", "/usr/sbin/php-fpm", "/system.slice/php.service", "");
   EXPECT_TRUE(a.offer(e, At(0)));
   for (uint32_t pid = 101; pid < 120; ++pid) {
     Event r = flow_event(EventType::kPlaintextBlocked, static_cast<int>(pid));

@@ -6,6 +6,7 @@
 #include <set>
 #include <string>
 
+#include "../logging/test_owner.h"
 #include "logging/event.h"
 #include "logging/event_thrift.h"
 #include "tests/logging/logging_test_support.h"
@@ -72,7 +73,8 @@ Event FullEvent() {
   e.time = std::chrono::system_clock::time_point{} + std::chrono::microseconds(1763720340123456);
   e.id = "abc-42";
   e.seq = 42;
-  e.owner = Owner{4242u, 1000u, "psql", "/usr/bin/psql", "/user.slice/u.slice", "c0ffee"};
+  e.owner =
+      logging::TestOwner(4242u, 1000u, "psql", "/usr/bin/psql", "/user.slice/u.slice", "c0ffee");
   e.interface = "eth0";
   e.tls_version = "1.0";
   e.sock_cookie = 0xfedcba9876543210ull;  // above INT64_MAX: carried as its bits
@@ -86,7 +88,7 @@ Event FullEvent() {
 
 TEST(EventSchema, JsonHasTheSchemaVersion2Fields) {
   const auto m = parse_flat_json(render_json(FullEvent(), "web-1", "0.2.0"));
-  EXPECT_EQ(m.at("schema_version"), "2");
+  EXPECT_EQ(m.at("schema_version"), "3");
   EXPECT_EQ(m.at("id"), "abc-42");
   EXPECT_EQ(m.at("seq"), "42");
   EXPECT_EQ(m.at("pid"), "4242");
@@ -118,7 +120,7 @@ TEST(EventSchema, ThriftRoundTripCarriesTheSameFieldsAsJson) {
   schema::Event back;
   ASSERT_TRUE(parse_binary(serialize_binary(t), &back));
   EXPECT_EQ(back, t);
-  EXPECT_EQ(back.schema_version, 2);
+  EXPECT_EQ(back.schema_version, 3);
   EXPECT_EQ(back.id, "abc-42");
   EXPECT_EQ(back.seq, 42);
   EXPECT_EQ(back.time_us, 1763720340123456);

@@ -210,7 +210,7 @@ min_tls = "1.0"
   EXPECT_EQ(c.rules[2].port_hi, 5432);
   EXPECT_EQ(c.rules[2].min_tls, 0x0301);
   EXPECT_EQ(c.rules[2].mode, TW_MODE_MONITOR);
-  EXPECT_EQ(c.rules[2].pad, 0);
+  EXPECT_EQ(c.rules[2].owner_group, TW_NO_OWNER_GROUP);
 }
 
 TEST(PolicyCompiler, ExemptionWithoutCidrsCoversEverything) {

@@ -409,7 +409,7 @@ TEST(PolicyParser, ExemptionEmptyReason) {
 TEST(PolicyParser, ExemptionNeedsCidrsOrPorts) {
   const auto r = Load(kHead + kRule + kExemptionHead + "reason = \"r\"\nowner = \"o\"\n");
   EXPECT_TRUE(
-      HasDiag(r, "p.toml:8:1: error: ", "exemption \"x\" must limit cidrs or ports (or both)"))
+      HasDiag(r, "p.toml:8:1: error: ", "exemption \"x\" must limit cidrs, ports or owners"))
       << All(r);
 }
 
