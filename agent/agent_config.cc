@@ -64,8 +64,10 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
     check_keys(name, *t, {"backends", "sock_ops_cgroup"}, "[attribution]");
     if (const toml::node* n = t->get("backends")) {
       const toml::array* a = n->as_array();
-      if (!a || a->empty()) {
-        fail(name, *n, "'backends' must be a non-empty array of kprobe, fentry, tp_btf, sock_ops");
+      if (!a) {
+        fail(name, *n,
+             "'backends' must be an array of kprobe, fentry, tp_btf, sock_ops ([] turns "
+             "attribution off)");
       }
       c.attribution_backends.clear();
       for (const auto& item : *a) {

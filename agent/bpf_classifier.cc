@@ -324,6 +324,54 @@ void TcClassifier::migrate_counters(int old_counters_fd, int old_drops_fd) {
   report_.migrated.push_back("counters carried over");
 }
 
+void TcClassifier::attach_one(Attachment& a, const std::vector<tw_iface_rec>& recorded) {
+  const int prog = prog_fd_for(a.kind);
+  bool created_before = false;
+  for (const auto& r : recorded) {
+    if (static_cast<int>(r.ifindex) == a.ifindex) created_before = r.created_qdisc;
+  }
+  a.created_qdisc = tc_attach_or_replace(a.ifindex, a.ifname, prog) || created_before;
+  tw_iface_rec rec{};
+  rec.ifindex = static_cast<uint32_t>(a.ifindex);
+  rec.created_qdisc = a.created_qdisc;
+  rec.l3 = a.kind == LinkKind::kL3;
+  std::strncpy(rec.name, a.ifname.c_str(), sizeof(rec.name) - 1);
+  const NetnsId ns = current_netns();
+  rec.netns_dev = ns.dev;
+  rec.netns_ino = ns.ino;
+  records_->put_iface(rec);
+  log().info("tc egress on {} (ifindex {}): {}{}", a.ifname, a.ifindex,
+             report_.previous ? "program replaced in place" : "attached",
+             a.created_qdisc ? ", clsact qdisc ours" : "");
+}
+
+bool TcClassifier::attach(const std::string& ifname, int ifindex) {
+  for (const auto& a : attachments_) {
+    if (a.ifindex == ifindex) return false;
+  }
+  Attachment a{ifname, ifindex, link_kind(ifname), false};
+  attach_one(a, records_->ifaces());
+  attachments_.push_back(a);
+  return true;
+}
+
+bool TcClassifier::forget(int ifindex) {
+  for (auto it = attachments_.begin(); it != attachments_.end(); ++it) {
+    if (it->ifindex != ifindex) continue;
+    records_->remove_iface(static_cast<uint32_t>(ifindex));
+    log().info("{} (ifindex {}) is gone: its filter went with it", it->ifname, ifindex);
+    attachments_.erase(it);
+    return true;
+  }
+  return false;
+}
+
+void TcClassifier::renamed(int ifindex, const std::string& name) {
+  for (auto& a : attachments_) {
+    if (a.ifindex == ifindex) a.ifname = name;
+  }
+}
+
 void TcClassifier::take_over(const std::vector<std::string>& ifnames,
                              const std::string& agent_version) {
   // Validate everything before touching any interface.
@@ -340,25 +388,8 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
   std::vector<Attachment> done;
   try {
     for (auto& a : want) {
-      const int prog = prog_fd_for(a.kind);
-      bool created_before = false;
-      for (const auto& r : recorded) {
-        if (static_cast<int>(r.ifindex) == a.ifindex) created_before = r.created_qdisc;
-      }
-      a.created_qdisc = tc_attach_or_replace(a.ifindex, a.ifname, prog) || created_before;
+      attach_one(a, recorded);
       done.push_back(a);
-      tw_iface_rec rec{};
-      rec.ifindex = static_cast<uint32_t>(a.ifindex);
-      rec.created_qdisc = a.created_qdisc;
-      rec.l3 = a.kind == LinkKind::kL3;
-      std::strncpy(rec.name, a.ifname.c_str(), sizeof(rec.name) - 1);
-      const NetnsId ns = current_netns();
-      rec.netns_dev = ns.dev;
-      rec.netns_ino = ns.ino;
-      records_->put_iface(rec);
-      log().info("tc egress on {} (ifindex {}): {}{}", a.ifname, a.ifindex,
-                 report_.previous ? "program replaced in place" : "attached",
-                 a.created_qdisc ? ", clsact qdisc ours" : "");
     }
   } catch (...) {
     // Interfaces already switched run the new program with tables that are

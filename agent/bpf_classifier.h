@@ -78,6 +78,15 @@ class TcClassifier {
   // everything. All interfaces are validated before any is touched.
   void take_over(const std::vector<std::string>& ifnames, const std::string& agent_version);
 
+  // After take_over: attaches to one more interface (one that appeared).
+  // Returns false if it is attached already. Throws std::runtime_error.
+  bool attach(const std::string& ifname, int ifindex);
+  // An attached interface vanished (its filter went with it): forgets it.
+  // Returns false if it was not attached.
+  bool forget(int ifindex);
+  // An attached interface was renamed (the filter stays).
+  void renamed(int ifindex, const std::string& name);
+
   // Re-attaches where our filter has gone or runs another program. Calls
   // `restored(ifname, why)` for each. Returns false if some could not be.
   bool repair_attachments(
@@ -127,6 +136,7 @@ class TcClassifier {
   struct Table;
   std::vector<Table> tables();
   void migrate_flows(int old_fd, uint32_t old_schema);
+  void attach_one(Attachment& a, const std::vector<tw_iface_rec>& recorded);
   void migrate_counters(int old_counters_fd, int old_drops_fd);
 
   ClassifierOptions opts_;

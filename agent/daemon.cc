@@ -23,6 +23,7 @@
 
 #include "agent/attribution/owner_probes.h"
 #include "agent/attribution/process_info.h"
+#include "agent/metrics/metrics_text.h"
 #include "agent/owned_fd.h"
 #include "agent/sock_destroy.h"
 #include "agent/sys_mounts.h"
@@ -103,12 +104,21 @@ Daemon::Daemon(AgentConfig config)
     throw std::runtime_error("no interfaces configured (set interfaces = [...] in " +
                              config_.source + ")");
   }
+  // A plain name must exist now; patterns may match nothing yet.
   for (const auto& ifn : config_.interfaces) {
-    if (if_nametoindex(ifn.c_str()) == 0) {
+    const bool pattern = ifn[0] == '!' || ifn.find_first_of("*?[") != std::string::npos;
+    if (!pattern && if_nametoindex(ifn.c_str()) == 0) {
       throw std::runtime_error("interface '" + ifn + "' not found (configured in " +
                                config_.source + ")");
     }
   }
+  try {
+    links_ = std::make_unique<LinkWatcher>(InterfacePatterns(config_.interfaces));
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error("interfaces in " + config_.source + ": " + e.what());
+  }
+  std::vector<std::string> initial_ifaces;
+  for (const auto& l : links_->initial_dump()) initial_ifaces.push_back(l.name);
   if (!std::filesystem::exists("/sys/kernel/btf/vmlinux")) {
     throw std::runtime_error(
         "kernel BTF missing (/sys/kernel/btf/vmlinux): tlswall needs CONFIG_DEBUG_INFO_BTF=y");
@@ -116,6 +126,8 @@ Daemon::Daemon(AgentConfig config)
 
   // The policy must be valid before anything touches the kernel.
   load_mode_overrides();
+  // Watching starts before the first read, so no change can fall between.
+  if (config_.watch_policy) policy_watcher_ = std::make_unique<PolicyWatcher>(config_.policy_path);
   apply_policy(/*initial=*/true);
 
   // After the policy is valid, before the kernel is touched: a JSON file that
@@ -174,12 +186,15 @@ Daemon::Daemon(AgentConfig config)
   }
   if (!config_.sock_ops_cgroup.empty()) po.sock_ops_cgroup = cgroup2_ + config_.sock_ops_cgroup;
   po.pin_dir = config_.pin_root;
-  owner_probes_ = std::make_unique<attribution::OwnerProbes>(po);
-  for (const auto& b : owner_probes_->report()) {
+  if (!po.preference.empty()) owner_probes_ = std::make_unique<attribution::OwnerProbes>(po);
+  for (const auto& b :
+       owner_probes_ ? owner_probes_->report() : std::vector<attribution::BackendReport>{}) {
     log.info("attribution backend {}: {}{}{}", b.name, attribution::backend_state_name(b.state),
              b.why.empty() ? "" : " - ", b.why);
   }
-  if (!owner_probes_->active()) {
+  if (!owner_probes_) {
+    log.warn("attribution is off ([attribution] backends = []): events name uid and cgroup only");
+  } else if (!owner_probes_->active()) {
     log.warn("no attribution backend runs here: events will name uid and cgroup only");
   }
   attribution::ProcessInfoOptions pio;
@@ -205,7 +220,7 @@ Daemon::Daemon(AgentConfig config)
 
   // The switch: our programs replace whatever ran before, in place.
   try {
-    classifier_->take_over(config_.interfaces, TLSWALL_VERSION);
+    classifier_->take_over(initial_ifaces, TLSWALL_VERSION);
   } catch (const std::exception& ex) {
     if (ad.previous) classifier_->set_generation(generation_before);
     Event e;
@@ -217,6 +232,13 @@ Daemon::Daemon(AgentConfig config)
     throw;
   }
   classifier_->set_fail_closed(config_.fail_mode == "closed");
+  if (!config_.metrics_listen.empty()) {
+    MetricsHttpOptions mo;
+    mo.listen = config_.metrics_listen;
+    mo.allow_non_loopback = config_.metrics_allow_remote;
+    metrics_ = std::make_unique<MetricsHttpServer>(mo, [this] { return render_metrics(); });
+    log.info("Prometheus metrics on http://{}/metrics", config_.metrics_listen);
+  }
   kernel_events_lost_seen_ = classifier_->counter(TW_CNT_EVENTS_LOST);
   report_adoption();
 }
@@ -622,8 +644,107 @@ void Daemon::emit(Event e) {
   if (events_) events_->submit(std::move(e));  // never blocks, never throws
 }
 
+void Daemon::on_link_changes(const std::vector<LinkChange>& changes) {
+  auto& log = logging::get(Subsystem::kBpf);
+  for (const LinkChange& c : changes) {
+    Event e;
+    e.interface = c.name;
+    switch (c.kind) {
+      case LinkChange::Kind::kAdded:
+        try {
+          if (!classifier_->attach(c.name, c.ifindex)) continue;
+          e.type = EventType::kInterfaceAttached;
+          e.severity = Severity::kNotice;
+          e.message = "appeared (matches \"" + c.pattern + "\"): classifier attached";
+        } catch (const std::exception& ex) {
+          log.error("cannot attach to new interface {}: {}", c.name, ex.what());
+          e.type = EventType::kInterfaceDetached;
+          e.severity = Severity::kError;
+          e.message = std::string("appeared but the classifier could not attach: ") + ex.what();
+        }
+        break;
+      case LinkChange::Kind::kRemoved:
+        if (!classifier_->forget(c.ifindex)) continue;
+        e.type = EventType::kInterfaceDetached;
+        e.severity = Severity::kNotice;
+        e.message = "interface vanished" +
+                    (c.old_name.empty() ? "" : " (renamed from " + c.old_name + ")") +
+                    "; its filter went with it";
+        break;
+      case LinkChange::Kind::kRenamed:
+        classifier_->renamed(c.ifindex, c.name);
+        log.info("interface {} renamed to {}; the filter stays", c.old_name, c.name);
+        continue;
+    }
+    log.info("{}: {}", c.name, e.message);
+    emit(std::move(e));
+  }
+}
+
+std::string Daemon::render_metrics() const {
+  const StatusReport s = status();
+  MetricsText m;
+  m.family("tlswall_up", MetricType::kGauge, "1 while tlswalld runs").sample(1);
+  m.family("tlswall_uptime_seconds", MetricType::kGauge, "seconds since tlswalld started")
+      .sample(s.uptime_s);
+  m.family("tlswall_policy_generation", MetricType::kGauge, "policy generation in force")
+      .sample({{"version", s.policy_version}, {"hash", s.policy_hash}}, s.policy_generation);
+  m.family("tlswall_classifier_total", MetricType::kCounter,
+           "kernel classifier counters (flows seen, TLS, plaintext reported/blocked, exempt, "
+           "state lost, ...)");
+  for (uint32_t i = 0; i < TW_CNT_MAX; ++i) {
+    if (const char* name = counter_name(i)) m.sample({{"counter", name}}, s.counters[i]);
+  }
+  m.family("tlswall_dropped_packets_total", MetricType::kCounter,
+           "packets dropped by the classifier, by reason");
+  for (uint32_t i = 0; i < TW_REASON_MAX; ++i) {
+    if (s.drops_by_reason[i]) m.sample({{"reason", reason_name(i)}}, s.drops_by_reason[i]);
+  }
+  m.family("tlswall_interface_attached", MetricType::kGauge,
+           "1 if the classifier is attached to the interface");
+  for (const auto& i : s.interfaces) m.sample({{"interface", i.name}}, i.attached ? 1 : 0);
+  m.family("tlswall_events_received_total", MetricType::kCounter, "kernel events read")
+      .sample(s.events_received);
+  m.family("tlswall_events_lost_total", MetricType::kCounter,
+           "events lost: kernel ring buffer full (stage=ring_buffer) or in the pipeline")
+      .sample({{"stage", "ring_buffer"}}, s.counters[TW_CNT_EVENTS_LOST])
+      .sample({{"stage", "pipeline_queue"}}, s.event_pipeline.dropped_queue);
+  m.family("tlswall_sink_dropped_total", MetricType::kCounter, "events a sink lost, all reasons");
+  for (const auto& k : s.event_pipeline.sinks) m.sample({{"sink", k.name}}, k.dropped);
+  m.family("tlswall_sink_backlog", MetricType::kGauge, "events waiting for a sink (memory + disk)");
+  for (const auto& k : s.event_pipeline.sinks) m.sample({{"sink", k.name}}, k.backlog);
+  m.family("tlswall_sockets_destroyed_total", MetricType::kCounter,
+           "blocked sockets destroyed (sock_diag)")
+      .sample(s.sockets_destroyed);
+  m.family("tlswall_attribution_backend_active", MetricType::kGauge,
+           "1 for the attribution probe backend that runs");
+  if (owner_probes_) {
+    for (const auto& b : owner_probes_->report()) {
+      m.sample({{"backend", b.name}}, b.state == attribution::BackendState::kActive ? 1 : 0);
+    }
+    m.family("tlswall_attribution_probe_failures_total", MetricType::kCounter,
+             "connections whose owner a probe failed to record")
+        .sample(owner_probes_->probe_failures());
+  }
+  return m.str();
+}
+
 void Daemon::periodic() {
   recompile_for_expiry();
+  if (links_ && links_->next_deadline() &&
+      std::chrono::steady_clock::now() >= *links_->next_deadline()) {
+    on_link_changes(links_->on_tick());
+  }
+  if (policy_watcher_ && policy_watcher_->take_change()) {
+    auto& plog = logging::get(Subsystem::kPolicy);
+    if (policy_watcher_->missing()) {
+      plog.warn("{} is gone; generation {} stays in force", config_.policy_path,
+                policy_ ? policy_->generation : 0);
+    } else if (!policy_ || policy_watcher_->fingerprint() != policy_->model.hash) {
+      plog.info("{} changed on disk: reloading", config_.policy_path);
+      apply_policy(false);
+    }
+  }
   // A cgroup a selector names appeared or went away: republish (once a
   // second at most; a stat per selected cgroup).
   const auto mono = std::chrono::steady_clock::now();
@@ -788,6 +909,9 @@ int Daemon::run() {
   add(tfd.get());
   add(ring_fd);
   add(control_->fd());
+  add(links_->fd());
+  if (policy_watcher_ && policy_watcher_->fd() >= 0) add(policy_watcher_->fd());
+  if (metrics_) add(metrics_->fd());
 
   Event started;
   started.type = EventType::kAgentStarted;
@@ -840,6 +964,12 @@ int Daemon::run() {
         uint64_t ticks;
         (void)!::read(tfd.get(), &ticks, sizeof(ticks));
         periodic();
+      } else if (fd == links_->fd()) {
+        on_link_changes(links_->on_readable());
+      } else if (policy_watcher_ && fd == policy_watcher_->fd()) {
+        policy_watcher_->on_readable();
+      } else if (metrics_ && fd == metrics_->fd()) {
+        metrics_->on_readable();
       } else if (fd == control_->fd()) {
         control_->serve_one([this](const ControlRequest& r) { return handle_control(r); });
         if (teardown_requested_) running = false;

@@ -14,9 +14,12 @@
 #include "agent/attribution/process_info.h"
 #include "agent/bpf_classifier.h"
 #include "agent/control_socket.h"
+#include "agent/metrics/metrics_http.h"
 #include "agent/policy_tables.h"
 #include "agent/sock_destroy.h"
 #include "agent/status_report.h"
+#include "agent/watch/link_watcher.h"
+#include "agent/watch/policy_watcher.h"
 #include "logging/event_pipeline.h"
 #include "policy/policy.h"
 
@@ -63,6 +66,10 @@ class Daemon {
   void load_mode_overrides();
   void save_mode_overrides() const;
   void periodic();
+  // Interfaces that appeared, vanished or were renamed (link watcher).
+  void on_link_changes(const std::vector<LinkChange>& changes);
+  // The Prometheus text of the same counters `tlswallctl status` shows.
+  std::string render_metrics() const;
   ControlReply handle_control(const ControlRequest& req);
   StatusReport status() const;
   void emit(logging::Event e);
@@ -82,6 +89,9 @@ class Daemon {
   std::unique_ptr<BpfPolicyMaps> maps_;
   std::unique_ptr<PolicyPublisher> publisher_;
   std::unique_ptr<ControlServer> control_;
+  std::unique_ptr<LinkWatcher> links_;
+  std::unique_ptr<PolicyWatcher> policy_watcher_;
+  std::unique_ptr<MetricsHttpServer> metrics_;
   std::unique_ptr<attribution::OwnerProbes> owner_probes_;
   std::unique_ptr<attribution::ProcessInfoResolver> process_info_;
   // Run-time rule modes (`tlswallctl mode`), by rule name; kept across
