@@ -116,12 +116,35 @@ const char* action_name(uint32_t a) {
 
 std::string overall_mode(const StatusReport& s) {
   bool mon = false, enf = false;
-  for (const auto& [name, mode] : s.rules) (mode == "enforce" ? enf : mon) = true;
+  for (const auto& r : s.rules) (r.mode == "enforce" ? enf : mon) = true;
   if (mon && enf) return "mixed";
   if (enf) return "enforce";
   if (mon) return "monitor";
   return "none";
 }
+
+namespace {
+
+// The schema-version keys of the first release's "bpf" object, from the
+// tables the daemon reported; a key is left out if its table is not.
+const std::pair<const char*, const char*> kLegacySchemaKeys[] = {
+    {"schema_flows", "flows"},
+    {"schema_policy", "lpm4"},
+    {"schema_counters", "counters"},
+    {"schema_events", "events"},
+};
+
+std::string policy_mode_of(const RuleStatus& r) {
+  return r.policy_mode.empty() ? r.mode : r.policy_mode;
+}
+
+std::string join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (const auto& x : v) out += (out.empty() ? "" : sep) + x;
+  return out;
+}
+
+}  // namespace
 
 std::string render_status_json(const StatusReport& s) {
   JsonObject policy;
@@ -131,20 +154,32 @@ std::string render_status_json(const StatusReport& s) {
       .add("generation", s.policy_generation)
       .add("loaded_at", s.policy_loaded_at)
       .add("last_error", s.policy_last_error)
-      .add("last_error_at", s.policy_last_error_at);
+      .add("last_error_at", s.policy_last_error_at)
+      .add("watch", s.policy_watch);
   JsonArray rules;
-  for (const auto& [name, mode] : s.rules)
-    rules.add_raw(JsonObject().add("name", name).add("mode", mode).str());
+  for (const auto& r : s.rules) {
+    rules.add_raw(JsonObject()
+                      .add("name", r.name)
+                      .add("mode", r.mode)
+                      .add("boundary", r.boundary)
+                      .add("policy_mode", policy_mode_of(r))
+                      .add_bool("overridden", r.overridden)
+                      .str());
+  }
   JsonArray exemptions;
   for (const auto& e : s.exemptions_active) exemptions.add(e);
   JsonArray ifaces;
   for (const auto& i : s.interfaces) {
+    JsonArray hooks;
+    for (const auto& h : i.hooks) hooks.add(h);
     ifaces.add_raw(JsonObject()
                        .add("name", i.name)
                        .add("ifindex", i.ifindex)
                        .add("hook", i.hook)
                        .add_bool("attached", i.attached)
                        .add_bool("created_qdisc", i.created_qdisc)
+                       .add("pattern", i.pattern)
+                       .add_raw("hooks", hooks.str())
                        .str());
   }
   JsonObject counters;
@@ -161,27 +196,40 @@ std::string render_status_json(const StatusReport& s) {
       .add("written", s.events_written)
       .add("write_failed", s.events_write_failed)
       .add("lost_in_kernel", s.counters[TW_CNT_EVENTS_LOST]);
+  JsonObject bpf;
+  bpf.add("abi_version", s.abi_version)
+      .add("bpffs", s.bpffs)
+      .add("pin_root", s.pin_root)
+      .add("cgroup2", s.cgroup2)
+      .add("tables", s.tables_adopted);
+  for (const auto& [key, table] : kLegacySchemaKeys) {
+    const auto it = s.tables.find(table);
+    if (it != s.tables.end()) bpf.add(key, it->second);
+  }
+  bpf.add("last_gap", s.last_gap);
+  JsonObject tables;
+  for (const auto& [name, schema] : s.tables) tables.add(name, schema);
+  JsonArray backends;
+  for (const auto& b : s.attribution.backends) {
+    backends.add_raw(
+        JsonObject().add("name", b.name).add("state", b.state).add("reason", b.reason).str());
+  }
   JsonObject o;
   o.add("version", s.version)
       .add("host", s.host)
       .add("uptime_s", s.uptime_s)
+      .add("started_at", s.started_at)
       .add("mode", overall_mode(s))
       .add_raw("policy", policy.str())
       .add_raw("rules", rules.str())
       .add_raw("exemptions_active", exemptions.str())
       .add_raw("interfaces", ifaces.str())
-      .add_raw("bpf", JsonObject()
-                          .add("abi_version", s.abi_version)
-                          .add("bpffs", s.bpffs)
-                          .add("pin_root", s.pin_root)
-                          .add("cgroup2", s.cgroup2)
-                          .add("tables", s.tables_adopted)
-                          .add("schema_flows", static_cast<unsigned>(TW_SCHEMA_FLOWS))
-                          .add("schema_policy", static_cast<unsigned>(TW_SCHEMA_POLICY))
-                          .add("schema_counters", static_cast<unsigned>(TW_SCHEMA_COUNTERS))
-                          .add("schema_events", static_cast<unsigned>(TW_SCHEMA_EVENTS))
-                          .add("last_gap", s.last_gap)
-                          .str())
+      .add_raw("attribution", JsonObject()
+                                  .add("active_backend", s.attribution.active_backend)
+                                  .add_raw("backends", backends.str())
+                                  .str())
+      .add_raw("bpf", bpf.str())
+      .add_raw("tables", tables.str())
       .add_raw("counters", counters.str())
       .add_raw("drops_by_reason", drops.str())
       .add_raw("events", events.str())
@@ -189,7 +237,8 @@ std::string render_status_json(const StatusReport& s) {
       .add_raw("sockets", JsonObject()
                               .add("destroyed", s.sockets_destroyed)
                               .add("destroy_failed", s.socket_destroy_failed)
-                              .str());
+                              .str())
+      .add("metrics_listen", s.metrics_listen);
   return o.str();
 }
 
@@ -200,35 +249,54 @@ std::string render_status_text(const StatusReport& s) {
     if (k.size() < 22) o << std::string(22 - k.size(), ' ');
     o << ' ' << v << '\n';
   };
-  o << "tlswalld " << s.version << " on " << s.host << ", up " << s.uptime_s << "s\n";
+  o << "tlswalld " << s.version << " on " << s.host << ", up " << s.uptime_s << "s";
+  if (!s.started_at.empty()) o << " (since " << s.started_at << ")";
+  o << "\n";
   o << "Policy\n";
   row("mode", overall_mode(s));
   row("version", s.policy_version);
   row("hash", s.policy_hash);
   row("path", s.policy_path);
+  row("watch", s.policy_watch.empty() ? "not watched (reload: SIGHUP or tlswallctl policy reload)"
+                                      : s.policy_watch);
   row("generation", std::to_string(s.policy_generation));
   row("loaded at", s.policy_loaded_at);
   row("last reload error",
       s.policy_last_error.empty() ? "none" : s.policy_last_error_at + " " + s.policy_last_error);
   o << "Rules\n";
-  for (const auto& [name, mode] : s.rules) row(name, mode);
+  for (const auto& r : s.rules) {
+    std::string v = r.mode;
+    if (!r.boundary.empty()) v += ", boundary " + r.boundary;
+    if (r.overridden) v += ", run-time override (policy: " + policy_mode_of(r) + ")";
+    row(r.name, v);
+  }
   if (!s.exemptions_active.empty()) {
     o << "Exemptions in force\n";
     for (const auto& e : s.exemptions_active) row(e, "active");
   }
   o << "Attached\n";
   for (const auto& i : s.interfaces) {
-    row(i.name, i.hook + (i.attached ? ", attached" : ", NOT ATTACHED") +
-                    (i.created_qdisc ? " (clsact ours)" : " (clsact pre-existing)"));
+    std::string v = i.hook + (i.attached ? ", attached" : ", NOT ATTACHED") +
+                    (i.created_qdisc ? " (clsact ours)" : " (clsact pre-existing)");
+    if (!i.pattern.empty() && i.pattern != i.name) v += ", matched by '" + i.pattern + "'";
+    row(i.name, v);
+    if (!i.hooks.empty()) row("  hooks", join(i.hooks, ", "));
   }
   row("bpffs", s.bpffs + " (pin root " + s.pin_root + ")");
   row("cgroup v2", s.cgroup2.empty() ? "not mounted" : s.cgroup2);
-  row("table ABI", std::to_string(s.abi_version) + " (flows_v" + std::to_string(TW_SCHEMA_FLOWS) +
-                       ", policy_v" + std::to_string(TW_SCHEMA_POLICY) + ", counters_v" +
-                       std::to_string(TW_SCHEMA_COUNTERS) + ", events_v" +
-                       std::to_string(TW_SCHEMA_EVENTS) + ")");
+  std::vector<std::string> tables;
+  for (const auto& [name, schema] : s.tables)
+    tables.push_back(name + "_v" + std::to_string(schema));
+  row("table ABI",
+      std::to_string(s.abi_version) + (tables.empty() ? "" : " (" + join(tables, ", ") + ")"));
   row("pins at start", s.tables_adopted);
   if (!s.last_gap.empty()) row("last restart gap", s.last_gap);
+  o << "Attribution\n";
+  row("backend", s.attribution.active_backend.empty() ? "none (flows carry no owner)"
+                                                      : s.attribution.active_backend);
+  for (const auto& b : s.attribution.backends) {
+    row("  " + b.name, b.state + (b.reason.empty() ? "" : ": " + b.reason));
+  }
   o << "Counters\n";
   for (uint32_t c = 0; c < TW_CNT_MAX; ++c) {
     if (const char* n = counter_name(c)) row(n, std::to_string(s.counters[c]));
@@ -248,6 +316,7 @@ std::string render_status_text(const StatusReport& s) {
   row("lost (pipeline)", std::to_string(s.events_write_failed));
   row("sockets destroyed", std::to_string(s.sockets_destroyed) + " (failed " +
                                std::to_string(s.socket_destroy_failed) + ")");
+  row("metrics endpoint", s.metrics_listen.empty() ? "off" : s.metrics_listen);
   o << "Event sinks\n";
   for (const auto& [k, v] : logging::health_rows(s.event_pipeline)) row(k, v);
   return o.str();

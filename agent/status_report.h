@@ -1,9 +1,12 @@
 // What `tlswallctl status` shows: a plain snapshot the daemon fills, and its
-// human and JSON renderings (unit-tested without a daemon).
+// human and JSON renderings (unit-tested without a daemon). The daemon sends
+// it over the control API (agent/control/status_convert.h converts to and
+// from the Thrift StatusReply); tlswallctl renders what it received.
 #pragma once
 
 #include <array>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,16 +20,53 @@ extern "C" {
 namespace tlswall::agent {
 
 struct InterfaceStatus {
+  InterfaceStatus() = default;
+  // The shape of the first release's interface list.
+  InterfaceStatus(std::string if_name, int if_index, bool is_attached, bool qdisc_ours,
+                  std::string main_hook)
+      : name(std::move(if_name)),
+        ifindex(if_index),
+        attached(is_attached),
+        created_qdisc(qdisc_ours),
+        hook(std::move(main_hook)) {}
   std::string name;
   int ifindex = 0;
   bool attached = false;
   bool created_qdisc = false;
-  std::string hook = "tc egress";
+  std::string hook = "tc egress";  // the main hook
+  std::string pattern;             // the configured interface pattern that matched it
+  std::vector<std::string> hooks;  // every hook attached there (empty: just `hook`)
+};
+
+// A policy rule as the kernel applies it now.
+struct RuleStatus {
+  RuleStatus() = default;
+  // (name, effective mode): the shape of the first release's rule list.
+  RuleStatus(std::string rule_name, std::string effective_mode)
+      : name(std::move(rule_name)), mode(std::move(effective_mode)) {}
+  std::string name;
+  std::string mode;  // effective: "monitor" | "enforce"
+  std::string boundary;
+  std::string policy_mode;  // as the policy file says; "" = same as mode
+  bool overridden = false;  // a run-time override (tlswallctl mode) is in force
+};
+
+// One way of recording who owns a socket (bpf/abi: tw_owner_backend).
+struct BackendStatus {
+  std::string name;    // "kprobe" | "fentry" | "tp_btf" | "sock_ops"
+  std::string state;   // "active" | "standby" | "unavailable" | "failed"
+  std::string reason;  // why it is not active, "" if it is
+};
+
+struct AttributionStatus {
+  std::string active_backend;  // "" = none: flows carry no owner
+  std::vector<BackendStatus> backends;
 };
 
 struct StatusReport {
   std::string version;
   uint64_t uptime_s = 0;
+  std::string started_at;  // RFC 3339, UTC
   std::string host;
   // policy
   std::string policy_path;
@@ -36,8 +76,9 @@ struct StatusReport {
   std::string policy_loaded_at;
   std::string policy_last_error;
   std::string policy_last_error_at;
-  std::vector<std::pair<std::string, std::string>> rules;  // name, mode
+  std::vector<RuleStatus> rules;
   std::vector<std::string> exemptions_active;
+  std::string policy_watch;  // how the policy path is watched, "" = not watched
   // kernel side
   std::vector<InterfaceStatus> interfaces;
   std::string bpffs;
@@ -48,6 +89,11 @@ struct StatusReport {
   std::array<uint64_t, TW_CNT_MAX> counters{};
   std::array<uint64_t, TW_REASON_MAX> drops_by_reason{};
   uint32_t abi_version = TW_ABI_VERSION;
+  // Pinned table -> schema version, as this daemon built them (e.g. "flows"
+  // -> TW_SCHEMA_FLOWS). The daemon fills it: the schema depends on the
+  // release that pinned the tables, not on whoever renders the report.
+  std::map<std::string, uint32_t> tables;
+  AttributionStatus attribution;
   // events
   uint64_t events_received = 0;
   uint64_t events_written = 0;
@@ -56,6 +102,7 @@ struct StatusReport {
   uint64_t socket_destroy_failed = 0;
   std::string events_path;
   logging::PipelineHealth event_pipeline;
+  std::string metrics_listen;  // Prometheus endpoint address, "" = off
 };
 
 // "monitor", "enforce", "mixed" or "none" over the rules.

@@ -177,6 +177,76 @@ TEST(StatusJson, DropsUnderUnnamedReasonsKeepDistinctKeys) {
   EXPECT_EQ(CountUnder(j, "drops_by_reason."), 4u);
 }
 
+// The fields added with the control API (issue 3), beside the first
+// release's keys that tests/e2e read.
+StatusReport Extended() {
+  StatusReport s = Sample();
+  s.started_at = "2026-11-21T11:00:00.000Z";
+  s.policy_watch = "inotify on /etc/tlswall/policy.d";
+  s.rules[0].boundary = "dbs";
+  s.rules[0].policy_mode = "monitor";
+  s.rules[0].overridden = true;
+  s.interfaces[0].pattern = "eth*";
+  s.interfaces[0].hooks = {"tc egress", "cgroup connect4"};
+  s.tables = {{"flows", 2}, {"lpm4", 1}, {"counters", 1}, {"events", 1}, {"owners", 1}};
+  s.attribution.active_backend = "tp_btf";
+  s.attribution.backends = {{"kprobe", "unavailable", "kprobes are not in this kernel"},
+                            {"tp_btf", "active", ""}};
+  s.metrics_listen = "127.0.0.1:9465";
+  return s;
+}
+
+TEST(StatusJson, ControlApiFields) {
+  const auto j = Flat(render_status_json(Extended()));
+  EXPECT_EQ(j.at("started_at"), Q("2026-11-21T11:00:00.000Z"));
+  EXPECT_EQ(j.at("policy.watch"), Q("inotify on /etc/tlswall/policy.d"));
+  // Rules keep name + mode (the effective one) and gain the rest.
+  EXPECT_EQ(j.at("rules.0.name"), Q("db-tls"));
+  EXPECT_EQ(j.at("rules.0.mode"), Q("enforce"));
+  EXPECT_EQ(j.at("rules.0.boundary"), Q("dbs"));
+  EXPECT_EQ(j.at("rules.0.policy_mode"), Q("monitor"));
+  EXPECT_EQ(j.at("rules.0.overridden"), "true");
+  EXPECT_EQ(j.at("rules.1.policy_mode"), Q("monitor"));  // "" = as effective
+  EXPECT_EQ(j.at("rules.1.overridden"), "false");
+  EXPECT_EQ(j.at("interfaces.0.pattern"), Q("eth*"));
+  EXPECT_EQ(j.at("interfaces.0.hooks.1"), Q("cgroup connect4"));
+  EXPECT_EQ(j.at("interfaces.1.hooks"), "[]");
+  EXPECT_EQ(j.at("tables.flows"), "2");
+  EXPECT_EQ(j.at("tables.owners"), "1");
+  // The first release's schema keys come from the daemon's tables too.
+  EXPECT_EQ(j.at("bpf.schema_flows"), "2");
+  EXPECT_EQ(j.at("bpf.schema_policy"), "1");
+  EXPECT_EQ(j.at("bpf.tables"), Q(""));
+  EXPECT_EQ(j.at("attribution.active_backend"), Q("tp_btf"));
+  EXPECT_EQ(j.at("attribution.backends.0.name"), Q("kprobe"));
+  EXPECT_EQ(j.at("attribution.backends.0.state"), Q("unavailable"));
+  EXPECT_EQ(j.at("attribution.backends.0.reason"), Q("kprobes are not in this kernel"));
+  EXPECT_EQ(j.at("metrics_listen"), Q("127.0.0.1:9465"));
+}
+
+TEST(StatusJson, SchemaKeysOnlyForReportedTables) {
+  StatusReport s = Sample();
+  s.tables.clear();
+  const auto j = Flat(render_status_json(s));
+  EXPECT_EQ(j.count("bpf.schema_flows"), 0u);
+  EXPECT_EQ(j.at("tables"), "{}");
+}
+
+TEST(StatusText, ControlApiFields) {
+  const std::string t = render_status_text(Extended());
+  for (const char* s :
+       {"up 3600s (since 2026-11-21T11:00:00.000Z)", "inotify on /etc/tlswall/policy.d",
+        "enforce, boundary dbs, run-time override (policy: monitor)", "matched by 'eth*'",
+        "tc egress, cgroup connect4", "flows_v2, lpm4_v1", "owners_v1", "Attribution\n", "tp_btf",
+        "unavailable: kprobes are not in this kernel", "127.0.0.1:9465"}) {
+    EXPECT_NE(t.find(s), std::string::npos) << "missing " << s << "\n" << t;
+  }
+  const std::string plain = render_status_text(Sample());
+  EXPECT_NE(plain.find("none (flows carry no owner)"), std::string::npos) << plain;
+  EXPECT_NE(plain.find("metrics endpoint"), std::string::npos) << plain;
+  EXPECT_EQ(plain.find("override"), std::string::npos) << plain;
+}
+
 TEST(OverallMode, FromTheRules) {
   StatusReport s;
   EXPECT_EQ(overall_mode(s), "none");
