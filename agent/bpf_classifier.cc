@@ -603,6 +603,12 @@ int TcClassifier::egress_l3_prog_fd() const {
   return bpf_program__fd(skel_->progs.tlswall_egress_l3);
 }
 int TcClassifier::flows_fd() const { return bpf_map__fd(skel_->maps.tw_flows); }
+std::map<std::string, uint32_t> TcClassifier::table_schemas() {
+  std::map<std::string, uint32_t> out;
+  for (const Table& t : tables()) out[t.name] = t.schema;
+  return out;
+}
+
 BpfPolicyMaps::Fds TcClassifier::policy_fds() const {
   const auto& m = skel_->maps;
   return {bpf_map__fd(m.tw_lpm4),         bpf_map__fd(m.tw_lpm6),

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -118,6 +119,8 @@ class TcClassifier {
   // The program for a link kind (Ethernet or L3).
   int prog_fd_for(LinkKind kind) const;
   int flows_fd() const;
+  // Every table this classifier uses, by name, with its schema version.
+  std::map<std::string, uint32_t> table_schemas();
   // The policy tables, for BpfPolicyMaps.
   BpfPolicyMaps::Fds policy_fds() const;
   // The owner tables the attribution probes write (bpf/lib/owner_maps.bpf.h).

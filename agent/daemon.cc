@@ -136,6 +136,10 @@ Daemon::Daemon(AgentConfig config)
   logging::PipelineConfig pc = config_.events;
   pc.host = host_;
   pc.agent_version = TLSWALL_VERSION;
+  recent_ = std::make_shared<control::RecentEvents>();
+  pc.on_emit = [recent = recent_](const Event& e, const std::string& json) {
+    recent->add(e, json);
+  };
   events_ = logging::make_event_pipeline(pc);
 
   const BpffsResult fs = ensure_bpffs(config_.pin_root);
@@ -216,7 +220,7 @@ Daemon::Daemon(AgentConfig config)
   if (!ring_) {
     throw std::runtime_error(std::string("cannot open event ring buffer: ") + std::strerror(errno));
   }
-  control_ = std::make_unique<ControlServer>(config_.control_socket, config_.control_group);
+  start_control();
 
   // The switch: our programs replace whatever ran before, in place.
   try {
@@ -803,23 +807,51 @@ StatusReport Daemon::status() const {
     s.policy_generation = policy_->generation;
     s.policy_loaded_at = logging::format_time(policy_->loaded_at);
     const auto& c = *policy_->compiled;
-    for (size_t i = 0; i < c.rule_names.size(); ++i) {
-      s.rules.emplace_back(c.rule_names[i], i < c.rule_modes.size() ? c.rule_modes[i] : "");
+    for (const auto& r : policy_->model.rules) {
+      RuleStatus rs(r.name, effective_mode(r.name));
+      rs.boundary = r.boundary;
+      rs.policy_mode = policy::mode_name(r.mode);
+      rs.overridden = mode_overrides_.count(r.name) > 0;
+      s.rules.push_back(std::move(rs));
     }
     s.exemptions_active = c.exemption_names;
   }
   s.policy_last_error = last_error_;
   if (!last_error_.empty()) s.policy_last_error_at = logging::format_time(last_error_at_);
   if (classifier_) {
-    for (const auto& a : classifier_->attachments()) {
-      s.interfaces.push_back({a.ifname, a.ifindex, classifier_->still_attached(a), a.created_qdisc,
-                              a.kind == LinkKind::kL3 ? "tc egress (L3)" : "tc egress"});
+    std::map<int, std::string> patterns;
+    if (links_) {
+      for (const auto& l : links_->matching()) patterns[l.ifindex] = l.pattern;
     }
+    for (const auto& a : classifier_->attachments()) {
+      InterfaceStatus i(a.ifname, a.ifindex, classifier_->still_attached(a), a.created_qdisc,
+                        a.kind == LinkKind::kL3 ? "tc egress (L3)" : "tc egress");
+      i.pattern = patterns[a.ifindex];
+      i.hooks = {i.hook};
+      s.interfaces.push_back(std::move(i));
+    }
+    s.tables = classifier_->table_schemas();
     s.tables_adopted = adoption_summary_;
     s.last_gap = gap_message_;
     s.counters = classifier_->counters();
     s.drops_by_reason = classifier_->drops_by_reason();
   }
+  s.started_at =
+      logging::format_time(std::chrono::system_clock::now() - std::chrono::seconds(s.uptime_s));
+  if (owner_probes_) {
+    if (owner_probes_->active()) {
+      s.attribution.active_backend = attribution::backend_name(*owner_probes_->active());
+    }
+    for (const auto& b : owner_probes_->report()) {
+      s.attribution.backends.push_back({b.name, attribution::backend_state_name(b.state), b.why});
+    }
+  } else {
+    for (const auto& b : config_.attribution_backends) {
+      s.attribution.backends.push_back({b, "unavailable", "attribution is off in the config"});
+    }
+  }
+  s.policy_watch = policy_watcher_ ? policy_watcher_->status() : "";
+  s.metrics_listen = metrics_ ? config_.metrics_listen : "";
   s.bpffs = bpffs_;
   s.pin_root = config_.pin_root;
   s.cgroup2 = cgroup2_;
@@ -839,45 +871,6 @@ StatusReport Daemon::status() const {
   s.sockets_destroyed = sockets_destroyed_;
   s.socket_destroy_failed = socket_destroy_failed_;
   return s;
-}
-
-ControlReply Daemon::handle_control(const ControlRequest& req) {
-  auto& log = logging::get(Subsystem::kControl);
-  if (req.command == "status json") return {true, render_status_json(status()) + "\n"};
-  if (req.command == "status text" || req.command == "status")
-    return {true, render_status_text(status())};
-  if (req.command == "ping") return {true, "pong\n"};
-  if (req.command == "reload") {
-    if (req.uid != 0) {
-      log.warn("refused reload from uid {} pid {}: root only", req.uid, req.pid);
-      return {false, "permission denied: reload is for root only"};
-    }
-    log.info("reload requested over the control socket by pid {}", req.pid);
-    const uint64_t before = policy_ ? policy_->generation : 0;
-    apply_policy(false);
-    const uint64_t after = policy_ ? policy_->generation : 0;
-    if (after == before)
-      return {false, "policy rejected, generation " + std::to_string(before) +
-                         " stays in force: " + last_error_};
-    return {true, "policy generation " + std::to_string(after) + " in force (" +
-                      policy_->model.version + ")\n"};
-  }
-  if (req.command == "teardown" || req.command == "teardown open") {
-    if (req.uid != 0) {
-      log.warn("refused teardown from uid {} pid {}: root only", req.uid, req.pid);
-      return {false, "permission denied: teardown is for root only"};
-    }
-    if (config_.fail_mode == "closed" && req.command != "teardown open") {
-      return {false,
-              "fail_mode is \"closed\": a teardown would stop all enforcement; use "
-              "`tlswallctl teardown --open` to remove it anyway"};
-    }
-    log.warn("teardown requested by pid {}: detaching and removing all pins", req.pid);
-    teardown_requested_ = true;
-    return {true,
-            "tearing down: detaching from every interface and removing " + config_.pin_root + "\n"};
-  }
-  return {false, "unknown request '" + req.command + "'"};
 }
 
 int Daemon::run() {
@@ -971,8 +964,11 @@ int Daemon::run() {
       } else if (metrics_ && fd == metrics_->fd()) {
         metrics_->on_readable();
       } else if (fd == control_->fd()) {
-        control_->serve_one([this](const ControlRequest& r) { return handle_control(r); });
-        if (teardown_requested_) running = false;
+        control_->dispatch();
+        if (teardown_requested_) {
+          control_->flush(std::chrono::milliseconds(500));
+          running = false;
+        }
       }
     }
   }

@@ -13,7 +13,8 @@
 #include "agent/attribution/owner_probes.h"
 #include "agent/attribution/process_info.h"
 #include "agent/bpf_classifier.h"
-#include "agent/control_socket.h"
+#include "agent/control/control_server.h"
+#include "agent/control/recent_events.h"
 #include "agent/metrics/metrics_http.h"
 #include "agent/policy_tables.h"
 #include "agent/sock_destroy.h"
@@ -70,7 +71,12 @@ class Daemon {
   void on_link_changes(const std::vector<LinkChange>& changes);
   // The Prometheus text of the same counters `tlswallctl status` shows.
   std::string render_metrics() const;
-  ControlReply handle_control(const ControlRequest& req);
+  // The control API (daemon_control.cc).
+  class ControlApi;
+  friend class ControlApi;
+  void start_control();
+  void audit(const control::AuditRecord& a);
+  std::string effective_mode(const std::string& rule) const;
   StatusReport status() const;
   void emit(logging::Event e);
   std::shared_ptr<const policy::CompiledPolicy> names_for(uint64_t generation) const;
@@ -88,7 +94,9 @@ class Daemon {
   std::unique_ptr<TcClassifier> classifier_;
   std::unique_ptr<BpfPolicyMaps> maps_;
   std::unique_ptr<PolicyPublisher> publisher_;
-  std::unique_ptr<ControlServer> control_;
+  std::shared_ptr<control::RecentEvents> recent_;  // shared with the pipeline's tap
+  std::unique_ptr<control::ControlHandler> api_;   // a ControlApi
+  std::unique_ptr<control::ControlServer> control_;
   std::unique_ptr<LinkWatcher> links_;
   std::unique_ptr<PolicyWatcher> policy_watcher_;
   std::unique_ptr<MetricsHttpServer> metrics_;

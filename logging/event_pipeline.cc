@@ -195,6 +195,7 @@ class Pipeline final : public EventPipeline {
     auto r = std::make_shared<RenderedEvent>();
     r->cls = event_class(e.type);
     r->json = render_json(e, c_.host, c_.agent_version);
+    if (c_.on_emit) c_.on_emit(e, r->json);
     r->event = std::move(e);
     EventRef ref = std::move(r);
     for (auto& s : sinks_) s->offer(ref);

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <utility>
@@ -108,6 +109,10 @@ struct PipelineConfig {
   std::vector<ScribeSinkConfig> scribe;
   std::vector<SyslogSinkConfig> syslog;
   std::vector<JsonSinkConfig> json;
+  // Called on the pipeline's thread for every event as it is emitted (id and
+  // seq set), with its JSON line: e.g. the daemon's recent-events buffer for
+  // `tlswallctl events --follow`. Must be quick and must not throw.
+  std::function<void(const Event&, const std::string& json)> on_emit;
 };
 
 // Parses the [events] table of the agent config. Relative paths are

@@ -9,7 +9,10 @@
 // rows give directly (first rule row of the longest-matching prefix's
 // boundaries whose range holds the port; exempt if an exemption row of that
 // prefix holds it), and agree with the policy as written (boundaries,
-// rules, exemptions containing the address and port).
+// rules, exemptions containing the address and port). The decisions are
+// those for an owner that no selector matches (e.g. forwarded traffic):
+// rules and exemptions with owner selectors are left out of them, and
+// their own tables are tested in policy_owner_selectors_test.cc.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 
@@ -304,7 +307,7 @@ class KernelModel {
     // policy.bpf.h tw_decide(): no port lookup unless some rule covers it.
     if (!(v->flags & TW_DEST_ANY_RULE)) return d;
     const KernelPortRow* row = port_row(v->class_id, port);
-    if (!row) return d;
+    if (!row || !row->verdict.has_rule) return d;
     d.protected_ = true;
     d.rule_id = row->verdict.rule_id;
     d.boundary = row->verdict.boundary;
@@ -339,9 +342,12 @@ Decision FromClass(const CompiledPolicy& c, const tw_dest_class& cls, uint16_t p
   for (const auto& r : c.rules) {
     if (!MaskHas(cls.boundary_mask, r.boundary)) continue;
     d.flags |= TW_DEST_ANY_RULE;
-    if (r.mode == TW_MODE_ENFORCE) d.flags |= TW_DEST_ANY_ENFORCE;
+    if (r.mode == TW_MODE_ENFORCE && r.owner_group == TW_NO_OWNER_GROUP) {
+      d.flags |= TW_DEST_ANY_ENFORCE;
+    }
   }
   for (const auto& r : c.rules) {
+    if (r.owner_group != TW_NO_OWNER_GROUP) continue;
     if (MaskHas(cls.boundary_mask, r.boundary) && port >= r.port_lo && port <= r.port_hi) {
       d.protected_ = true;
       d.rule_id = r.rule_id;
@@ -352,6 +358,7 @@ Decision FromClass(const CompiledPolicy& c, const tw_dest_class& cls, uint16_t p
     }
   }
   for (const auto& x : c.exempts) {
+    if (x.owner_group != TW_NO_OWNER_GROUP) continue;
     if (MaskHas(cls.exempt_mask, x.exemption) && port >= x.port_lo && port <= x.port_hi) {
       d.exempt = true;
       d.exemption = x.exemption;
@@ -414,11 +421,13 @@ void ExpectMatchesPolicy(const Policy& p, const CompiledPolicy& c, const Addr& a
   for (const auto& r : p.rules) {
     if (!in.count(r.boundary)) continue;
     flags |= TW_DEST_ANY_RULE;
+    if (!r.owners.empty()) continue;  // only for the owners it selects
     if (r.mode == Mode::kEnforce) flags |= TW_DEST_ANY_ENFORCE;
     if (PortsHold(r.ports, port)) covering.push_back(&r);
   }
   std::set<std::string> exempting;
   for (const auto& x : p.exemptions) {
+    if (!x.owners.empty()) continue;
     bool cidr_ok = x.cidrs.empty();
     for (const auto& cidr : x.cidrs) cidr_ok = cidr_ok || CidrHolds(cidr, a);
     if (cidr_ok && (x.ports.empty() || PortsHold(x.ports, port))) exempting.insert(x.name);
