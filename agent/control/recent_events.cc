@@ -24,6 +24,7 @@ EventsPage RecentEvents::page(uint64_t after_seq, size_t max) const {
   if (events_.empty()) return p;
   p.oldest_seq = events_.front().seq;
   p.newest_seq = events_.back().seq;
+  if (after_seq > p.newest_seq) after_seq = 0;  // numbered by another daemon
   // The first held event after after_seq (seqs increase along the deque).
   auto it = std::upper_bound(events_.begin(), events_.end(), after_seq,
                              [](uint64_t s, const EventsPage::Line& l) { return s < l.seq; });

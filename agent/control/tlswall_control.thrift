@@ -200,8 +200,9 @@ struct EventLine {
 
 // events(after_seq, max): the events held with seq > after_seq, oldest
 // first, at most max (the daemon may cap it; max = 0 asks only for the
-// seq fields). An after_seq beyond newest_seq (a restarted daemon that
-// numbers from 1 again) is answered as if it were 0.
+// seq fields). after_seq 0 (a new reader) asks for the newest max events.
+// An after_seq beyond newest_seq (a restarted daemon whose numbers went
+// elsewhere) is answered as if it were 0.
 struct EventsReply {
   1: list<EventLine> events,
   2: i64 next_seq,             // pass as after_seq in the next call: the seq of the

@@ -97,21 +97,12 @@ void print_events(const std::vector<api::EventLine>& events, bool json) {
 
 int events(ControlClient& c, const CliCommand& cmd) {
   constexpr int32_t kPage = 1000;
-  // Start at the last `count` events the daemon holds.
-  const api::EventsReply head = c.events(0, 0);
-  int64_t after = std::max<int64_t>(head.newest_seq - cmd.count, 0);
-  if (head.oldest_seq > 0) after = std::max<int64_t>(after, head.oldest_seq - 1);
-  std::deque<api::EventLine> last;
-  for (;;) {
-    const api::EventsReply r = c.events(after, kPage);
-    for (const auto& e : r.events) {
-      last.push_back(e);
-      if (last.size() > static_cast<size_t>(cmd.count)) last.pop_front();
-    }
-    after = r.next_seq;
-    if (r.events.size() < static_cast<size_t>(kPage)) break;
-  }
-  print_events({last.begin(), last.end()}, cmd.json);
+  // The last `count` events the daemon holds: after_seq 0 asks for the
+  // newest (sequence numbers have gaps, so no arithmetic on them here).
+  const api::EventsReply first =
+      c.events(0, static_cast<int32_t>(std::min<int64_t>(cmd.count, kPage)));
+  print_events(first.events, cmd.json);
+  int64_t after = first.next_seq;
   if (!cmd.follow) return ctl::kExitOk;
   bool retried = false;
   for (;;) {

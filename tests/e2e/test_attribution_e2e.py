@@ -260,6 +260,26 @@ class E2E:
             bad["cgroup_id/cmdline"] = (e.get("cgroup_id"), e.get("cmdline", "")[:60])
         return not bad, f"client {outcome}; event pid={e.get('pid')} comm={e.get('comm')} uid={e.get('uid')} cgroup={e.get('cgroup')} exe={e.get('exe')} {'mismatch ' + str(bad) if bad else ''}"
 
+    def cli_flows_events_policy_show(self):
+        # The operator's view of the same block, through the real CLI.
+        start = len(self.d.read_events())
+        pid, _ = self.run_owned(self.cg_billing, UID_PLAIN, "tw-cli", S.SRV_BOUNDARY_V4, 80, 0.5)
+        self.event_for(pid, start)
+        fl = self.d.ctl(["flows", "--pid", str(pid), "--json"])
+        flows = json.loads(fl.stdout) if fl.rc == 0 else []
+        table = self.d.ctl(["flows", "--verdict", "drop", "--rule", "web-enforce"])
+        ev = self.d.ctl(["events", "--count", "3", "--json"])
+        lines = [json.loads(l) for l in ev.stdout.splitlines() if l.strip()] if ev.rc == 0 else []
+        ps = self.d.ctl(["policy", "show", "--json"])
+        shown = json.loads(ps.stdout) if ps.rc == 0 else {}
+        legacy = [r for r in shown.get("rules", []) if r.get("name") == "legacy-tool-monitor"]
+        ok = (len(flows) == 1 and flows[0].get("comm") == "tw-cli" and flows[0].get("action") == "drop"
+              and table.rc == 0 and "tw-cli" in table.stdout
+              and len(lines) == 3 and any(l.get("pid") == pid for l in lines)
+              and legacy and {"kind": "comm", "value": "tw-legacy"} in legacy[0].get("owners", []))
+        return ok, (f"flows --pid: {flows[:1]}; flows table rc={table.rc}; events --count 3: {len(lines)} lines; "
+                    f"policy show legacy rule owners: {legacy[0].get('owners') if legacy else None}")
+
     def exemption_by_cgroup(self):
         _, in_batch = self.run_owned(self.cg_batch, UID_PLAIN, "tw-batch", S.SRV_BOUNDARY_V4, 80, 0)
         _, in_billing = self.run_owned(self.cg_billing, UID_PLAIN, "tw-billing", S.SRV_BOUNDARY_V4, 80, 0)
@@ -444,6 +464,7 @@ def main() -> int:
                 if checks.run("daemon_start_picks_a_backend", t.start_daemon):
                     checks.run("status_reports_every_backend_and_why", t.backends_reported)
                     checks.run("event_names_pid_comm_uid_cgroup_exe", t.event_names_owner)
+                    checks.run("cli_flows_events_policy_show", t.cli_flows_events_policy_show)
                     checks.run("exemption_by_cgroup", t.exemption_by_cgroup)
                     checks.run("exemption_by_uid", t.exemption_by_uid)
                     checks.run("selector_rule_by_comm_monitors_only_that_tool", t.selector_rule_by_comm)

@@ -99,6 +99,13 @@ class FakeHandler : public ControlHandler {
     Record("events", std::to_string(after_seq) + " " + std::to_string(max));
     std::lock_guard<std::mutex> l(mu_);
     r.next_seq = after_seq;
+    // after_seq 0, or one beyond the newest: a new reader gets the newest
+    // `max` (the IDL's contract, as the daemon's RecentEvents does it).
+    if (!events_.empty() && (after_seq == 0 || after_seq > events_.back().seq)) {
+      const size_t n = std::min(events_.size(), static_cast<size_t>(std::max(max, 0)));
+      after_seq = n == events_.size() ? 0 : events_[events_.size() - n - 1].seq;
+      r.next_seq = n ? after_seq : events_.back().seq;
+    }
     for (const auto& e : events_) {
       if (e.seq <= after_seq) continue;
       if (static_cast<int32_t>(r.events.size()) >= max) break;
@@ -108,7 +115,7 @@ class FakeHandler : public ControlHandler {
     if (!events_.empty()) {
       r.oldest_seq = events_.front().seq;
       r.newest_seq = events_.back().seq;
-      r.skipped = std::max<int64_t>(0, r.oldest_seq - after_seq - 1);
+      if (after_seq > 0) r.skipped = std::max<int64_t>(0, r.oldest_seq - after_seq - 1);
     }
   }
   void policy_show(api::PolicyShowReply& r) override {
