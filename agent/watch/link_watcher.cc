@@ -83,6 +83,21 @@ void for_each_message(const char* buf, size_t n, Fn fn) {
   }
 }
 
+// One datagram from a netlink socket into buf; *sender is the sending
+// port id (0: the kernel). Returns what recvmsg returns; errno on -1.
+ssize_t recv_netlink(int fd, std::vector<char>& buf, uint32_t* sender) {
+  iovec iov{buf.data(), buf.size()};
+  sockaddr_nl from{};
+  msghdr msg{};
+  msg.msg_name = &from;
+  msg.msg_namelen = sizeof(from);
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  const ssize_t n = ::recvmsg(fd, &msg, 0);
+  *sender = from.nl_pid;
+  return n;
+}
+
 }  // namespace
 
 const char* link_change_kind_name(LinkChange::Kind k) {
@@ -184,14 +199,8 @@ std::string LinkWatcher::dump(std::map<int, Link>& out) {
                 " ms";
         break;
       }
-      iovec iov{buf.data(), buf.size()};
-      sockaddr_nl from{};
-      msghdr msg{};
-      msg.msg_name = &from;
-      msg.msg_namelen = sizeof(from);
-      msg.msg_iov = &iov;
-      msg.msg_iovlen = 1;
-      const ssize_t n = ::recvmsg(s.get(), &msg, 0);
+      uint32_t sender = 0;
+      const ssize_t n = recv_netlink(s.get(), buf, &sender);
       if (n < 0) {
         const int e = errno;
         if (e == EINTR) continue;
@@ -203,7 +212,7 @@ std::string LinkWatcher::dump(std::map<int, Link>& out) {
         error = "RTM_GETLINK: reply truncated";
         break;
       }
-      if (from.nl_pid != 0) continue;
+      if (sender != 0) continue;
       for_each_message(buf.data(), static_cast<size_t>(n), [&](const nlmsghdr* h) {
         if (h->nlmsg_seq != req.h.nlmsg_seq) return true;  // not ours
         if (h->nlmsg_flags & NLM_F_DUMP_INTR) interrupted = true;
@@ -309,14 +318,8 @@ std::vector<LinkChange> LinkWatcher::on_readable() {
   bool overrun = false;
   std::vector<char> buf(kRecvBuffer);
   for (int reads = 0; reads < kMaxReadsPerCall; ++reads) {
-    iovec iov{buf.data(), buf.size()};
-    sockaddr_nl from{};
-    msghdr msg{};
-    msg.msg_name = &from;
-    msg.msg_namelen = sizeof(from);
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    const ssize_t n = ::recvmsg(sock_.get(), &msg, 0);
+    uint32_t sender = 0;
+    const ssize_t n = recv_netlink(sock_.get(), buf, &sender);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == ENOBUFS) {
@@ -330,7 +333,7 @@ std::vector<LinkChange> LinkWatcher::on_readable() {
       overrun = true;
       continue;
     }
-    if (from.nl_pid != 0) continue;  // only the kernel speaks for links
+    if (sender != 0) continue;  // only the kernel speaks for links
     for_each_message(buf.data(), static_cast<size_t>(n), [&](const nlmsghdr* h) {
       if (h->nlmsg_type == NLMSG_OVERRUN) {
         overrun = true;
