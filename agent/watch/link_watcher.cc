@@ -84,8 +84,9 @@ void for_each_message(const char* buf, size_t n, Fn fn) {
 }
 
 // One datagram from a netlink socket into buf; *sender is the sending
-// port id (0: the kernel). Returns what recvmsg returns; errno on -1.
-ssize_t recv_netlink(int fd, std::vector<char>& buf, uint32_t* sender) {
+// port id (0: the kernel), *truncated whether it did not fit. Returns what
+// recvmsg returns; errno on -1.
+ssize_t recv_netlink(int fd, std::vector<char>& buf, uint32_t* sender, bool* truncated) {
   iovec iov{buf.data(), buf.size()};
   sockaddr_nl from{};
   msghdr msg{};
@@ -95,6 +96,7 @@ ssize_t recv_netlink(int fd, std::vector<char>& buf, uint32_t* sender) {
   msg.msg_iovlen = 1;
   const ssize_t n = ::recvmsg(fd, &msg, 0);
   *sender = from.nl_pid;
+  *truncated = (msg.msg_flags & MSG_TRUNC) != 0;
   return n;
 }
 
@@ -200,7 +202,8 @@ std::string LinkWatcher::dump(std::map<int, Link>& out) {
         break;
       }
       uint32_t sender = 0;
-      const ssize_t n = recv_netlink(s.get(), buf, &sender);
+      bool truncated = false;
+      const ssize_t n = recv_netlink(s.get(), buf, &sender, &truncated);
       if (n < 0) {
         const int e = errno;
         if (e == EINTR) continue;
@@ -208,7 +211,7 @@ std::string LinkWatcher::dump(std::map<int, Link>& out) {
         interrupted = e == ENOBUFS;  // overrun mid-dump: worth another attempt
         break;
       }
-      if (msg.msg_flags & MSG_TRUNC) {
+      if (truncated) {
         error = "RTM_GETLINK: reply truncated";
         break;
       }
@@ -319,7 +322,8 @@ std::vector<LinkChange> LinkWatcher::on_readable() {
   std::vector<char> buf(kRecvBuffer);
   for (int reads = 0; reads < kMaxReadsPerCall; ++reads) {
     uint32_t sender = 0;
-    const ssize_t n = recv_netlink(sock_.get(), buf, &sender);
+    bool truncated = false;
+    const ssize_t n = recv_netlink(sock_.get(), buf, &sender, &truncated);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == ENOBUFS) {
@@ -329,7 +333,7 @@ std::vector<LinkChange> LinkWatcher::on_readable() {
       }
       break;  // EAGAIN: drained
     }
-    if (msg.msg_flags & MSG_TRUNC) {
+    if (truncated) {
       overrun = true;
       continue;
     }
