@@ -311,6 +311,12 @@ void Daemon::apply_policy(bool initial) {
   }
   std::shared_ptr<const policy::CompiledPolicy> compiled;
   std::string error;
+  if (r.ok() && (!r.policy->upgrades.empty() || !r.policy->terminations.empty())) {
+    // Issue 5 in progress: the syntax is validated, the proxy is not wired.
+    log.warn("{} [[upgrades]] and {} [[terminations]] in the policy are validated but NOT "
+             "applied by this release: the upgrade proxy is not wired into tlswalld yet",
+             r.policy->upgrades.size(), r.policy->terminations.size());
+  }
   if (r.ok()) {
     try {
       compiled = compile(*r.policy, now);

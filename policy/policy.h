@@ -10,6 +10,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 extern "C" {
@@ -108,6 +109,38 @@ struct Exemption {
   SourceLocation where;
 };
 
+// Client side of transparent upgrade: plaintext connects from the selected
+// owners to the boundary's ports are redirected to the local proxy, which
+// re-originates them with TLS and verifies the server.
+struct UpgradeRule {
+  std::string name;
+  std::string boundary;
+  std::vector<PortRange> ports;
+  OwnerSelector owners;  // empty: every local client
+  // Name sent as SNI and verified against the server certificate: one for
+  // every destination, or per destination (CIDR -> name, longest prefix
+  // wins; server_name is the fallback). Never empty.
+  std::string server_name;
+  std::vector<std::pair<Cidr, std::string>> server_names;
+  std::string ca_file;      // absolute; "" = the system bundle
+  std::string client_cert;  // mutual TLS (both or neither), absolute
+  std::string client_key;
+  std::vector<std::string> alpn;
+  uint16_t min_tls = 0x0303;  // 1.2 default; 1.3 allowed here
+  SourceLocation where;
+};
+
+// Server side: a local port that accepts TLS for a legacy plaintext server.
+struct Termination {
+  std::string name;
+  uint16_t port = 0;      // local port clients connect to
+  std::string backend;    // "127.0.0.1:8080" or "[::1]:8080": loopback only
+  std::string cert, key;  // absolute
+  std::string client_ca;  // absolute; set = client certificates required
+  bool strict = true;     // strict: TLS only; permissive: plaintext passes, reported
+  SourceLocation where;
+};
+
 struct Policy {
   std::string version;
   Mode default_mode = Mode::kMonitor;
@@ -115,6 +148,8 @@ struct Policy {
   std::vector<Boundary> boundaries;
   std::vector<Rule> rules;
   std::vector<Exemption> exemptions;
+  std::vector<UpgradeRule> upgrades;
+  std::vector<Termination> terminations;
   std::vector<std::string> files;  // the files it was read from, sorted
   std::string hash;                // sha256 hex over (file name, bytes) in sorted order
 };

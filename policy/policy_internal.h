@@ -69,8 +69,10 @@ struct ParsedPolicy {
   std::vector<ParsedBoundary> boundaries;
   std::vector<ParsedRule> rules;
   std::vector<ParsedExemption> exemptions;
-  std::vector<std::string> files;  // display names, in load order
-  bool incomplete = false;         // some file could not be read or parsed at all
+  std::vector<UpgradeRule> upgrades;      // entries the parser accepted
+  std::vector<Termination> terminations;  // idem
+  std::vector<std::string> files;         // display names, in load order
+  bool incomplete = false;                // some file could not be read or parsed at all
 };
 
 // policy_parser.cc: parses one file's text and appends what it defines to

@@ -13,7 +13,36 @@ namespace tlswall::policy::internal {
 namespace {
 
 const std::vector<std::string> kTopKeys = {"version",    "default_mode", "default_min_tls",
-                                           "boundaries", "rules",        "exemptions"};
+                                           "boundaries", "rules",        "exemptions",
+                                           "upgrades",   "terminations"};
+const std::vector<std::string> kUpgradeKeys = {
+    "name",        "boundary",   "ports",   "server_name", "server_names", "ca_file", "alpn",
+    "client_cert", "client_key", "min_tls", "cgroups",     "users",        "comms"};
+const std::vector<std::string> kTerminationKeys = {"name", "port",      "backend", "cert",
+                                                   "key",  "client_ca", "mode"};
+
+// A DNS host name as a certificate names it: labels of [A-Za-z0-9-], not
+// starting or ending with '-', dot-separated, at most 253 bytes. No IP
+// literals here (verify those with a CIDR mapping to the name the
+// certificate carries).
+bool is_host_name(const std::string& h) {
+  if (h.empty() || h.size() > 253 || h.front() == '.' || h.back() == '.') return false;
+  size_t label = 0;
+  bool alpha = false;
+  for (size_t i = 0; i < h.size(); ++i) {
+    const char c = h[i];
+    if (c == '.') {
+      if (label == 0 || h[i - 1] == '-') return false;
+      label = 0;
+      continue;
+    }
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-')) return false;
+    if (label == 0 && c == '-') return false;
+    if (std::isalpha(static_cast<unsigned char>(c))) alpha = true;
+    if (++label > 63) return false;
+  }
+  return alpha;
+}
 const std::vector<std::string> kBoundaryKeys = {"description", "cidrs"};
 const std::vector<std::string> kRuleKeys = {"name",    "boundary", "ports", "mode",
                                             "min_tls", "cgroups",  "users", "comms"};
@@ -133,6 +162,11 @@ class FileParser {
       } else if (k == "exemptions") {
         parse_array_of_tables(value, "exemptions",
                               [&](const toml::table& t) { parse_exemption(t); });
+      } else if (k == "upgrades") {
+        parse_array_of_tables(value, "upgrades", [&](const toml::table& t) { parse_upgrade(t); });
+      } else if (k == "terminations") {
+        parse_array_of_tables(value, "terminations",
+                              [&](const toml::table& t) { parse_termination(t); });
       } else {
         unknown_key(key, "at the top level", kTopKeys);
       }
@@ -510,6 +544,229 @@ class FileParser {
       }
     }
     return ok;
+  }
+
+  // An absolute file path (certificates, keys, CA bundles).
+  std::optional<std::string> parse_path(const toml::node& n, const std::string& what) {
+    auto s = get_text(n, what);
+    if (!s) return std::nullopt;
+    if ((*s)[0] != '/') {
+      diags_.error(at(n), what + " " + quote(*s) + " must be an absolute path");
+      return std::nullopt;
+    }
+    return s;
+  }
+
+  // Transparent upgrade, client side: [[upgrades]].
+  void parse_upgrade(const toml::table& t) {
+    UpgradeRule u;
+    u.where = at(t);
+    bool ok = true;
+    std::string what = "upgrade";
+    if (const toml::node* n = t.get("name")) {
+      if (auto name = parse_name(*n, "upgrade name", ok)) {
+        u.name = *name;
+        what = "upgrade " + quote(u.name);
+      }
+    } else {
+      ok = false;
+      missing(t, what, "name", "name = \"billing-db-upgrade\"");
+    }
+    bool have_boundary = false, have_ports = false;
+    for (auto&& [key, value] : t) {
+      const std::string k(key.str());
+      if (k == "name") continue;
+      if (k == "boundary") {
+        have_boundary = true;
+        if (auto b = get_text(value, "boundary of " + what)) {
+          u.boundary = *b;
+        } else {
+          ok = false;
+        }
+      } else if (k == "ports") {
+        have_ports = true;
+        if (!parse_ports(value, "ports of " + what, u.ports)) ok = false;
+      } else if (k == "server_name") {
+        auto s = get_string(value, "server_name of " + what);
+        if (!s || !is_host_name(*s)) {
+          if (s) {
+            diags_.error(at(value), "server_name of " + what + " " + quote(*s) +
+                                        " is not a host name: the proxy sends it as SNI and "
+                                        "verifies the certificate against it");
+          }
+          ok = false;
+        } else {
+          u.server_name = *s;
+        }
+      } else if (k == "server_names") {
+        const toml::table* m = value.as_table();
+        if (!m) {
+          wrong_type(value, "server_names of " + what,
+                     "a table of CIDR = \"host name\", e.g. { \"198.18.160.10/32\" = "
+                     "\"db1.example\" }");
+          ok = false;
+          continue;
+        }
+        for (auto&& [ck, cv] : *m) {
+          const CidrParseResult c = parse_cidr(ck.str());
+          auto name = get_string(cv, "server_names entry of " + what);
+          if (!c.cidr) {
+            diags_.error(at(ck), "server_names of " + what + ": " + c.error);
+            ok = false;
+          } else if (!name || !is_host_name(*name)) {
+            if (name) {
+              diags_.error(at(cv),
+                           "server_names of " + what + ": " + quote(*name) + " is not a host name");
+            }
+            ok = false;
+          } else {
+            u.server_names.emplace_back(*c.cidr, *name);
+          }
+        }
+      } else if (k == "ca_file" || k == "client_cert" || k == "client_key") {
+        auto p = parse_path(value, k + " of " + what);
+        if (!p) {
+          ok = false;
+        } else {
+          (k == "ca_file" ? u.ca_file : k == "client_cert" ? u.client_cert : u.client_key) = *p;
+        }
+      } else if (k == "alpn") {
+        const toml::array* a = value.as_array();
+        if (!a) {
+          wrong_type(value, "alpn of " + what, "an array of protocol names, e.g. [\"http/1.1\"]");
+          ok = false;
+          continue;
+        }
+        for (const toml::node& e : *a) {
+          auto s = get_string(e, "each alpn of " + what);
+          if (!s || s->empty() || s->size() > 255) {
+            if (s) diags_.error(at(e), "alpn protocol names are 1 to 255 bytes");
+            ok = false;
+          } else {
+            u.alpn.push_back(*s);
+          }
+        }
+      } else if (k == "min_tls") {
+        // Here 1.3 is a valid minimum: the proxy makes the handshake itself.
+        auto s = get_string(value, "min_tls of " + what);
+        const uint16_t v = s ? tls_version_from_string(*s) : 0;
+        if (v != 0x0303 && v != 0x0304) {
+          if (s) {
+            diags_.error(at(value), "min_tls of " + what + " " + quote(*s) +
+                                        " is not allowed for an upgrade; accepted: \"1.2\", "
+                                        "\"1.3\"");
+          }
+          ok = false;
+        } else {
+          u.min_tls = v;
+        }
+      } else if (parse_owner_key(k, value, what, u.owners)) {
+        continue;
+      } else if (is_owner_key(k)) {
+        ok = false;
+      } else {
+        unknown_key(key, "in " + what, kUpgradeKeys);
+      }
+    }
+    if (!have_boundary) {
+      ok = false;
+      missing(t, what, "boundary", "boundary = \"db-region\"");
+    }
+    if (!have_ports) {
+      ok = false;
+      missing(t, what, "ports", "ports = [5432]");
+    }
+    if (u.server_name.empty() && u.server_names.empty() && ok) {
+      ok = false;
+      diags_.error(at(t), what +
+                              " needs server_name (or server_names): the name the proxy "
+                              "verifies the server's certificate against; verification is "
+                              "never off");
+    }
+    if (u.client_cert.empty() != u.client_key.empty()) {
+      ok = false;
+      diags_.error(at(t), what +
+                              " sets only one of client_cert and client_key; mutual TLS "
+                              "needs both");
+    }
+    if (ok) out_.upgrades.push_back(std::move(u));  // else: reported, the load fails
+  }
+
+  // Transparent upgrade, server side: [[terminations]].
+  void parse_termination(const toml::table& t) {
+    Termination x;
+    x.where = at(t);
+    bool ok = true;
+    std::string what = "termination";
+    if (const toml::node* n = t.get("name")) {
+      if (auto name = parse_name(*n, "termination name", ok)) {
+        x.name = *name;
+        what = "termination " + quote(x.name);
+      }
+    } else {
+      ok = false;
+      missing(t, what, "name", "name = \"legacy-app-tls\"");
+    }
+    for (auto&& [key, value] : t) {
+      const std::string k(key.str());
+      if (k == "name") continue;
+      if (k == "port") {
+        auto p = value.value_exact<int64_t>();
+        if (!p || *p < 1 || *p > 65535) {
+          diags_.error(at(value), "port of " + what + " must be a number 1-65535");
+          ok = false;
+        } else {
+          x.port = static_cast<uint16_t>(*p);
+        }
+      } else if (k == "backend") {
+        auto s = get_text(value, "backend of " + what);
+        const bool loopback = s && (s->rfind("127.", 0) == 0 || s->rfind("[::1]:", 0) == 0) &&
+                              s->find(':') != std::string::npos;
+        if (!loopback) {
+          if (s) {
+            diags_.error(at(value), "backend of " + what + " " + quote(*s) +
+                                        " must be a loopback address and port, e.g. "
+                                        "\"127.0.0.1:8080\" or \"[::1]:8080\": plaintext "
+                                        "never leaves the host");
+          }
+          ok = false;
+        } else {
+          x.backend = *s;
+        }
+      } else if (k == "cert" || k == "key" || k == "client_ca") {
+        auto p = parse_path(value, k + " of " + what);
+        if (!p) {
+          ok = false;
+        } else {
+          (k == "cert" ? x.cert : k == "key" ? x.key : x.client_ca) = *p;
+        }
+      } else if (k == "mode") {
+        auto s = get_string(value, "mode of " + what);
+        if (s && (*s == "strict" || *s == "permissive")) {
+          x.strict = *s == "strict";
+        } else {
+          if (s) {
+            diags_.error(at(value), "mode of " + what + " " + quote(*s) +
+                                        " is unknown; accepted: \"strict\" (TLS only), "
+                                        "\"permissive\" (plaintext passes, reported)");
+          }
+          ok = false;
+        }
+      } else {
+        unknown_key(key, "in " + what, kTerminationKeys);
+      }
+    }
+    for (const char* req : {"port", "backend", "cert", "key"}) {
+      if (!t.get(req)) {
+        ok = false;
+        missing(t, what, req,
+                std::string(req) == "port"      ? "port = 8443"
+                : std::string(req) == "backend" ? "backend = \"127.0.0.1:8080\""
+                : std::string(req) == "cert"    ? "cert = \"/etc/tlswall/app.pem\""
+                                                : "key = \"/etc/tlswall/app.key\"");
+      }
+    }
+    if (ok) out_.terminations.push_back(std::move(x));  // else: reported, the load fails
   }
 
   void parse_rule(const toml::table& t) {

@@ -101,6 +101,7 @@ class Validator {
     check_overlaps();
     check_expiry();
     check_users();
+    check_upgrades();
     if (complete_) {
       check_limits();
       check_reachability();
@@ -108,6 +109,8 @@ class Validator {
     for (size_t i : boundaries_) p.boundaries.push_back(parsed_.boundaries[i].boundary);
     for (size_t i : rules_) p.rules.push_back(parsed_.rules[i].rule);
     for (size_t i : exemptions_) p.exemptions.push_back(parsed_.exemptions[i].exemption);
+    p.upgrades = parsed_.upgrades;
+    p.terminations = parsed_.terminations;
     return p;
   }
 
@@ -247,6 +250,43 @@ class Validator {
                 settings(b.rule) + " and " + quote(a.rule.name) + " is " + settings(a.rule) +
                 "; give overlapping rules the same mode and min_tls, or make their boundaries or "
                 "ports disjoint");
+      }
+    }
+  }
+
+  // [[upgrades]] name a defined boundary, have unique names; [[terminations]]
+  // have unique names and ports.
+  void check_upgrades() {
+    std::map<std::string, SourceLocation> names;
+    for (const UpgradeRule& u : parsed_.upgrades) {
+      auto [it, fresh] = names.emplace(u.name, u.where);
+      if (!fresh) {
+        diags_.error(u.where, "duplicate upgrade name " + quote(u.name) +
+                                  "; it is already defined at " + location_string(it->second));
+      }
+      if (complete_ && !boundary_index_.count(u.boundary)) {
+        std::vector<std::string> known;
+        for (size_t i : boundaries_) known.push_back(parsed_.boundaries[i].boundary.name);
+        const std::string near = closest_match(u.boundary, known);
+        diags_.error(u.where, "upgrade " + quote(u.name) + " names unknown boundary " +
+                                  quote(u.boundary) +
+                                  (near.empty() ? "" : " (did you mean " + quote(near) + "?)"));
+      }
+    }
+    std::map<std::string, SourceLocation> tnames;
+    std::map<uint16_t, const Termination*> ports;
+    for (const Termination& t : parsed_.terminations) {
+      auto [it, fresh] = tnames.emplace(t.name, t.where);
+      if (!fresh) {
+        diags_.error(t.where, "duplicate termination name " + quote(t.name) +
+                                  "; it is already defined at " + location_string(it->second));
+      }
+      auto [pit, pfresh] = ports.emplace(t.port, &t);
+      if (!pfresh) {
+        diags_.error(t.where, "termination " + quote(t.name) + " uses port " +
+                                  std::to_string(t.port) + ", which termination " +
+                                  quote(pit->second->name) + " (at " +
+                                  location_string(pit->second->where) + ") already uses");
       }
     }
   }
