@@ -146,8 +146,11 @@ struct UpgradeRedirectOptions {
 class UpgradeRedirect {
  public:
   // Loads and attaches all five programs, or throws std::runtime_error with
-  // nothing attached (and no pin of this instance left). Throws
-  // std::invalid_argument for bad options.
+  // nothing of this instance attached and no link pin of it left (map pins,
+  // created or adopted, stay: they are data). Throws std::invalid_argument
+  // for bad options. With pin_dir, pinned maps of a previous daemon are
+  // adopted (same layout and max_connections, else the load fails) and its
+  // pinned links are replaced once this instance's links are attached.
   explicit UpgradeRedirect(const UpgradeRedirectOptions& opts);
   // Detaches unless the links are pinned (then they keep redirecting for
   // the next daemon; remove_pins() is the teardown).
@@ -169,6 +172,13 @@ class UpgradeRedirect {
   // getpeername() on the accepted socket) is `peer`, deleted as it is read
   // (a second call returns nullopt). AF_INET or AF_INET6 (IPv4-mapped
   // accepted). Thread-safe. Never throws.
+  // Lifetime of a record: written at the client's TCP_CONNECT_CB; removed
+  // by take(), by LRU eviction, or when the client socket closes before the
+  // connection was established. A client that connects, sends and closes
+  // before the proxy calls take() still has its record. A record never
+  // taken (the proxy did not accept) can be found by a later connection
+  // from the same (address, port) that was not redirected; `age` lets the
+  // proxy refuse stale ones.
   std::optional<OriginalDestination> take(const sockaddr_storage& peer);
 
   UpgradeRedirectCounters counters() const;

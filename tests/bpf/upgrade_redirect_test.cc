@@ -168,7 +168,8 @@ struct ClientSpec {
   uint32_t mark = 0;
   std::string cgroup;  // "" = stay outside
   How how = How::kConnect;
-  int repeat = 1;  // connect, getpeername, close; until told to stop (repeat > 1)
+  bool own_netns = false;  // unshare a network namespace of its own (lo up) first
+  int repeat = 1;          // connect, getpeername, close; until told to stop (repeat > 1)
 };
 
 // What the client saw: connect's errno, getpeername, its own pid.
@@ -246,6 +247,16 @@ class Client {
       const int n = std::snprintf(buf, sizeof(buf), "%d\n", static_cast<int>(::getpid()));
       if (fd < 0 || ::write(fd, buf, static_cast<size_t>(n)) != n) finish(1, errno);
       ::close(fd);
+    }
+    if (spec.own_netns) {
+      if (::unshare(CLONE_NEWNET) != 0) finish(1, errno);
+      const int s = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+      ifreq ifr{};
+      std::strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+      if (s < 0 || ::ioctl(s, SIOCGIFFLAGS, &ifr) != 0) finish(1, errno);
+      ifr.ifr_flags = static_cast<short>(ifr.ifr_flags | IFF_UP);
+      if (::ioctl(s, SIOCSIFFLAGS, &ifr) != 0) finish(1, errno);
+      ::close(s);
     }
     ::prctl(PR_SET_NAME, spec.comm.c_str(), 0, 0, 0);
     if (spec.uid != 0 && (::setresgid(spec.uid, spec.uid, spec.uid) != 0 ||
@@ -617,6 +628,120 @@ TEST_F(UpgradeRedirectTest, AtomicSwapNeverLeavesAConnectUnselected) {
   EXPECT_EQ(taken, static_cast<size_t>(r.attempts));
   EXPECT_EQ(untaken, 0u);
   EXPECT_EQ(rules, (std::set<uint32_t>{21, 22}));
+}
+
+// Entries of a pinned map (key size `key_size`).
+size_t pinned_entries(const std::string& path, size_t key_size) {
+  OwnedFd fd(bpf_obj_get(path.c_str()));
+  EXPECT_GE(fd.get(), 0) << path << ": " << errstr(errno);
+  std::vector<uint8_t> key(key_size), next(key_size);
+  size_t n = 0;
+  void* prev = nullptr;
+  while (bpf_map_get_next_key(fd.get(), prev, next.data()) == 0) {
+    ++n;
+    key = next;
+    prev = key.data();
+  }
+  return n;
+}
+
+// Removes the upgrade pins (detaching the links) when a test ends, also on
+// failure, before the private bpffs goes.
+struct PinGuard {
+  std::string dir;
+  ~PinGuard() { UpgradeRedirect::remove_pins(dir); }
+};
+
+size_t programs_on(const std::string& cgroup, bpf_attach_type t) {
+  OwnedFd fd(::open(cgroup.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  __u32 ids[8];
+  __u32 cnt = 8;
+  __u32 flags = 0;
+  EXPECT_EQ(bpf_prog_query(fd.get(), t, 0, &flags, ids, &cnt), 0) << errstr(errno);
+  return cnt;
+}
+
+// The proxy is down: a selected connect is still redirected and fails at
+// once (ECONNREFUSED), never goes out in plaintext; no record is left.
+TEST_F(UpgradeRedirectTest, ProxyDownFailsClosedAndLeavesNoRecord) {
+  ownertest::PrivateBpffs bpffs;
+  PinGuard guard{bpffs.path()};
+  UpgradeRedirectOptions o = options();
+  o.pin_dir = bpffs.path();
+  redirect_ = std::make_unique<UpgradeRedirect>(o);
+  publish_default();
+  lst4_.reset();
+  Client c(in_cgroup(make_addr(kDest4, 80)));
+  const ClientReport r = c.report();
+  EXPECT_EQ(r.step, 4);
+  EXPECT_EQ(r.err, ECONNREFUSED) << errstr(r.err);
+  const auto n = redirect().counters();
+  EXPECT_EQ(n.redirected, 1u);
+  EXPECT_EQ(n.peer_recorded, 1u);
+  EXPECT_EQ(pinned_entries(bpffs.path() + "/twu_peers_v1", sizeof(twu_peer_key)), 0u);
+  EXPECT_EQ(pinned_entries(bpffs.path() + "/twu_conns_v1", sizeof(uint64_t)), 0u);
+  redirect_.reset();
+}
+
+// A redirected client of another network namespace meets no proxy there
+// (its connect fails) and gets no proxy-side record that could be confused
+// with a local client of the same address and port.
+TEST_F(UpgradeRedirectTest, ClientInAnotherNetnsGetsNoProxySideRecord) {
+  publish_default();
+  ClientSpec spec = in_cgroup(make_addr(kDest4, 80));
+  spec.own_netns = true;
+  Client c(spec);
+  const ClientReport r = c.report();
+  EXPECT_EQ(r.step, 4);
+  EXPECT_EQ(r.err, ECONNREFUSED) << errstr(r.err);
+  const auto n = redirect().counters();
+  EXPECT_EQ(n.redirected, 1u);
+  EXPECT_EQ(n.other_netns, 1u);
+  EXPECT_EQ(n.peer_recorded, 0u);
+}
+
+// Pinned links keep redirecting after the loader is gone; a new loader
+// adopts the pinned maps (selection and records survive), replaces the
+// old links, and remove_pins() detaches everything.
+TEST_F(UpgradeRedirectTest, PinnedLinksAndMapsSurviveAndAreTakenOver) {
+  ownertest::PrivateBpffs bpffs;
+  PinGuard guard{bpffs.path()};
+  UpgradeRedirectOptions o = options();
+  o.pin_dir = bpffs.path();
+  auto first = std::make_unique<UpgradeRedirect>(o);
+  UpgradeRuleSpec r = rule(31, {"198.18.130.0/24"}, 80, 80);
+  first->publish(UpgradeSelection{{r}});
+  EXPECT_EQ(first->pins().size(), 5u);
+  for (const char* p :
+       {"twu_connect4", "twu_connect6", "twu_sock_ops", "twu_getpeername4", "twu_getpeername6"}) {
+    EXPECT_TRUE(ownertest::path_exists(bpffs.path() + "/" + UpgradeRedirect::link_pin_name(p)))
+        << p;
+  }
+  EXPECT_TRUE(ownertest::path_exists(bpffs.path() + "/twu_state_v1"));
+  first.reset();
+  EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_INET4_CONNECT), 1u);
+
+  // Redirected with no loader alive; the record waits in the pinned map.
+  Client c(in_cgroup(make_addr(kDest4, 80)));
+  ASSERT_EQ(c.report().step, 0);
+  auto a = accept_within(lst4_.get(), 2000);
+  ASSERT_TRUE(a);
+
+  UpgradeRedirect second(o);
+  EXPECT_EQ(second.generation(), 1u) << "the pinned selection was adopted";
+  EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_INET4_CONNECT), 1u) << "old link replaced";
+  EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_SOCK_OPS), 1u);
+  auto orig = second.take(a->peer);
+  ASSERT_TRUE(orig);
+  EXPECT_EQ(orig->rule_id, 31u);
+  EXPECT_EQ(to_string(orig->destination), "198.18.130.10:80");
+  EXPECT_EQ(second.publish(UpgradeSelection{}), 2u);
+
+  const auto removed = UpgradeRedirect::remove_pins(bpffs.path());
+  EXPECT_EQ(removed.size(), 5u + 10u);  // five links, ten maps
+  EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_INET4_CONNECT), 0u);
+  EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_SOCK_OPS), 0u);
+  EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_INET6_GETPEERNAME), 0u);
 }
 
 TEST(UpgradeRedirectAttach, FailureMidwayLeavesNothingAttached) {
