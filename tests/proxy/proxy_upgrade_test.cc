@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <thread>
+#include <vector>
 
 #include "tests/proxy/proxy_test_fixture.h"
 
@@ -561,6 +563,52 @@ TEST_F(UpgradeTest, PerDestinationServerNameMapping) {
   auto ev = events.wait_for<UpgradeFailure>();
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->reason, FailureReason::kHostname);
+}
+
+TEST_F(UpgradeTest, IdleConnectionIsAbortedAndReported) {
+  TlsTestServer server(server_options());
+  auto opts = default_options();
+  opts.idle_timeout = 300ms;
+  start_upgrade(config_of(upgrade_rule()), server.address(), opts);
+  OwnedFd fd = connect_tcp(proxy_addr);
+  ASSERT_TRUE(send_all(fd.get(), "ping"));
+  int err = 0;
+  ASSERT_EQ(read_until(fd.get(), "ping", &err), "ping");
+  auto t0 = Clock::now();
+  EXPECT_EQ(read_to_eof(fd.get(), &err), "");
+  EXPECT_EQ(err, ECONNRESET);
+  EXPECT_GE(Clock::now() - t0, 200ms);
+  EXPECT_LT(Clock::now() - t0, 2000ms);
+  auto ev = events.wait_for<Upgraded>();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->error, "idle timeout");
+}
+
+TEST_F(UpgradeTest, ManyConcurrentClientsAcrossWorkers) {
+  TlsTestServer server(server_options());
+  auto opts = default_options();
+  opts.workers = 3;
+  start_upgrade(config_of(upgrade_rule()), server.address(), opts);
+  constexpr int kClients = 40;
+  std::vector<std::thread> clients;
+  std::atomic<int> good{0};
+  for (int i = 0; i < kClients; ++i) {
+    clients.emplace_back([&, i] {
+      OwnedFd fd = connect_tcp(proxy_addr);
+      const std::string msg = pattern(1000 + static_cast<size_t>(i) * 997, static_cast<size_t>(i));
+      if (!fd || !send_all(fd.get(), msg)) return;
+      ::shutdown(fd.get(), SHUT_WR);
+      int err = 0;
+      if (read_to_eof(fd.get(), &err) == msg + "BYE " + std::to_string(msg.size()) + "\n") good++;
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(good.load(), kClients);
+  ASSERT_TRUE(wait_idle());
+  auto c = counters("r1");
+  EXPECT_EQ(c.connections, static_cast<uint64_t>(kClients));
+  EXPECT_EQ(c.active, 0u);
+  EXPECT_EQ(events.count<Upgraded>(), static_cast<size_t>(kClients));
 }
 
 }  // namespace
