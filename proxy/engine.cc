@@ -321,6 +321,7 @@ class Worker {
     if (!epfd_) throw std::system_error(errno, std::generic_category(), "epoll_create1");
     wake_.reset(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
     if (!wake_) throw std::system_error(errno, std::generic_category(), "eventfd");
+    reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     wake_handle_.kind = Handle::kWake;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -387,6 +388,7 @@ class Worker {
   unsigned index_;
   OwnedFd epfd_;
   OwnedFd wake_;
+  OwnedFd reserve_;  // spent to shed a connection when accept() hits EMFILE
   Handle wake_handle_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
@@ -470,8 +472,17 @@ void Worker::on_listener(Listener& l) {
     if (fd < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (errno == EINTR || errno == ECONNABORTED) continue;
+      const int err = errno;
       e_.accept_errors.fetch_add(1);
-      if (log()) log()->warn("accept on {}: {}", l.local.to_string(), errno_text(errno));
+      if ((err == EMFILE || err == ENFILE) && reserve_) {
+        // Out of fds: the pending connection would keep the level-triggered
+        // listener firing. Spend the reserve fd to accept and reset it.
+        reserve_.reset();
+        OwnedFd victim(::accept4(l.fd.get(), nullptr, nullptr, SOCK_CLOEXEC));
+        reset_fd(victim);
+        reserve_.reset(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+      }
+      if (log()) log()->warn("accept on {}: {}", l.local.to_string(), errno_text(err));
       return;
     }
     e_.accepted.fetch_add(1);
