@@ -37,7 +37,7 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
   }
   check_keys(name, root,
              {"interfaces", "policy", "watch_policy", "pin_root", "on_stop", "fail_mode", "control",
-              "events", "log", "bpf", "attribution", "metrics"},
+              "events", "log", "bpf", "attribution", "metrics", "upgrade"},
              "the agent config");
   AgentConfig c;
   c.source = name;
@@ -84,6 +84,17 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
            "'sock_ops_cgroup' is a cgroup path such as \"/system.slice\" (under the cgroup v2 "
            "mount)");
     }
+  }
+  if (const toml::table* t = get_table(name, root, "upgrade")) {
+    check_keys(name, *t, {"cgroup", "port", "mark", "workers"}, "[upgrade]");
+    c.upgrade_cgroup = get_string(name, *t, "cgroup", "");
+    if (!c.upgrade_cgroup.empty() && c.upgrade_cgroup[0] != '/') {
+      fail(name, *t->get("cgroup"),
+           "'cgroup' is a cgroup path such as \"/system.slice\" (under the cgroup v2 mount)");
+    }
+    c.upgrade_port = static_cast<uint16_t>(get_u32(name, *t, "port", c.upgrade_port, 1, 65535));
+    c.upgrade_mark = get_u32(name, *t, "mark", c.upgrade_mark, 1, 0xffffffffu);
+    c.upgrade_workers = get_u32(name, *t, "workers", c.upgrade_workers, 1, 64);
   }
   if (const toml::table* t = get_table(name, root, "metrics")) {
     check_keys(name, *t, {"listen", "allow_remote"}, "[metrics]");

@@ -28,6 +28,13 @@ struct AgentConfig {
   // allow_remote.
   std::string metrics_listen;
   bool metrics_allow_remote = false;
+  // [upgrade]: transparent TLS upgrade of the policy's [[upgrades]]. The
+  // redirect hooks attach to this cgroup (a path under the cgroup v2
+  // mount, e.g. "/system.slice"); "" = upgrade off.
+  std::string upgrade_cgroup;
+  uint16_t upgrade_port = 15443;   // proxy listener on 127.0.0.1 and [::1]
+  uint32_t upgrade_mark = 0x7457;  // SO_MARK of the proxy's own connections
+  uint32_t upgrade_workers = 2;
   std::string pin_root = "/sys/fs/bpf/tlswall";
   std::string control_socket = "/run/tlswall/control.sock";
   std::string control_group;                                  // "" = root only

@@ -201,6 +201,21 @@ Daemon::Daemon(AgentConfig config)
   } else if (!owner_probes_->active()) {
     log.warn("no attribution backend runs here: events will name uid and cgroup only");
   }
+  if (!config_.upgrade_cgroup.empty()) {
+    upgrade::UpgradeServiceOptions uo;
+    uo.cgroup_dir = cgroup2_ + config_.upgrade_cgroup;
+    uo.port = config_.upgrade_port;
+    uo.mark = config_.upgrade_mark;
+    uo.workers = config_.upgrade_workers;
+    uo.pin_dir = config_.pin_root;
+    uo.owners = policy::host_owner_resolver(cgroup2_);
+    uo.emit = [this](Event e) { emit(std::move(e)); };
+    try {
+      upgrade_ = std::make_unique<upgrade::UpgradeService>(std::move(uo));
+    } catch (const std::exception& ex) {
+      throw std::runtime_error(std::string("[upgrade]: ") + ex.what());
+    }
+  }
   attribution::ProcessInfoOptions pio;
   pio.cgroup2_mount = cgroup2_;
   process_info_ = std::make_unique<attribution::ProcessInfoResolver>(pio);
@@ -311,11 +326,10 @@ void Daemon::apply_policy(bool initial) {
   }
   std::shared_ptr<const policy::CompiledPolicy> compiled;
   std::string error;
-  if (r.ok() && (!r.policy->upgrades.empty() || !r.policy->terminations.empty())) {
-    // Issue 5 in progress: the syntax is validated, the proxy is not wired.
-    log.warn("{} [[upgrades]] and {} [[terminations]] in the policy are validated but NOT "
-             "applied by this release: the upgrade proxy is not wired into tlswalld yet",
-             r.policy->upgrades.size(), r.policy->terminations.size());
+  if (r.ok() && !r.policy->terminations.empty()) {
+    // Issue 5 in progress: the syntax is validated, the terminator not served.
+    log.warn("{} [[terminations]] in the policy are validated but NOT served by this release",
+             r.policy->terminations.size());
   }
   if (r.ok()) {
     try {
@@ -373,6 +387,7 @@ void Daemon::publish(policy::Policy model, std::shared_ptr<const policy::Compile
   history_[gen] = compiled;
   while (history_.size() > kGenerationHistory) history_.erase(history_.begin());
   policy_ = PolicyState{std::move(model), compiled, gen, std::chrono::system_clock::now()};
+  apply_upgrades();
   logging::get(Subsystem::kPolicy)
       .info("policy '{}' ({}) in force as generation {} [{}]: {} rule rows, {} prefixes",
             compiled->version, compiled->hash.substr(0, 12), gen, why, compiled->rules.size(),
@@ -494,6 +509,32 @@ void Daemon::save_mode_overrides() const {
   }
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     logging::get(Subsystem::kPolicy).error("cannot rename {}: {}", tmp, std::strerror(errno));
+  }
+}
+
+void Daemon::apply_upgrades() {
+  auto& log = logging::get(Subsystem::kProxy);
+  if (!policy_) return;
+  const auto& ups = policy_->model.upgrades;
+  if (!upgrade_) {
+    if (!ups.empty()) {
+      log.warn(
+          "{} [[upgrades]] in the policy are not applied: set [upgrade] cgroup in the agent "
+          "config to say which clients the redirect may take",
+          ups.size());
+    }
+    return;
+  }
+  try {
+    upgrade_->apply(policy_->model);
+    log.info("upgrade: {}", upgrade_->summary());
+  } catch (const std::exception& ex) {
+    log.error("upgrade rules not applied, the previous ones stay: {}", ex.what());
+    Event e;
+    e.type = EventType::kPolicyRejected;
+    e.severity = Severity::kError;
+    e.message = std::string("[[upgrades]] not applied: ") + ex.what();
+    emit(std::move(e));
   }
 }
 

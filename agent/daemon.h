@@ -19,6 +19,7 @@
 #include "agent/policy_tables.h"
 #include "agent/sock_destroy.h"
 #include "agent/status_report.h"
+#include "agent/upgrade/upgrade_service.h"
 #include "agent/watch/link_watcher.h"
 #include "agent/watch/policy_watcher.h"
 #include "logging/event_pipeline.h"
@@ -101,6 +102,8 @@ class Daemon {
   std::unique_ptr<PolicyWatcher> policy_watcher_;
   std::unique_ptr<MetricsHttpServer> metrics_;
   std::unique_ptr<attribution::OwnerProbes> owner_probes_;
+  std::unique_ptr<upgrade::UpgradeService> upgrade_;
+  void apply_upgrades();
   std::unique_ptr<attribution::ProcessInfoResolver> process_info_;
   // Run-time rule modes (`tlswallctl mode`), by rule name; kept across
   // reloads and restarts (state_dir/mode_overrides) until set back to

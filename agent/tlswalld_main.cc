@@ -20,7 +20,9 @@ const char kUsage[] =
     "Watches TCP egress on the configured interfaces with a tc BPF classifier and\n"
     "reports (monitor) or blocks (enforce) flows to protected boundaries whose first\n"
     "bytes are not a TLS ClientHello. Runs in the foreground; SIGHUP reloads the\n"
-    "policy, SIGTERM/SIGINT detaches everything it attached and exits.\n"
+    "policy; SIGTERM/SIGINT stop the daemon and leave the kernel enforcing the last\n"
+    "policy (on_stop = \"detach\" removes the filters; `tlswallctl teardown` removes\n"
+    "everything).\n"
     "\n"
     "Options:\n"
     "  --config PATH          agent config (TOML); default: the embedded default\n"
@@ -30,6 +32,8 @@ const char kUsage[] =
     "  --control-socket PATH  control socket instead of the config's\n"
     "  --events PATH          JSON-lines events file (\"-\" = stdout) instead of the config's\n"
     "  --pin-root PATH        bpffs pin root instead of the config's\n"
+    "  --upgrade-cgroup PATH  cgroup (under the cgroup v2 mount) whose clients the\n"
+    "                         policy's [[upgrades]] may redirect, instead of [upgrade] cgroup\n"
     "  --log-level LEVEL      trace|debug|info|warn|error (default: config's)\n"
     "  --check-config         validate config and policy, print them, exit\n"
     "  --version              print the version\n"
@@ -39,7 +43,7 @@ const char kUsage[] =
 
 int main(int argc, char** argv) {
   using namespace tlswall;
-  std::string config_path, policy, control, events, pin_root, level;
+  std::string config_path, policy, control, events, pin_root, level, upgrade_cgroup;
   std::vector<std::string> interfaces;
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {
@@ -69,6 +73,8 @@ int main(int argc, char** argv) {
       events = value("--events");
     } else if (a == "--pin-root") {
       pin_root = value("--pin-root");
+    } else if (a == "--upgrade-cgroup") {
+      upgrade_cgroup = value("--upgrade-cgroup");
     } else if (a == "--log-level") {
       level = value("--log-level");
     } else if (a == "--check-config") {
@@ -89,6 +95,13 @@ int main(int argc, char** argv) {
       logging::override_json_path(cfg.events, events);
     }
     if (!pin_root.empty()) cfg.pin_root = pin_root;
+    if (!upgrade_cgroup.empty()) {
+      if (upgrade_cgroup[0] != '/') {
+        std::fprintf(stderr, "tlswalld: --upgrade-cgroup wants a path such as /system.slice\n");
+        return 2;
+      }
+      cfg.upgrade_cgroup = upgrade_cgroup;
+    }
     if (!level.empty()) cfg.log_level = level;
     logging::init(cfg.log_level);
     if (check_only) {

@@ -2,6 +2,7 @@
 // (file:line:col of the offending key or value) for every problem found.
 // Checks here are local to one value or one table; cross-file checks live in
 // policy_validator.cc.
+#include <arpa/inet.h>
 #include <toml++/toml.h>
 
 #include <algorithm>
@@ -21,11 +22,16 @@ const std::vector<std::string> kUpgradeKeys = {
 const std::vector<std::string> kTerminationKeys = {"name", "port",      "backend", "cert",
                                                    "key",  "client_ca", "mode"};
 
-// A DNS host name as a certificate names it: labels of [A-Za-z0-9-], not
-// starting or ending with '-', dot-separated, at most 253 bytes. No IP
-// literals here (verify those with a CIDR mapping to the name the
-// certificate carries).
+// A name a server certificate can be verified against: a DNS host name
+// (labels of [A-Za-z0-9-], not starting or ending with '-', dot-separated,
+// at most 253 bytes), or an IP address literal (then verified against the
+// certificate's IP SANs, and no SNI is sent).
 bool is_host_name(const std::string& h) {
+  in6_addr a6{};
+  in_addr a4{};
+  if (inet_pton(AF_INET, h.c_str(), &a4) == 1 || inet_pton(AF_INET6, h.c_str(), &a6) == 1) {
+    return true;
+  }
   if (h.empty() || h.size() > 253 || h.front() == '.' || h.back() == '.') return false;
   size_t label = 0;
   bool alpha = false;

@@ -8,7 +8,8 @@ configs/policy.d) inside the client namespace, and shows:
   1. a TLS client reaching the protected region (passes)
   2. a plaintext client to the same server (blocked, fails at once)
   3. the event the agent logged for it
-  4. a legacy plaintext client upgraded to TLS (not implemented yet)
+  4. a legacy plaintext client (in a child cgroup made here) upgraded to
+     verified TLS by the transparent upgrade proxy
   5. `tlswallctl status`
 
     sudo /usr/bin/python3 tests/e2e/demo.py [--build-dir build]
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import textwrap
 import time
@@ -28,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sandbox as S  # noqa: E402
+from test_attribution_e2e import Cgroups  # noqa: E402
 
 SHIPPED_CONFIG = S.REPO / "configs" / "tlswalld.toml"
 DST = S.SRV_BOUNDARY_V4
@@ -61,8 +64,11 @@ def main() -> int:
     bdir = S.build_dir(a.build_dir)
     S.daemon_binaries(bdir)
     failures: list[str] = []
+    cg = None
 
     try:
+        cg = Cgroups()
+        cg_legacy = cg.make("legacy")
         with S.Sandbox("demo", verbose=a.verbose) as sb:
             say("tlswall demo: TLS is enforced on traffic that crosses a boundary")
             say("=" * 66)
@@ -74,12 +80,29 @@ def main() -> int:
             say("  nginx in the server namespace: HTTP on :80, HTTPS on :443")
 
             d = S.Daemon(sb, bdir, name="tlswalld-demo")
+            # The shipped policy, plus one file for the upgrade: it names
+            # this sandbox's CA, which only exists while the demo runs.
+            pdir = sb.tmp / "policy.d"
+            pdir.mkdir()
+            for f in sorted((S.REPO / "configs" / "policy.d").glob("*.toml")):
+                (pdir / f.name).write_text(f.read_text())
+            (pdir / "zz-demo-upgrade.toml").write_text(f"""# demo only: upgrade the legacy cgroup's plaintext to {DST}:443
+[[upgrades]]
+name = "legacy-web-upgrade"
+boundary = "remote-region"
+ports = [443]
+server_name = "{DST}"
+ca_file = "{sb.cert}"
+""")
             say()
-            say("starting the agent with the shipped configuration:")
+            say("starting the agent with the shipped configuration and policy (plus one demo file,")
+            say("zz-demo-upgrade.toml, that upgrades a legacy cgroup's plaintext to TLS):")
             show_cmd(f"ip netns exec {sb.client_ns} tlswalld --config configs/tlswalld.toml "
+                     f"--policy {pdir} --upgrade-cgroup {cg.rel('legacy')} "
                      f"--control-socket {d.socket} --events {d.events} --pin-root {d.pin_root}")
             t0 = time.monotonic()
-            d.start(config=SHIPPED_CONFIG, log_level=None)
+            d.start(config=SHIPPED_CONFIG, log_level=None,
+                    extra_args=["--policy", str(pdir), "--upgrade-cgroup", cg.rel("legacy")])
             st = d.status()
             pol = st.get("policy", {})
             rules = ", ".join(f"{r.get('name')} ({r.get('mode')})" for r in st.get("rules", []))
@@ -124,9 +147,25 @@ def main() -> int:
                 say("    MISSING: no plaintext_blocked event")
                 failures.append("no plaintext_blocked event")
 
-            # 4. Upgrade: honest placeholder.
+            # 4. Upgrade.
             step(4, "a legacy plaintext client is upgraded to TLS")
-            say("    transparent upgrade: not implemented yet (issue 5)")
+            show_cmd(f"(in cgroup {cg.rel('legacy')}) curl http://{DST}:443/")
+            start = len(d.read_events())
+            script = (f'echo $$ > {cg_legacy}/cgroup.procs && exec ip netns exec '
+                      f'{sb._ours(sb.client_ns)} "$@"')
+            t1 = time.monotonic()
+            r = subprocess.run(["sh", "-c", script, "sh", "curl", "-sS", "--max-time", "8",
+                                f"http://{DST}:443/"], capture_output=True, text=True, timeout=15)
+            up = d.wait_event(lambda e: e.get("type") == "upgraded" and e.get("action") == "upgrade",
+                              timeout=3, start_index=start)
+            if r.returncode == 0 and "tlswall-e2e ok" in r.stdout and up:
+                say(f"    UPGRADED: the client spoke plain HTTP and got the page "
+                    f"({(time.monotonic() - t1) * 1000:.0f} ms); on the wire it was TLS:")
+                say(f"    {up.get('message')}")
+            else:
+                say(f"    UNEXPECTED: curl rc={r.returncode} {r.stdout.strip()[:60]!r} "
+                    f"{r.stderr.strip()[:120]}; event {up}")
+                failures.append("legacy client was not upgraded")
 
             # 5. Status.
             step(5, "what an operator sees")
@@ -145,12 +184,16 @@ def main() -> int:
     except S.SandboxError as e:
         say(f"\ndemo FAILED: {e}")
         return 1
+    finally:
+        if cg:
+            cg.close()
 
     say()
     if failures:
         say("demo FAILED: " + "; ".join(failures))
         return 1
-    say("demo OK: TLS passed, plaintext was blocked and reported. Sandbox removed.")
+    say("demo OK: TLS passed, plaintext was blocked and reported, a legacy client was upgraded. "
+        "Sandbox removed.")
     return 0
 
 

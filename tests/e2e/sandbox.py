@@ -644,7 +644,7 @@ class Daemon:
         return self.config_path
 
     def start(self, config: Path | None = None, log_level: str | None = "debug",
-              ready_timeout: float = 30) -> None:
+              ready_timeout: float = 30, extra_args: list[str] | None = None) -> None:
         config = config or self.config_path
         if config is None:
             raise SandboxError("no config written")
@@ -653,6 +653,7 @@ class Daemon:
                "--events", str(self.events), "--pin-root", self.pin_root]
         if log_level:
             cmd += ["--log-level", log_level]
+        cmd += extra_args or []
         self.proc = self.sb.spawn(self.sb.client_ns, self.name, cmd)
         self.wait_ready(ready_timeout)
 

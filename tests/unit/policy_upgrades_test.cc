@@ -66,7 +66,7 @@ ports = [5432]
 )");
   EXPECT_FALSE(none.ok());
   EXPECT_TRUE(HasDiag(none, "upg.toml:4:1: error: ", "needs server_name"));
-  for (const char* bad : {"\"\"", "\"198.18.160.10\"", "\"-bad.example\"", "\"a..b\""}) {
+  for (const char* bad : {"\"\"", "\"198.18.160.300\"", "\"-bad.example\"", "\"a..b\""}) {
     const auto r =
         Load(std::string("[[upgrades]]\nname = \"u\"\nboundary = \"db\"\nports = [5432]\n"
                          "server_name = ") +
@@ -74,6 +74,18 @@ ports = [5432]
     EXPECT_FALSE(r.ok()) << bad;
     EXPECT_TRUE(HasDiag(r, "upg.toml:8:", "")) << bad << "\n" << All(r);
   }
+}
+
+TEST(PolicyUpgrades, AnIpLiteralIsVerifiedAgainstIpSans) {
+  const auto r = Load(R"([[upgrades]]
+name = "u"
+boundary = "db"
+ports = [5432]
+server_name = "198.18.160.10"
+server_names = { "198.18.160.11/32" = "2001:db8::11" }
+)");
+  ASSERT_TRUE(r.ok()) << All(r);
+  EXPECT_EQ(r.policy->upgrades[0].server_name, "198.18.160.10");
 }
 
 TEST(PolicyUpgrades, RejectsBadSettingsAtTheirPosition) {

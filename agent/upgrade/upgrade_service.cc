@@ -1,0 +1,214 @@
+#include "agent/upgrade/upgrade_service.h"
+
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <variant>
+
+#include "agent/upgrade/upgrade_redirect.h"
+#include "logging/log.h"
+#include "policy/policy_internal.h"
+#include "proxy/engine.h"
+
+namespace tlswall::agent::upgrade {
+namespace {
+
+using logging::Event;
+using logging::EventType;
+using logging::Severity;
+
+// A redirect record older than this is not trusted: a later connection
+// from the same address and port may have been redirected without one.
+constexpr auto kMaxRecordAge = std::chrono::seconds(10);
+
+Event to_event(const proxy::ProxyEvent& pe) {
+  Event e;
+  auto flow = [&](const proxy::SocketAddress& client, const proxy::SocketAddress& dst) {
+    logging::FlowEndpoints f;
+    f.family = dst.family() == AF_INET6 ? 6 : 4;
+    f.src = client.ip_string();
+    f.sport = client.port();
+    f.dst = dst.ip_string();
+    f.dport = dst.port();
+    e.flow = f;
+  };
+  if (const auto* u = std::get_if<proxy::Upgraded>(&pe)) {
+    e.type = EventType::kUpgraded;
+    e.severity = Severity::kInfo;
+    e.action = "upgrade";
+    e.rule = u->rule;
+    e.tls_version = u->tls_version;
+    flow(u->client, u->destination);
+    e.message = "upgraded to " + u->tls_version + " " + u->cipher + ", server " + u->server_name +
+                " (" + u->peer_subject + "), " + std::to_string(u->bytes_up) + " bytes up, " +
+                std::to_string(u->bytes_down) + " down" +
+                (u->error.empty() ? "" : "; ended: " + u->error);
+  } else if (const auto* f = std::get_if<proxy::UpgradeFailure>(&pe)) {
+    e.type = EventType::kUpgradeFailed;
+    e.severity = Severity::kWarning;
+    e.action = "drop";
+    e.rule = f->rule;
+    e.reason = proxy::to_string(f->reason);
+    flow(f->client, f->destination);
+    e.message = "upgrade failed closed (client reset, nothing sent in plaintext): " + f->detail;
+  } else if (const auto* p = std::get_if<proxy::PassedThrough>(&pe)) {
+    e.type = EventType::kUpgraded;
+    e.severity = Severity::kInfo;
+    e.action = "pass";
+    e.rule = p->rule;
+    e.reason = "client_speaks_tls";
+    flow(p->client, p->destination);
+    e.message = "the client spoke TLS itself: passed through unchanged";
+  } else {
+    e.type = EventType::kUpgradeFailed;  // terminator events: not served yet
+    e.severity = Severity::kWarning;
+    e.message = "terminator event";
+  }
+  return e;
+}
+
+}  // namespace
+
+// The proxy asks the kernel where an accepted connection was going.
+class RedirectResolver : public proxy::OriginalDestinationResolver {
+ public:
+  explicit RedirectResolver(UpgradeRedirect& r) : redirect_(r) {}
+
+  void set_names(std::shared_ptr<const std::vector<std::string>> names) {
+    std::lock_guard<std::mutex> l(mu_);
+    names_ = std::move(names);
+  }
+
+  std::optional<proxy::OriginalDestination> resolve(int, const proxy::SocketAddress& peer,
+                                                    const proxy::SocketAddress&) override {
+    sockaddr_storage ss{};
+    std::memcpy(&ss, peer.sa(), peer.len());
+    const auto o = redirect_.take(ss);
+    if (!o || o->age > kMaxRecordAge) return std::nullopt;
+    std::shared_ptr<const std::vector<std::string>> names;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      names = names_;
+    }
+    if (!names || o->rule_id == 0 || o->rule_id > names->size()) return std::nullopt;
+    const socklen_t len =
+        o->destination.ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    return proxy::OriginalDestination{
+        proxy::SocketAddress(reinterpret_cast<const sockaddr*>(&o->destination), len),
+        (*names)[o->rule_id - 1]};
+  }
+
+ private:
+  UpgradeRedirect& redirect_;
+  std::mutex mu_;
+  std::shared_ptr<const std::vector<std::string>> names_;
+};
+
+UpgradeService::UpgradeService(UpgradeServiceOptions options) : opts_(std::move(options)) {
+  UpgradeRedirectOptions ro;
+  ro.cgroup = opts_.cgroup_dir;
+  ro.proxy_port_v4 = opts_.port;
+  ro.proxy_port_v6 = opts_.port;
+  ro.proxy_mark = opts_.mark;
+  ro.pin_dir = opts_.pin_dir;
+  redirect_ = std::make_unique<UpgradeRedirect>(ro);
+
+  proxy::EngineOptions eo;
+  eo.workers = opts_.workers;
+  eo.logger = &logging::get(logging::Subsystem::kProxy);
+  const uint32_t mark = opts_.mark;
+  eo.outbound_socket_hook = [mark](int fd, const proxy::SocketAddress&) {
+    // The redirect leaves sockets with this mark alone: the proxy's own
+    // connections go out (as TLS) instead of back to the proxy.
+    return ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == 0 ? 0 : errno;
+  };
+  auto emit = opts_.emit;
+  eo.on_event = [emit](const proxy::ProxyEvent& pe) {
+    if (emit) emit(to_event(pe));
+  };
+  engine_ = std::make_unique<proxy::Engine>(std::move(eo));
+  auto resolver = std::make_shared<RedirectResolver>(*redirect_);
+  resolver_ = resolver;
+  for (const char* ip : {"127.0.0.1", "::1"}) {
+    const auto addr = proxy::SocketAddress::from_ip(ip, opts_.port);
+    engine_->add_upgrade_listener(proxy::listen_tcp(*addr), resolver);
+  }
+  engine_->start();
+}
+
+UpgradeService::~UpgradeService() {
+  if (engine_) engine_->stop();
+}
+
+void UpgradeService::apply(const policy::Policy& p) {
+  proxy::ProxyConfig pc;
+  UpgradeSelection sel;
+  auto names = std::make_shared<std::vector<std::string>>();
+  for (const policy::UpgradeRule& u : p.upgrades) {
+    if (!u.owners.cgroups.empty()) {
+      throw std::runtime_error("upgrade \"" + u.name +
+                               "\": cgroups selectors are not supported on [[upgrades]] yet; "
+                               "the [upgrade] cgroup of the agent config selects the clients");
+    }
+    proxy::UpgradeRule r;
+    r.id = u.name;
+    r.server_name = u.server_name;
+    for (const auto& [cidr, name] : u.server_names) {
+      if (cidr.prefix_len != (cidr.family == 4 ? 32 : 128)) {
+        throw std::runtime_error("upgrade \"" + u.name + "\": server_names " + cidr.text +
+                                 ": only single addresses (/32, /128) are supported yet");
+      }
+      r.server_names[cidr.text.substr(0, cidr.text.find('/'))] = name;
+    }
+    r.ca_file = u.ca_file;
+    r.cert_file = u.client_cert;
+    r.key_file = u.client_key;
+    r.alpn = u.alpn;
+    r.min_version = u.min_tls >= 0x0304 ? proxy::TlsVersion::kTls13 : proxy::TlsVersion::kTls12;
+    pc.upgrade.push_back(r);
+
+    UpgradeRuleSpec spec;
+    spec.rule_id = static_cast<uint32_t>(names->size() + 1);
+    for (const auto& b : p.boundaries) {
+      if (b.name != u.boundary) continue;
+      for (const auto& c : b.cidrs) spec.cidrs.push_back(c.text);
+    }
+    for (const auto& pr : u.ports) spec.ports.push_back({pr.lo, pr.hi});
+    for (const auto& user : u.owners.users) {
+      std::optional<uint32_t> uid = user.uid;
+      if (!uid && opts_.owners.uid) uid = opts_.owners.uid(user.name);
+      if (uid) spec.uids.push_back(*uid);
+    }
+    if (!u.owners.users.empty() && spec.uids.empty()) continue;  // no such user here: nobody
+    spec.comms = u.owners.comms;
+    sel.rules.push_back(spec);
+    names->push_back(u.name);
+  }
+  try {
+    engine_->apply_config(pc);  // validates: a bad rule throws, the old stays
+  } catch (const std::exception& ex) {
+    throw std::runtime_error(std::string("upgrade proxy: ") + ex.what());
+  }
+  resolver_->set_names(names);
+  redirect_->publish(sel);
+  rules_ = sel.rules.size();
+}
+
+std::string UpgradeService::summary() const {
+  const UpgradeRedirectCounters c = redirect_->counters();
+  uint64_t connections = 0, failures = 0, active = 0;
+  for (const auto& r : engine_->rule_counters()) {
+    connections += r.connections;
+    active += r.active;
+    for (uint64_t f : r.failures) failures += f;
+  }
+  return std::to_string(rules_) + " rule(s) on 127.0.0.1/[::1]:" + std::to_string(opts_.port) +
+         "; redirected " + std::to_string(c.redirected) + ", proxied " +
+         std::to_string(connections) + " (" + std::to_string(active) + " active), failed closed " +
+         std::to_string(failures);
+}
+
+}  // namespace tlswall::agent::upgrade

@@ -1,0 +1,161 @@
+#!/usr/bin/python3
+"""End-to-end test of the client-side transparent TLS upgrade (issue 5, first
+part): a plaintext client in a child cgroup this test creates talks HTTP to
+a server's TLS port; tlswalld's connect redirect hands the connection to its
+proxy, which speaks verified TLS to the real nginx. Also: a wrong server name
+fails closed (fast, an upgrade_failed event, no plaintext on the wire), a
+TLS client passes through unchanged, a client outside the cgroup is not
+upgraded (and plaintext to the boundary stays blocked).
+
+Safety: namespaces and a child cgroup created here, removed on exit.
+
+    /usr/bin/python3 tests/e2e/test_upgrade_e2e.py [--build-dir build] [-v]
+
+Ends with "N passed, M failed".
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sandbox as S  # noqa: E402
+from test_attribution_e2e import Cgroups  # noqa: E402
+
+SRV = S.SRV_BOUNDARY_V4
+
+
+def policy_text(version: str, server_name: str, ca: str) -> str:
+    return f"""version = "{version}"
+[boundaries.remote]
+cidrs = ["{SRV}/32", "{S.SRV_BOUNDARY_V6}/128"]
+
+[[rules]]
+name = "remote-enforce"
+boundary = "remote"
+ports = [80, 443]
+mode = "enforce"
+
+[[upgrades]]
+name = "legacy-web"
+boundary = "remote"
+ports = [443]
+server_name = "{server_name}"
+ca_file = "{ca}"
+"""
+
+
+class E2E:
+    def __init__(self, sb: S.Sandbox, bdir: Path, cg: Cgroups):
+        self.sb, self.bdir, self.cg = sb, bdir, cg
+        self.cg_legacy = cg.make("legacy")
+        self.d: S.Daemon | None = None
+        self.pdir = sb.tmp / "policy.d"
+
+    def in_cgroup(self, cmd: list[str], timeout: float = 15) -> S.Result:
+        """Runs cmd in the client namespace from inside the legacy cgroup."""
+        ns = self.sb._ours(self.sb.client_ns)
+        script = f'echo $$ > {self.cg_legacy}/cgroup.procs && exec ip netns exec {ns} "$@"'
+        t0 = time.monotonic()
+        r = subprocess.run(["sh", "-c", script, "sh"] + cmd, capture_output=True, text=True,
+                           timeout=timeout)
+        return S.Result(cmd, r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
+
+    def start(self):
+        self.pdir.mkdir()
+        (self.pdir / "p.toml").write_text(policy_text("upg-1", SRV, str(self.sb.cert)))
+        self.d = S.Daemon(self.sb, self.bdir, "tlswalld-upg")
+        self.d.write_config(str(self.pdir), extra={
+            "events": {"aggregate_window_ms": 0},
+            "upgrade": {"cgroup": self.cg.rel("legacy"), "port": 15443},
+        })
+        self.d.start()
+        return True, "daemon up with [upgrade] on " + self.cg.rel("legacy")
+
+    def plaintext_client_is_upgraded(self):
+        start = len(self.d.read_events())
+        r = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:443/"])
+        ev = self.d.wait_event(lambda e: e.get("type") == "upgraded" and e.get("action") == "upgrade", 5, start)
+        blocked = [e for e in self.d.read_events()[start:] if e.get("type") == "plaintext_blocked"]
+        ok = r.rc == 0 and "tlswall-e2e ok" in r.stdout and ev is not None and not blocked
+        return ok, (f"curl http://{SRV}:443/ rc={r.rc} body={r.stdout.strip()[:40]!r} in {r.elapsed:.3f}s; "
+                    f"event {ev and ev.get('message', '')[:120]}; plaintext_blocked events {len(blocked)}")
+
+    def tls_client_passes_through(self):
+        r = self.in_cgroup(["curl", "-sS", "--max-time", "8", "--cacert", str(self.sb.cert), f"https://{SRV}/"])
+        return r.rc == 0 and "tlswall-e2e ok" in r.stdout, f"curl https rc={r.rc} {r.stdout.strip()[:40]!r} {r.stderr.strip()[:80]}"
+
+    def outside_cgroup_not_upgraded(self):
+        r = self.sb.client(["curl", "-sS", "--max-time", "8", f"http://{SRV}:443/"])
+        ok = r.rc != 0 and r.elapsed < 2.0
+        return ok, f"outside the cgroup: curl rc={r.rc} in {r.elapsed:.3f}s ({r.stderr.strip()[:80]})"
+
+    def wrong_name_fails_closed(self):
+        gen = int(self.d.status()["policy"]["generation"])
+        (self.pdir / "p.toml").write_text(policy_text("upg-2", "wrong.example", str(self.sb.cert)))
+        self.d.wait_generation(gen, timeout=5)
+        start = len(self.d.read_events())
+        cap = self.sb.tmp / "cap.txt"
+        tcpdump = self.sb.spawn(self.sb.client_ns, "tcpdump",
+                                ["tcpdump", "-i", "eth0", "-nn", "-l", "-A", "tcp port 443"], stdout_path=cap)
+        time.sleep(0.5)
+        r = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:443/"])
+        ev = self.d.wait_event(lambda e: e.get("type") == "upgrade_failed", 5, start)
+        time.sleep(0.3)
+        tcpdump.stop()
+        wire = cap.read_text(errors="replace") if cap.exists() else ""
+        ok = (r.rc != 0 and r.elapsed < 2.0 and ev is not None and ev.get("reason") == "hostname"
+              and "GET /" not in wire)
+        return ok, (f"curl rc={r.rc} in {r.elapsed:.3f}s; event reason={ev and ev.get('reason')}; "
+                    f"plaintext 'GET /' on the wire: {'GET /' in wire}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build-dir", default=None)
+    ap.add_argument("-v", "--verbose", action="store_true")
+    a = ap.parse_args()
+    S.install_signal_handlers()
+    checks = S.Checks(timed=True)
+    cg = None
+    try:
+        S.require_tools("ip", "tc", "ss", "curl", "nginx", "openssl")
+        if not __import__("shutil").which("tcpdump"):
+            raise S.ToolMissing("tcpdump missing: apt-get install tcpdump")
+        bdir = S.build_dir(a.build_dir)
+        S.daemon_binaries(bdir)
+        cg = Cgroups()
+        with S.Sandbox("upg", verbose=a.verbose) as sb:
+            sb.start_nginx()
+            t = E2E(sb, bdir, cg)
+            try:
+                if checks.run("daemon_start_with_upgrade", t.start):
+                    checks.run("plaintext_http_client_upgraded_to_verified_tls", t.plaintext_client_is_upgraded)
+                    checks.run("tls_client_passes_through_unchanged", t.tls_client_passes_through)
+                    checks.run("client_outside_cgroup_not_upgraded_and_blocked", t.outside_cgroup_not_upgraded)
+                    checks.run("wrong_server_name_fails_closed_no_plaintext_on_wire", t.wrong_name_fails_closed)
+            finally:
+                if t.d:
+                    t.d.stop()
+                    if os.environ.get("TLSWALL_E2E_SHOW_LOG") and t.d.proc:
+                        print(t.d.proc.log_tail(200))
+    except S.Interrupted as e:
+        checks.record("interrupted", False, str(e))
+    except Exception as e:  # noqa: BLE001
+        checks.record("setup", False, f"{type(e).__name__}: {e}")
+        if os.environ.get("TLSWALL_E2E_TRACE"):
+            traceback.print_exc()
+    finally:
+        if cg:
+            cg.close()
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
