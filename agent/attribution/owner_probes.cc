@@ -355,22 +355,13 @@ bool OwnerProbes::pin_and_take_over(OwnerBackend b, Attached& a, std::string* wh
 OwnerProbeCounters OwnerProbes::counters() const {
   OwnerProbeCounters c;
   if (!active_ || !attached_.skel) return c;
-  const int fd = bpf_map__fd(attached_.skel->maps.owner_counters);
-  const int ncpu = libbpf_num_possible_cpus();
-  if (fd < 0 || ncpu <= 0) return c;
-  std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpu));
-  auto sum = [&](uint32_t key) {
-    uint64_t total = 0;
-    if (bpf_map_lookup_elem(fd, &key, per_cpu.data()) == 0) {
-      for (uint64_t v : per_cpu) total += v;
-    }
-    return total;
-  };
-  c.recorded = sum(TW_OWNER_CNT_RECORDED);
-  c.storage_failures = sum(TW_OWNER_CNT_STORAGE_FAIL);
-  c.tuple_failures = sum(TW_OWNER_CNT_TUPLE_FAIL);
-  c.unsupported_family = sum(TW_OWNER_CNT_FAMILY);
-  c.no_socket = sum(TW_OWNER_CNT_NO_SOCK);
+  uint64_t v[TW_OWNER_CNT_MAX] = {};
+  read_percpu_u64_array(bpf_map__fd(attached_.skel->maps.owner_counters), v, TW_OWNER_CNT_MAX);
+  c.recorded = v[TW_OWNER_CNT_RECORDED];
+  c.storage_failures = v[TW_OWNER_CNT_STORAGE_FAIL];
+  c.tuple_failures = v[TW_OWNER_CNT_TUPLE_FAIL];
+  c.unsupported_family = v[TW_OWNER_CNT_FAMILY];
+  c.no_socket = v[TW_OWNER_CNT_NO_SOCK];
   return c;
 }
 

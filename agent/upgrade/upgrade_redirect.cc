@@ -548,25 +548,16 @@ std::optional<OriginalDestination> UpgradeRedirect::take(const sockaddr_storage&
 
 UpgradeRedirectCounters UpgradeRedirect::counters() const {
   UpgradeRedirectCounters c;
-  const int fd = bpf_map__fd(skel_->maps.twu_counters);
-  const int ncpu = libbpf_num_possible_cpus();
-  if (fd < 0 || ncpu <= 0) return c;
-  std::vector<uint64_t> per_cpu(static_cast<size_t>(ncpu));
-  auto sum = [&](uint32_t key) {
-    uint64_t total = 0;
-    if (bpf_map_lookup_elem(fd, &key, per_cpu.data()) == 0) {
-      for (uint64_t v : per_cpu) total += v;
-    }
-    return total;
-  };
-  c.redirected = sum(TWU_CNT_REDIRECTED);
-  c.proxy_own = sum(TWU_CNT_PROXY_OWN);
-  c.map_full = sum(TWU_CNT_MAP_FULL);
-  c.owner_filtered = sum(TWU_CNT_OWNER_FILTERED);
-  c.peer_recorded = sum(TWU_CNT_PEER_RECORDED);
-  c.getpeername = sum(TWU_CNT_GETPEERNAME);
-  c.refused = sum(TWU_CNT_REFUSED);
-  c.other_netns = sum(TWU_CNT_OTHER_NETNS);
+  uint64_t v[TWU_CNT_MAX] = {};
+  read_percpu_u64_array(bpf_map__fd(skel_->maps.twu_counters), v, TWU_CNT_MAX);
+  c.redirected = v[TWU_CNT_REDIRECTED];
+  c.proxy_own = v[TWU_CNT_PROXY_OWN];
+  c.map_full = v[TWU_CNT_MAP_FULL];
+  c.owner_filtered = v[TWU_CNT_OWNER_FILTERED];
+  c.peer_recorded = v[TWU_CNT_PEER_RECORDED];
+  c.getpeername = v[TWU_CNT_GETPEERNAME];
+  c.refused = v[TWU_CNT_REFUSED];
+  c.other_netns = v[TWU_CNT_OTHER_NETNS];
   return c;
 }
 
