@@ -202,16 +202,8 @@ Daemon::Daemon(AgentConfig config)
     log.warn("no attribution backend runs here: events will name uid and cgroup only");
   }
   if (!config_.upgrade_cgroup.empty()) {
-    upgrade::UpgradeServiceOptions uo;
-    uo.cgroup_dir = cgroup2_ + config_.upgrade_cgroup;
-    uo.port = config_.upgrade_port;
-    uo.mark = config_.upgrade_mark;
-    uo.workers = config_.upgrade_workers;
-    uo.pin_dir = config_.pin_root;
-    uo.owners = policy::host_owner_resolver(cgroup2_);
-    uo.emit = [this](Event e) { emit(std::move(e)); };
     try {
-      upgrade_ = std::make_unique<upgrade::UpgradeService>(std::move(uo));
+      start_upgrade();
     } catch (const std::exception& ex) {
       throw std::runtime_error(std::string("[upgrade]: ") + ex.what());
     }
@@ -326,11 +318,6 @@ void Daemon::apply_policy(bool initial) {
   }
   std::shared_ptr<const policy::CompiledPolicy> compiled;
   std::string error;
-  if (r.ok() && !r.policy->terminations.empty()) {
-    // Issue 5 in progress: the syntax is validated, the terminator not served.
-    log.warn("{} [[terminations]] in the policy are validated but NOT served by this release",
-             r.policy->terminations.size());
-  }
   if (r.ok()) {
     try {
       compiled = compile(*r.policy, now);
@@ -512,19 +499,37 @@ void Daemon::save_mode_overrides() const {
   }
 }
 
+void Daemon::start_upgrade() {
+  upgrade::UpgradeServiceOptions uo;
+  if (!config_.upgrade_cgroup.empty()) uo.cgroup_dir = cgroup2_ + config_.upgrade_cgroup;
+  uo.port = config_.upgrade_port;
+  uo.mark = config_.upgrade_mark;
+  uo.workers = config_.upgrade_workers;
+  uo.pin_dir = config_.pin_root;
+  uo.owners = policy::host_owner_resolver(cgroup2_);
+  uo.emit = [this](Event e) { emit(std::move(e)); };
+  upgrade_ = std::make_unique<upgrade::UpgradeService>(std::move(uo));
+}
+
 void Daemon::apply_upgrades() {
   auto& log = logging::get(Subsystem::kProxy);
   if (!policy_) return;
   const auto& ups = policy_->model.upgrades;
-  if (!upgrade_) {
-    if (!ups.empty()) {
-      log.warn(
-          "{} [[upgrades]] in the policy are not applied: set [upgrade] cgroup in the agent "
-          "config to say which clients the redirect may take",
-          ups.size());
-    }
-    return;
+  if (!ups.empty() && config_.upgrade_cgroup.empty()) {
+    log.warn(
+        "{} [[upgrades]] in the policy are not applied: set [upgrade] cgroup in the agent "
+        "config to say which clients the redirect may take",
+        ups.size());
   }
+  if (!upgrade_ && !policy_->model.terminations.empty()) {
+    try {
+      start_upgrade();  // terminations only: no redirect without [upgrade] cgroup
+    } catch (const std::exception& ex) {
+      log.error("cannot start the proxy for [[terminations]]: {}", ex.what());
+      return;
+    }
+  }
+  if (!upgrade_) return;
   try {
     upgrade_->apply(policy_->model);
     log.info("upgrade: {}", upgrade_->summary());

@@ -104,6 +104,7 @@ class Daemon {
   std::unique_ptr<attribution::OwnerProbes> owner_probes_;
   std::unique_ptr<upgrade::UpgradeService> upgrade_;
   void apply_upgrades();
+  void start_upgrade();
   std::unique_ptr<attribution::ProcessInfoResolver> process_info_;
   // Run-time rule modes (`tlswallctl mode`), by rule name; kept across
   // reloads and restarts (state_dir/mode_overrides) until set back to

@@ -62,10 +62,48 @@ Event to_event(const proxy::ProxyEvent& pe) {
     e.reason = "client_speaks_tls";
     flow(p->client, p->destination);
     e.message = "the client spoke TLS itself: passed through unchanged";
-  } else {
-    e.type = EventType::kUpgradeFailed;  // terminator events: not served yet
+  } else if (const auto* t = std::get_if<proxy::Terminated>(&pe)) {
+    e.type = EventType::kUpgraded;
+    e.severity = Severity::kInfo;
+    e.action = t->tls ? "terminate" : "report";
+    e.rule = t->rule;
+    e.tls_version = t->tls_version;
+    flow(t->client, t->backend);
+    e.message = t->tls
+                    ? "inbound TLS " + t->tls_version + " " + t->cipher +
+                          " terminated for the plaintext backend" +
+                          (t->client_subject.empty() ? std::string(", no client certificate")
+                                                     : ", client certificate " + t->client_subject)
+                    : std::string("inbound plaintext passed to the backend (permissive)");
+  } else if (const auto* pa = std::get_if<proxy::PlaintextAccepted>(&pe)) {
+    e.type = EventType::kPlaintextReported;
     e.severity = Severity::kWarning;
-    e.message = "terminator event";
+    e.action = "report";
+    e.mode = "permissive";
+    e.rule = pa->rule;
+    e.reason = "inbound_plaintext";
+    e.message = "inbound plaintext accepted by a permissive termination (migration)";
+    logging::FlowEndpoints f;
+    f.family = pa->client.family() == AF_INET6 ? 6 : 4;
+    f.src = pa->client.ip_string();
+    f.sport = pa->client.port();
+    e.flow = f;
+  } else if (const auto* tf = std::get_if<proxy::TerminatorFailure>(&pe)) {
+    const bool plaintext = tf->reason == proxy::FailureReason::kPlaintext;
+    e.type = plaintext ? EventType::kPlaintextBlocked : EventType::kUpgradeFailed;
+    e.severity = Severity::kWarning;
+    e.action = "drop";
+    e.mode = plaintext ? "strict" : "";
+    e.rule = tf->rule;
+    e.reason = plaintext ? "inbound_plaintext" : proxy::to_string(tf->reason);
+    logging::FlowEndpoints f;
+    f.family = tf->client.family() == AF_INET6 ? 6 : 4;
+    f.src = tf->client.ip_string();
+    f.sport = tf->client.port();
+    e.flow = f;
+    e.message = (plaintext ? "inbound plaintext refused by a strict termination: "
+                           : "inbound TLS refused: ") +
+                tf->detail;
   }
   return e;
 }
@@ -114,7 +152,7 @@ UpgradeService::UpgradeService(UpgradeServiceOptions options) : opts_(std::move(
   ro.proxy_port_v6 = opts_.port;
   ro.proxy_mark = opts_.mark;
   ro.pin_dir = opts_.pin_dir;
-  redirect_ = std::make_unique<UpgradeRedirect>(ro);
+  if (!opts_.cgroup_dir.empty()) redirect_ = std::make_unique<UpgradeRedirect>(ro);
 
   proxy::EngineOptions eo;
   eo.workers = opts_.workers;
@@ -130,11 +168,13 @@ UpgradeService::UpgradeService(UpgradeServiceOptions options) : opts_(std::move(
     if (emit) emit(to_event(pe));
   };
   engine_ = std::make_unique<proxy::Engine>(std::move(eo));
-  auto resolver = std::make_shared<RedirectResolver>(*redirect_);
-  resolver_ = resolver;
-  for (const char* ip : {"127.0.0.1", "::1"}) {
-    const auto addr = proxy::SocketAddress::from_ip(ip, opts_.port);
-    engine_->add_upgrade_listener(proxy::listen_tcp(*addr), resolver);
+  if (redirect_) {
+    auto resolver = std::make_shared<RedirectResolver>(*redirect_);
+    resolver_ = resolver;
+    for (const char* ip : {"127.0.0.1", "::1"}) {
+      const auto addr = proxy::SocketAddress::from_ip(ip, opts_.port);
+      engine_->add_upgrade_listener(proxy::listen_tcp(*addr), resolver);
+    }
   }
   engine_->start();
 }
@@ -147,7 +187,7 @@ void UpgradeService::apply(const policy::Policy& p) {
   proxy::ProxyConfig pc;
   UpgradeSelection sel;
   auto names = std::make_shared<std::vector<std::string>>();
-  for (const policy::UpgradeRule& u : p.upgrades) {
+  for (const policy::UpgradeRule& u : redirect_ ? p.upgrades : std::vector<policy::UpgradeRule>{}) {
     if (!u.owners.cgroups.empty()) {
       throw std::runtime_error("upgrade \"" + u.name +
                                "\": cgroups selectors are not supported on [[upgrades]] yet; "
@@ -187,28 +227,65 @@ void UpgradeService::apply(const policy::Policy& p) {
     sel.rules.push_back(spec);
     names->push_back(u.name);
   }
+  // Server side: each termination's port accepts TLS (dual-stack) for its
+  // plaintext backend on loopback.
+  std::vector<std::pair<uint16_t, std::string>> new_ports;
+  for (const policy::Termination& t : p.terminations) {
+    proxy::TerminatorRule r;
+    r.id = t.name;
+    r.cert_file = t.cert;
+    r.key_file = t.key;
+    r.client_ca_file = t.client_ca;
+    r.require_client_cert = !t.client_ca.empty();
+    r.mode = t.strict ? proxy::TerminatorMode::kStrict : proxy::TerminatorMode::kPermissive;
+    const auto backend = proxy::SocketAddress::parse(t.backend);
+    if (!backend) {
+      throw std::runtime_error("termination \"" + t.name + "\": backend " + t.backend +
+                               " is not an address:port");
+    }
+    r.backend = *backend;
+    pc.terminators.push_back(r);
+    if (!listening_.count(t.port)) new_ports.emplace_back(t.port, t.name);
+  }
   try {
     engine_->apply_config(pc);  // validates: a bad rule throws, the old stays
   } catch (const std::exception& ex) {
     throw std::runtime_error(std::string("upgrade proxy: ") + ex.what());
   }
-  resolver_->set_names(names);
-  redirect_->publish(sel);
+  for (const auto& [port, name] : new_ports) {
+    // A port whose termination is removed later keeps its listener and
+    // resets what arrives (no rule): nothing reaches the backend unjudged.
+    const auto any = proxy::SocketAddress::from_ip("::", port);
+    try {
+      engine_->add_terminator_listener(proxy::listen_tcp(*any), name);
+    } catch (const std::exception& ex) {
+      throw std::runtime_error("termination \"" + name + "\": cannot listen on port " +
+                               std::to_string(port) + ": " + ex.what());
+    }
+    listening_.insert(port);
+  }
+  terminations_ = p.terminations.size();
+  if (redirect_) {
+    resolver_->set_names(names);
+    redirect_->publish(sel);
+  }
   rules_ = sel.rules.size();
 }
 
 std::string UpgradeService::summary() const {
-  const UpgradeRedirectCounters c = redirect_->counters();
+  const UpgradeRedirectCounters c = redirect_ ? redirect_->counters() : UpgradeRedirectCounters{};
   uint64_t connections = 0, failures = 0, active = 0;
   for (const auto& r : engine_->rule_counters()) {
     connections += r.connections;
     active += r.active;
     for (uint64_t f : r.failures) failures += f;
   }
-  return std::to_string(rules_) + " rule(s) on 127.0.0.1/[::1]:" + std::to_string(opts_.port) +
-         "; redirected " + std::to_string(c.redirected) + ", proxied " +
-         std::to_string(connections) + " (" + std::to_string(active) + " active), failed closed " +
-         std::to_string(failures);
+  return std::to_string(rules_) + " upgrade rule(s)" +
+         (redirect_ ? " on 127.0.0.1/[::1]:" + std::to_string(opts_.port)
+                    : " (no [upgrade] cgroup)") +
+         ", " + std::to_string(terminations_) + " termination(s); redirected " +
+         std::to_string(c.redirected) + ", proxied " + std::to_string(connections) + " (" +
+         std::to_string(active) + " active), failed closed " + std::to_string(failures);
 }
 
 }  // namespace tlswall::agent::upgrade

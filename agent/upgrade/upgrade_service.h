@@ -3,15 +3,19 @@
 // to the local proxy) and the proxy engine (proxy/: re-originates them with
 // TLS, verified). One object owns both and keeps them in step on reload.
 //
+// Also serves the policy's [[terminations]] (server side): their ports
+// accept TLS for a plaintext backend on loopback.
+//
 // Not done yet (issue 5): the proxy runs in the daemon's process (the
-// privilege-dropped worker of proxy/README.md is not wired), [[terminations]]
-// are not served, and [[upgrades]] owner selectors by cgroup are not
-// supported (the [upgrade] cgroup attach point selects the clients).
+// privilege-dropped worker of proxy/README.md is not wired), and [[upgrades]]
+// owner selectors by cgroup are not supported (the [upgrade] cgroup attach
+// point selects the clients).
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,9 +32,11 @@ class UpgradeRedirect;
 class RedirectResolver;
 
 struct UpgradeServiceOptions {
-  std::string cgroup_dir;  // absolute cgroup v2 directory the redirect attaches to
-  uint16_t port = 0;       // proxy listener on 127.0.0.1 and [::1]
-  uint32_t mark = 0;       // SO_MARK of the proxy's own sockets (never redirected)
+  // Absolute cgroup v2 directory the redirect attaches to; "" = no client
+  // side (no redirect, [[upgrades]] ignored): terminations only.
+  std::string cgroup_dir;
+  uint16_t port = 0;  // proxy listener on 127.0.0.1 and [::1]
+  uint32_t mark = 0;  // SO_MARK of the proxy's own sockets (never redirected)
   unsigned workers = 2;
   std::string pin_dir;           // bpffs directory for the redirect's pins ("" = none)
   policy::OwnerResolver owners;  // user names -> uids
@@ -62,6 +68,8 @@ class UpgradeService {
   std::unique_ptr<proxy::Engine> engine_;
   std::shared_ptr<RedirectResolver> resolver_;  // kernel record -> rule name, for the proxy
   size_t rules_ = 0;
+  size_t terminations_ = 0;
+  std::set<uint16_t> listening_;  // termination ports with a listener
 };
 
 }  // namespace tlswall::agent::upgrade

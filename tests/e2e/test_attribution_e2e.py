@@ -103,7 +103,7 @@ class Cgroups:
                         pass
             except OSError:
                 pass
-        for path in reversed(self.children + [self.root]):
+        for path in list(reversed(self.children)) + [self.root]:  # children first
             for _ in range(50):
                 try:
                     os.rmdir(path)

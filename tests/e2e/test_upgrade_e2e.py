@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +32,29 @@ from test_attribution_e2e import Cgroups  # noqa: E402
 SRV = S.SRV_BOUNDARY_V4
 
 
-def policy_text(version: str, server_name: str, ca: str) -> str:
+TERM_STRICT, TERM_PERMISSIVE, BACKEND_PORT = 8443, 9443, 8080
+
+
+def terminations_text(cert: str, key: str) -> str:
+    return f"""
+[[terminations]]
+name = "legacy-app-strict"
+port = {TERM_STRICT}
+backend = "127.0.0.1:{BACKEND_PORT}"
+cert = "{cert}"
+key = "{key}"
+
+[[terminations]]
+name = "legacy-app-migrating"
+port = {TERM_PERMISSIVE}
+backend = "127.0.0.1:{BACKEND_PORT}"
+cert = "{cert}"
+key = "{key}"
+mode = "permissive"
+"""
+
+
+def policy_text(version: str, server_name: str, ca: str, extra: str = "") -> str:
     return f"""version = "{version}"
 [boundaries.remote]
 cidrs = ["{SRV}/32", "{S.SRV_BOUNDARY_V6}/128"]
@@ -48,7 +71,7 @@ boundary = "remote"
 ports = [443]
 server_name = "{server_name}"
 ca_file = "{ca}"
-"""
+""" + extra
 
 
 class E2E:
@@ -96,6 +119,59 @@ class E2E:
         ok = r.rc != 0 and r.elapsed < 2.0
         return ok, f"outside the cgroup: curl rc={r.rc} in {r.elapsed:.3f}s ({r.stderr.strip()[:80]})"
 
+    def terminations(self):
+        # A certificate for this host (198.18.0.1), a plaintext backend on its
+        # loopback, and TLS / plaintext clients from the other namespace.
+        crt, key = self.sb.tmp / "host.crt", self.sb.tmp / "host.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=tlswall-host", "-addext",
+                        f"subjectAltName=IP:{S.CLIENT_V4}", "-keyout", str(key), "-out", str(crt)],
+                       check=True, capture_output=True, timeout=30)
+        www = self.sb.tmp / "www"
+        www.mkdir()
+        (www / "index.html").write_text("legacy-backend ok\n")
+        self.sb.spawn(self.sb.client_ns, "backend", [S.PYTHON, "-m", "http.server", str(BACKEND_PORT),
+                                                     "--bind", "127.0.0.1", "--directory", str(www)])
+        self.sb.wait_listen(BACKEND_PORT, ns=self.sb.client_ns)
+        gen = int(self.d.status()["policy"]["generation"])
+        start = len(self.d.read_events())
+        (self.pdir / "p.toml").write_text(policy_text("upg-3", SRV, str(self.sb.cert),
+                                                      terminations_text(str(crt), str(key))))
+        self.d.wait_generation(gen, timeout=5)
+        self.sb.wait_listen(TERM_STRICT, ns=self.sb.client_ns, timeout=5)
+        tls = self.sb.server(["curl", "-sS", "--max-time", "8", "--cacert", str(crt),
+                              f"https://{S.CLIENT_V4}:{TERM_STRICT}/"])
+        plain_strict = self.sb.server(["curl", "-sS", "--max-time", "8", f"http://{S.CLIENT_V4}:{TERM_STRICT}/"])
+        plain_perm = self.sb.server(["curl", "-sS", "--max-time", "8", f"http://{S.CLIENT_V4}:{TERM_PERMISSIVE}/"])
+        refused = self.d.wait_event(lambda e: e.get("type") == "plaintext_blocked"
+                                    and e.get("rule") == "legacy-app-strict", 3, start)
+        reported = self.d.wait_event(lambda e: e.get("type") == "plaintext_reported"
+                                     and e.get("rule") == "legacy-app-migrating", 3, start)
+        ok = ("legacy-backend ok" in tls.stdout and tls.rc == 0
+              and plain_strict.rc != 0 and plain_strict.elapsed < 2.0
+              and plain_perm.rc == 0 and "legacy-backend ok" in plain_perm.stdout
+              and refused is not None and reported is not None)
+        return ok, (f"TLS to :{TERM_STRICT} rc={tls.rc} {tls.stdout.strip()[:30]!r}; plaintext to strict rc={plain_strict.rc} "
+                    f"in {plain_strict.elapsed:.3f}s; plaintext to permissive rc={plain_perm.rc} "
+                    f"{plain_perm.stdout.strip()[:30]!r}; events refused={refused is not None} reported={reported is not None}")
+
+    def proxy_killed_fails_fast(self):
+        # The daemon (and its proxy) dies hard; the pinned redirect stays, so
+        # selected clients now meet a closed port: they fail at once, and
+        # nothing goes out in plaintext.
+        cap = self.sb.tmp / "cap-kill.txt"
+        tcpdump = self.sb.spawn(self.sb.client_ns, "tcpdump-kill",
+                                ["tcpdump", "-i", "eth0", "-nn", "-l", "-A", "tcp port 443"], stdout_path=cap)
+        time.sleep(0.5)
+        self.d.proc.stop(signal.SIGKILL, timeout=5)
+        r = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:443/"])
+        time.sleep(0.3)
+        tcpdump.stop()
+        wire = cap.read_text(errors="replace") if cap.exists() else ""
+        ok = r.rc != 0 and r.elapsed < 2.0 and "GET /" not in wire
+        return ok, (f"daemon killed; curl rc={r.rc} in {r.elapsed:.3f}s ({r.stderr.strip()[:60]}); "
+                    f"plaintext 'GET /' on the wire: {'GET /' in wire}")
+
     def wrong_name_fails_closed(self):
         gen = int(self.d.status()["policy"]["generation"])
         (self.pdir / "p.toml").write_text(policy_text("upg-2", "wrong.example", str(self.sb.cert)))
@@ -139,7 +215,9 @@ def main() -> int:
                     checks.run("plaintext_http_client_upgraded_to_verified_tls", t.plaintext_client_is_upgraded)
                     checks.run("tls_client_passes_through_unchanged", t.tls_client_passes_through)
                     checks.run("client_outside_cgroup_not_upgraded_and_blocked", t.outside_cgroup_not_upgraded)
+                    checks.run("terminations_tls_in_plaintext_backend_strict_permissive", t.terminations)
                     checks.run("wrong_server_name_fails_closed_no_plaintext_on_wire", t.wrong_name_fails_closed)
+                    checks.run("proxy_killed_clients_fail_fast_no_plaintext", t.proxy_killed_fails_fast)
             finally:
                 if t.d:
                     t.d.stop()
