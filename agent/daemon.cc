@@ -782,6 +782,35 @@ std::string Daemon::render_metrics() const {
              "connections whose owner a probe failed to record")
         .sample(owner_probes_->probe_failures());
   }
+  if (upgrade_) {
+    const auto rules = upgrade_->rule_counters();
+    m.family("tlswall_upgrade_redirected_total", MetricType::kCounter,
+             "connects the kernel redirected to the upgrade proxy")
+        .sample(upgrade_->redirected());
+    m.family("tlswall_upgrade_connections_total", MetricType::kCounter,
+             "connections the proxy handled, per upgrade rule or termination");
+    for (const auto& r : rules) {
+      m.sample({{"rule", r.rule}, {"side", r.terminator ? "server" : "client"}}, r.connections);
+    }
+    m.family("tlswall_upgrade_active", MetricType::kGauge, "connections open through the proxy");
+    for (const auto& r : rules) m.sample({{"rule", r.rule}}, r.active);
+    m.family("tlswall_upgrade_bytes_total", MetricType::kCounter,
+             "plaintext bytes through the proxy (up: toward the server or backend)");
+    for (const auto& r : rules) {
+      m.sample({{"rule", r.rule}, {"direction", "up"}}, r.bytes_up);
+      m.sample({{"rule", r.rule}, {"direction", "down"}}, r.bytes_down);
+    }
+    m.family("tlswall_upgrade_failures_total", MetricType::kCounter,
+             "connections the proxy failed closed, by reason");
+    for (const auto& r : rules) {
+      for (size_t i = 0; i < r.failures.size(); ++i) {
+        if (!r.failures[i]) continue;
+        m.sample(
+            {{"rule", r.rule}, {"reason", proxy::to_string(static_cast<proxy::FailureReason>(i))}},
+            r.failures[i]);
+      }
+    }
+  }
   return m.str();
 }
 

@@ -272,6 +272,14 @@ void UpgradeService::apply(const policy::Policy& p) {
   rules_ = sel.rules.size();
 }
 
+std::vector<proxy::RuleCounters> UpgradeService::rule_counters() const {
+  return engine_->rule_counters();
+}
+
+uint64_t UpgradeService::redirected() const {
+  return redirect_ ? redirect_->counters().redirected : 0;
+}
+
 std::string UpgradeService::summary() const {
   const UpgradeRedirectCounters c = redirect_ ? redirect_->counters() : UpgradeRedirectCounters{};
   uint64_t connections = 0, failures = 0, active = 0;

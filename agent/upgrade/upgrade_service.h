@@ -22,6 +22,8 @@
 #include "logging/event.h"
 #include "policy/policy.h"
 
+#include "proxy/events.h"
+
 namespace tlswall::proxy {
 class Engine;
 }
@@ -61,6 +63,11 @@ class UpgradeService {
 
   // "N rules; redirected R, upgraded U, failed F" for status.
   std::string summary() const;
+
+  // Per rule (upgrade and termination): connections, active, bytes, failures
+  // by reason, as the proxy counts them.
+  std::vector<proxy::RuleCounters> rule_counters() const;
+  uint64_t redirected() const;
 
  private:
   UpgradeServiceOptions opts_;

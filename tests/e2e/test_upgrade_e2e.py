@@ -97,6 +97,7 @@ class E2E:
         self.d.write_config(str(self.pdir), extra={
             "events": {"aggregate_window_ms": 0},
             "upgrade": {"cgroup": self.cg.rel("legacy"), "port": 15443},
+            "metrics": {"listen": "127.0.0.1:19465"},
         })
         self.d.start()
         return True, "daemon up with [upgrade] on " + self.cg.rel("legacy")
@@ -154,6 +155,22 @@ class E2E:
         return ok, (f"TLS to :{TERM_STRICT} rc={tls.rc} {tls.stdout.strip()[:30]!r}; plaintext to strict rc={plain_strict.rc} "
                     f"in {plain_strict.elapsed:.3f}s; plaintext to permissive rc={plain_perm.rc} "
                     f"{plain_perm.stdout.strip()[:30]!r}; events refused={refused is not None} reported={reported is not None}")
+
+    def metrics_per_rule(self):
+        r = self.sb.client(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:19465/metrics"])
+        lines = [l for l in r.stdout.splitlines() if l.startswith("tlswall_upgrade_")]
+        def value(prefix):
+            for l in lines:
+                if l.startswith(prefix):
+                    return float(l.split()[-1])
+            return 0.0
+        conns = value('tlswall_upgrade_connections_total{rule="legacy-web",side="client"}')
+        failed = value('tlswall_upgrade_failures_total{rule="legacy-web",reason="hostname"}')
+        term = value('tlswall_upgrade_connections_total{rule="legacy-app-strict",side="server"}')
+        redirected = value("tlswall_upgrade_redirected_total")
+        ok = r.rc == 0 and conns >= 3 and failed >= 1 and term >= 1 and redirected >= 3
+        return ok, (f"client conns {conns:g}, hostname failures {failed:g}, strict termination conns {term:g}, "
+                    f"redirected {redirected:g}")
 
     def proxy_killed_fails_fast(self):
         # The daemon (and its proxy) dies hard; the pinned redirect stays, so
@@ -217,6 +234,7 @@ def main() -> int:
                     checks.run("client_outside_cgroup_not_upgraded_and_blocked", t.outside_cgroup_not_upgraded)
                     checks.run("terminations_tls_in_plaintext_backend_strict_permissive", t.terminations)
                     checks.run("wrong_server_name_fails_closed_no_plaintext_on_wire", t.wrong_name_fails_closed)
+                    checks.run("metrics_per_upgrade_rule", t.metrics_per_rule)
                     checks.run("proxy_killed_clients_fail_fast_no_plaintext", t.proxy_killed_fails_fast)
             finally:
                 if t.d:
