@@ -64,7 +64,12 @@ class Daemon {
   // one rule or "all" and publishes a new generation. Returns the rules
   // whose effective mode changed. Throws std::invalid_argument for an
   // unknown rule or mode.
-  std::vector<std::string> set_mode(const std::string& rule, const std::string& mode);
+  struct ModeChange {
+    std::string rule;
+    policy::Mode previous, mode;  // effective, before and after
+    bool overridden;              // a run-time override is in force now
+  };
+  std::vector<ModeChange> set_mode(const std::string& rule, const std::string& mode);
   void load_mode_overrides();
   void save_mode_overrides() const;
   void periodic();
@@ -77,7 +82,9 @@ class Daemon {
   friend class ControlApi;
   void start_control();
   void audit(const control::AuditRecord& a);
-  std::string effective_mode(const std::string& rule) const;
+  // The mode the kernel applies to `r`: its run-time override, else the file's.
+  policy::Mode effective_mode(const policy::Rule& r) const;
+  bool overridden(const policy::Rule& r) const { return mode_overrides_.count(r.name) > 0; }
   StatusReport status() const;
   void emit(logging::Event e);
   std::shared_ptr<const policy::CompiledPolicy> names_for(uint64_t generation) const;

@@ -134,9 +134,8 @@ class Daemon::ControlApi : public control::ControlHandler {
       pr.boundary = rule.boundary;
       pr.ports = port_strings(rule.ports);
       pr.mode = policy::mode_name(rule.mode);
-      auto it = d_.mode_overrides_.find(rule.name);
-      pr.overridden = it != d_.mode_overrides_.end();
-      pr.effective_mode = policy::mode_name(pr.overridden ? it->second : rule.mode);
+      pr.overridden = d_.overridden(rule);
+      pr.effective_mode = policy::mode_name(d_.effective_mode(rule));
       pr.min_tls = policy::tls_version_to_string(rule.min_tls);
       pr.owners = owner_selectors(rule.owners);
       r.rules.push_back(std::move(pr));
@@ -179,11 +178,7 @@ class Daemon::ControlApi : public control::ControlHandler {
 
   void set_mode(control::api::ModeReply& r, const std::string& rule,
                 const std::string& mode) override {
-    std::map<std::string, std::string> before;
-    if (d_.policy_) {
-      for (const auto& x : d_.policy_->model.rules) before[x.name] = d_.effective_mode(x.name);
-    }
-    std::vector<std::string> changed;
+    std::vector<Daemon::ModeChange> changed;
     try {
       changed = d_.set_mode(rule, mode);
     } catch (const std::invalid_argument& e) {
@@ -192,12 +187,12 @@ class Daemon::ControlApi : public control::ControlHandler {
       throw error(std::string("the kernel tables could not be written, nothing changed: ") +
                   e.what());
     }
-    for (const auto& name : changed) {
+    for (const Daemon::ModeChange& m : changed) {
       control::api::ModeChange c;
-      c.rule = name;
-      c.previous_mode = before[name];
-      c.mode = d_.effective_mode(name);
-      c.overridden = d_.mode_overrides_.count(name) > 0;
+      c.rule = m.rule;
+      c.previous_mode = policy::mode_name(m.previous);
+      c.mode = policy::mode_name(m.mode);
+      c.overridden = m.overridden;
       r.changed.push_back(std::move(c));
     }
     r.generation = static_cast<int64_t>(d_.policy_ ? d_.policy_->generation : 0);
@@ -219,17 +214,6 @@ class Daemon::ControlApi : public control::ControlHandler {
  private:
   Daemon& d_;
 };
-
-std::string Daemon::effective_mode(const std::string& rule) const {
-  auto it = mode_overrides_.find(rule);
-  if (it != mode_overrides_.end()) return policy::mode_name(it->second);
-  if (policy_) {
-    for (const auto& r : policy_->model.rules) {
-      if (r.name == rule) return policy::mode_name(r.mode);
-    }
-  }
-  return "";
-}
 
 void Daemon::start_control() {
   api_ = std::make_unique<ControlApi>(*this);

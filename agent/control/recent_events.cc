@@ -33,15 +33,16 @@ EventsPage RecentEvents::page(uint64_t after_seq, size_t max) const {
     const size_t n = std::min(max, events_.size());
     it = events_.end() - static_cast<std::ptrdiff_t>(n);
   } else if (it == events_.begin() && after_seq + 1 < p.oldest_seq) {
-    // Sequence numbers are not dense across restarts and id reservations,
-    // so "skipped" counts the held gap conservatively: what the reader
-    // could have had between its cursor and the oldest held event is
-    // unknown; report at least that something fell out.
+    // Events between the reader's cursor and the oldest one held fell out
+    // (an upper bound: sequence numbers may have gaps).
     p.skipped = p.oldest_seq - after_seq - 1;
   }
   for (; it != events_.end() && p.events.size() < max; ++it) p.events.push_back(*it);
-  p.next_seq = p.events.empty() ? std::max(after_seq, after_seq == 0 ? p.newest_seq : after_seq)
-                                : p.events.back().seq;
+  if (!p.events.empty()) {
+    p.next_seq = p.events.back().seq;
+  } else if (after_seq == 0) {
+    p.next_seq = p.newest_seq;  // a new reader with max 0: start after the newest
+  }
   return p;
 }
 

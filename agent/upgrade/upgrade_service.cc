@@ -26,13 +26,16 @@ constexpr auto kMaxRecordAge = std::chrono::seconds(10);
 
 Event to_event(const proxy::ProxyEvent& pe) {
   Event e;
+  // Server-side events know only the client: dst stays empty.
   auto flow = [&](const proxy::SocketAddress& client, const proxy::SocketAddress& dst) {
     logging::FlowEndpoints f;
-    f.family = dst.family() == AF_INET6 ? 6 : 4;
+    f.family = (dst.empty() ? client : dst).family() == AF_INET6 ? 6 : 4;
     f.src = client.ip_string();
     f.sport = client.port();
-    f.dst = dst.ip_string();
-    f.dport = dst.port();
+    if (!dst.empty()) {
+      f.dst = dst.ip_string();
+      f.dport = dst.port();
+    }
     e.flow = f;
   };
   if (const auto* u = std::get_if<proxy::Upgraded>(&pe)) {
@@ -83,11 +86,7 @@ Event to_event(const proxy::ProxyEvent& pe) {
     e.rule = pa->rule;
     e.reason = "inbound_plaintext";
     e.message = "inbound plaintext accepted by a permissive termination (migration)";
-    logging::FlowEndpoints f;
-    f.family = pa->client.family() == AF_INET6 ? 6 : 4;
-    f.src = pa->client.ip_string();
-    f.sport = pa->client.port();
-    e.flow = f;
+    flow(pa->client, proxy::SocketAddress());
   } else if (const auto* tf = std::get_if<proxy::TerminatorFailure>(&pe)) {
     const bool plaintext = tf->reason == proxy::FailureReason::kPlaintext;
     e.type = plaintext ? EventType::kPlaintextBlocked : EventType::kUpgradeFailed;
@@ -96,11 +95,7 @@ Event to_event(const proxy::ProxyEvent& pe) {
     e.mode = plaintext ? "strict" : "";
     e.rule = tf->rule;
     e.reason = plaintext ? "inbound_plaintext" : proxy::to_string(tf->reason);
-    logging::FlowEndpoints f;
-    f.family = tf->client.family() == AF_INET6 ? 6 : 4;
-    f.src = tf->client.ip_string();
-    f.sport = tf->client.port();
-    e.flow = f;
+    flow(tf->client, proxy::SocketAddress());
     e.message = (plaintext ? "inbound plaintext refused by a strict termination: "
                            : "inbound TLS refused: ") +
                 tf->detail;
@@ -187,7 +182,9 @@ void UpgradeService::apply(const policy::Policy& p) {
   proxy::ProxyConfig pc;
   UpgradeSelection sel;
   auto names = std::make_shared<std::vector<std::string>>();
-  for (const policy::UpgradeRule& u : redirect_ ? p.upgrades : std::vector<policy::UpgradeRule>{}) {
+  // Without a redirect ([upgrade] cgroup unset) no client reaches the proxy.
+  const std::vector<policy::UpgradeRule> none;
+  for (const policy::UpgradeRule& u : redirect_ ? p.upgrades : none) {
     if (!u.owners.cgroups.empty()) {
       throw std::runtime_error("upgrade \"" + u.name +
                                "\": cgroups selectors are not supported on [[upgrades]] yet; "

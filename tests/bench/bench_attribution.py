@@ -22,7 +22,6 @@ reference.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import textwrap
 import time
@@ -30,7 +29,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sandbox as S  # noqa: E402
-from test_attribution_e2e import Cgroups  # noqa: E402
 
 SHIPPED_CONFIG = S.REPO / "configs" / "tlswalld.toml"
 DST = S.SRV_BOUNDARY_V4
@@ -67,7 +65,7 @@ def main() -> int:
     cg = None
 
     try:
-        cg = Cgroups()
+        cg = S.Cgroups()
         cg_legacy = cg.make("legacy")
         with S.Sandbox("demo", verbose=a.verbose) as sb:
             say("tlswall demo: TLS is enforced on traffic that crosses a boundary")
@@ -151,19 +149,16 @@ ca_file = "{sb.cert}"
             step(4, "a legacy plaintext client is upgraded to TLS")
             show_cmd(f"(in cgroup {cg.rel('legacy')}) curl http://{DST}:443/")
             start = len(d.read_events())
-            script = (f'echo $$ > {cg_legacy}/cgroup.procs && exec ip netns exec '
-                      f'{sb._ours(sb.client_ns)} "$@"')
-            t1 = time.monotonic()
-            r = subprocess.run(["sh", "-c", script, "sh", "curl", "-sS", "--max-time", "8",
-                                f"http://{DST}:443/"], capture_output=True, text=True, timeout=15)
+            r = sb.run_in_cgroup(sb.client_ns, cg_legacy,
+                                 ["curl", "-sS", "--max-time", "8", f"http://{DST}:443/"])
             up = d.wait_event(lambda e: e.get("type") == "upgraded" and e.get("action") == "upgrade",
                               timeout=3, start_index=start)
-            if r.returncode == 0 and "tlswall-e2e ok" in r.stdout and up:
+            if r.rc == 0 and "tlswall-e2e ok" in r.stdout and up:
                 say(f"    UPGRADED: the client spoke plain HTTP and got the page "
-                    f"({(time.monotonic() - t1) * 1000:.0f} ms); on the wire it was TLS:")
+                    f"({r.elapsed * 1000:.0f} ms); on the wire it was TLS:")
                 say(f"    {up.get('message')}")
             else:
-                say(f"    UNEXPECTED: curl rc={r.returncode} {r.stdout.strip()[:60]!r} "
+                say(f"    UNEXPECTED: curl rc={r.rc} {r.stdout.strip()[:60]!r} "
                     f"{r.stderr.strip()[:120]}; event {up}")
                 failures.append("legacy client was not upgraded")
 

@@ -425,6 +425,20 @@ class Sandbox:
     def server(self, cmd: list[str], **kw) -> Result:
         return self.run(self.server_ns, cmd, **kw)
 
+    def run_in_cgroup(self, ns: str, cgroup_dir: str, cmd: list[str], timeout: float = 15) -> Result:
+        """Runs cmd in `ns` from inside `cgroup_dir` (a child cgroup the test
+        made): the shell joins the cgroup in the host mount namespace, where
+        the cgroup fs is, then execs into the network namespace."""
+        script = f'echo $$ > {cgroup_dir}/cgroup.procs && exec ip netns exec {self._ours(ns)} "$@"'
+        self.log(f"$ (cgroup {cgroup_dir}) " + " ".join(str(x) for x in cmd))
+        t0 = time.monotonic()
+        try:
+            r = subprocess.run(["sh", "-c", script, "sh"] + [str(x) for x in cmd],
+                               capture_output=True, text=True, timeout=timeout)
+            return Result(cmd, r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
+        except subprocess.TimeoutExpired:
+            return Result(cmd, None, "", "", time.monotonic() - t0, timed_out=True)
+
     def spawn(self, ns: str, name: str, cmd: list[str], env: dict | None = None,
               stdout_path: Path | None = None) -> Proc:
         """Starts a background process inside `ns` in its own session (so its
@@ -596,6 +610,61 @@ http {{
 # --------------------------------------------------------------------------
 # The daemon
 # --------------------------------------------------------------------------
+def cgroup2_mount() -> str:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) > 2 and parts[2] == "cgroup2":
+                return parts[1]
+    raise SandboxError("no cgroup v2 mount in /proc/self/mounts")
+
+
+class Cgroups:
+    """Child cgroups of one test run only: <mount>/tlswall-e2e-<pid>/<name>,
+    found under the cgroup v2 mount (never assumed); close() moves what is
+    left in them to the root and removes them, children first."""
+
+    def __init__(self):
+        self.mount = cgroup2_mount()
+        self.rel_root = f"/tlswall-e2e-{os.getpid()}"
+        self.root = self.mount + self.rel_root
+        os.mkdir(self.root)
+        self.children: list[str] = []
+
+    def make(self, name: str) -> str:
+        path = f"{self.root}/{name}"
+        os.mkdir(path)
+        self.children.append(path)
+        return path
+
+    def rel(self, name: str) -> str:
+        return f"{self.rel_root}/{name}"
+
+    def close(self) -> None:
+        # Whatever is left in our cgroups goes back to the root first.
+        for path in self.children + [self.root]:
+            try:
+                with open(f"{path}/cgroup.procs") as f:
+                    pids = [p for p in f.read().split() if p]
+                for p in pids:
+                    try:
+                        with open(f"{self.mount}/cgroup.procs", "w") as out:
+                            out.write(p)
+                    except OSError:
+                        pass
+            except OSError:
+                pass
+        for path in list(reversed(self.children)) + [self.root]:  # children first
+            for _ in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+
 class Daemon:
     """tlswalld running inside the sandbox's client namespace."""
 

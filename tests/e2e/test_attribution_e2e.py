@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 import traceback
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -61,60 +60,7 @@ time.sleep(linger)
 """
 
 
-def cgroup2_mount() -> str:
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) > 2 and parts[2] == "cgroup2":
-                return parts[1]
-    raise S.SandboxError("no cgroup v2 mount in /proc/self/mounts")
-
-
-class Cgroups:
-    """Child cgroups of this test only: <mount>/tlswall-e2e-<pid>/<name>."""
-
-    def __init__(self):
-        self.mount = cgroup2_mount()
-        self.rel_root = f"/tlswall-e2e-{os.getpid()}"
-        self.root = self.mount + self.rel_root
-        os.mkdir(self.root)
-        self.children: list[str] = []
-
-    def make(self, name: str) -> str:
-        path = f"{self.root}/{name}"
-        os.mkdir(path)
-        self.children.append(path)
-        return path
-
-    def rel(self, name: str) -> str:
-        return f"{self.rel_root}/{name}"
-
-    def close(self) -> None:
-        # Whatever is left in our cgroups goes back to the root first.
-        for path in self.children + [self.root]:
-            try:
-                with open(f"{path}/cgroup.procs") as f:
-                    pids = [p for p in f.read().split() if p]
-                for p in pids:
-                    try:
-                        with open(f"{self.mount}/cgroup.procs", "w") as out:
-                            out.write(p)
-                    except OSError:
-                        pass
-            except OSError:
-                pass
-        for path in list(reversed(self.children)) + [self.root]:  # children first
-            for _ in range(50):
-                try:
-                    os.rmdir(path)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    time.sleep(0.1)
-
-
-def policy_text(version: str, cg: Cgroups, extra: str = "") -> str:
+def policy_text(version: str, cg: S.Cgroups, extra: str = "") -> str:
     expires = (datetime.date.today() + datetime.timedelta(days=365)).isoformat()
     return f"""# tlswall attribution e2e policy (generated)
 version = "{version}"
@@ -162,7 +108,7 @@ expires = {expires}
 
 
 class E2E:
-    def __init__(self, sb: S.Sandbox, bdir: Path, cg: Cgroups):
+    def __init__(self, sb: S.Sandbox, bdir: Path, cg: S.Cgroups):
         self.sb = sb
         self.bdir = bdir
         self.cg = cg
@@ -178,15 +124,13 @@ class E2E:
         """Runs CLIENT in `ns` as `uid` inside `cgroup_dir`: the shell joins
         the cgroup (host mount namespace), then execs into the namespace and
         drops to the user. Returns (pid, outcome)."""
-        ns = self.sb._ours(ns or self.sb.client_ns)
-        script = (f'echo $$ > {cgroup_dir}/cgroup.procs && exec ip netns exec {ns} '
-                  f'setpriv --reuid={uid} --regid={uid} --clear-groups '
-                  f'{S.PYTHON} -c "$0" "$@"')
-        r = subprocess.run(["sh", "-c", script, CLIENT, comm, host, str(port), str(linger)],
-                           capture_output=True, text=True, timeout=20)
+        r = self.sb.run_in_cgroup(ns or self.sb.client_ns, cgroup_dir,
+                                  ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                                   S.PYTHON, "-c", CLIENT, comm, host, str(port), str(linger)],
+                                  timeout=20)
         lines = r.stdout.split()
         pid = int(lines[0]) if lines and lines[0].isdigit() else -1
-        outcome = " ".join(r.stdout.splitlines()[1:2]) or f"rc={r.returncode} {r.stderr.strip()[:200]}"
+        outcome = " ".join(r.stdout.splitlines()[1:2]) or f"rc={r.rc} {r.stderr.strip()[:200]}"
         return pid, outcome
 
     def event_for(self, pid: int, start: int, timeout: float = 5) -> dict | None:
@@ -454,7 +398,7 @@ def main() -> int:
         bdir = S.build_dir(a.build_dir)
         S.daemon_binaries(bdir)
         print(f"tlswall attribution e2e: build dir {bdir}, kernel {os.uname().release}", flush=True)
-        cg = Cgroups()
+        cg = S.Cgroups()
         with S.Sandbox("attr", verbose=a.verbose) as sb:
             print(f"sandbox: client ns {sb.client_ns}, server ns {sb.server_ns}, cgroups {cg.root}", flush=True)
             sb.start_echo(80)

@@ -27,7 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sandbox as S  # noqa: E402
-from test_attribution_e2e import Cgroups  # noqa: E402
 
 SRV = S.SRV_BOUNDARY_V4
 
@@ -75,7 +74,7 @@ ca_file = "{ca}"
 
 
 class E2E:
-    def __init__(self, sb: S.Sandbox, bdir: Path, cg: Cgroups):
+    def __init__(self, sb: S.Sandbox, bdir: Path, cg: S.Cgroups):
         self.sb, self.bdir, self.cg = sb, bdir, cg
         self.cg_legacy = cg.make("legacy")
         self.d: S.Daemon | None = None
@@ -83,12 +82,7 @@ class E2E:
 
     def in_cgroup(self, cmd: list[str], timeout: float = 15) -> S.Result:
         """Runs cmd in the client namespace from inside the legacy cgroup."""
-        ns = self.sb._ours(self.sb.client_ns)
-        script = f'echo $$ > {self.cg_legacy}/cgroup.procs && exec ip netns exec {ns} "$@"'
-        t0 = time.monotonic()
-        r = subprocess.run(["sh", "-c", script, "sh"] + cmd, capture_output=True, text=True,
-                           timeout=timeout)
-        return S.Result(cmd, r.returncode, r.stdout, r.stderr, time.monotonic() - t0)
+        return self.sb.run_in_cgroup(self.sb.client_ns, self.cg_legacy, cmd, timeout=timeout)
 
     def start(self):
         self.pdir.mkdir()
@@ -223,7 +217,7 @@ def main() -> int:
             raise S.ToolMissing("tcpdump missing: apt-get install tcpdump")
         bdir = S.build_dir(a.build_dir)
         S.daemon_binaries(bdir)
-        cg = Cgroups()
+        cg = S.Cgroups()
         with S.Sandbox("upg", verbose=a.verbose) as sb:
             sb.start_nginx()
             t = E2E(sb, bdir, cg)
