@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdarg>
@@ -274,7 +275,23 @@ TcClassifier::TcClassifier(const ClassifierOptions& opts) : opts_(opts) {
 }
 
 TcClassifier::~TcClassifier() {
+  if (reaper_link_) bpf_link__destroy(reaper_link_);
   if (generation_word_) munmap(generation_word_, generation_map_len_);
+}
+
+void TcClassifier::start_flow_reaper() {
+  if (reaper_link_) return;
+  bpf_link* link = bpf_program__attach(skel_->progs.tlswall_flow_reap);
+  const int err = libbpf_get_error(link);
+  if (err) {
+    flow_reaper_ = "off: cannot attach tp_btf/tcp_destroy_sock: " + errstr(err);
+    log().warn("flow reaper {}; finished flows stay until the flow table evicts them",
+               flow_reaper_);
+    return;
+  }
+  reaper_link_ = link;
+  flow_reaper_ = "tp_btf/tcp_destroy_sock";
+  log().info("flow reaper attached (tp_btf/tcp_destroy_sock)");
 }
 
 void TcClassifier::migrate_flows(int old_fd, uint32_t old_schema) {
@@ -305,8 +322,13 @@ void TcClassifier::migrate_flows(int old_fd, uint32_t old_schema) {
 
 void TcClassifier::migrate_counters(int old_counters_fd, int old_drops_fd) {
   // Counters carry over so totals stay monotonic across releases: the old
-  // per-CPU values are added to this CPU slot of the new table.
+  // per-CPU values are added to this CPU slot of the new table. A release
+  // with fewer counters has a shorter array: its counters are carried.
   auto carry = [](int from, int to, uint32_t n) {
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(from, &info, &len) != 0) return;
+    n = std::min(n, info.max_entries);
     std::vector<uint64_t> old(n, 0);
     if (!read_percpu_u64_array(from, old.data(), n)) return;
     const int ncpu = libbpf_num_possible_cpus();

@@ -27,6 +27,7 @@ extern "C" {
 }
 
 struct tc_classifier;  // generated skeleton
+struct bpf_link;
 
 namespace tlswall::agent {
 
@@ -103,6 +104,14 @@ class TcClassifier {
   void set_generation(uint64_t generation);
   uint64_t generation() const;
 
+  // Attaches the flow reaper (bpf/lib/flow_reap.bpf.h): flow state is freed
+  // when its socket is destroyed. Not pinned: it lives with this daemon, and
+  // without it the flow table's LRU still bounds the state. Never throws;
+  // flow_reaper() says what happened.
+  void start_flow_reaper();
+  // "tp_btf/tcp_destroy_sock" when attached, else "off: <why>".
+  const std::string& flow_reaper() const { return flow_reaper_; }
+
   // Records the fail mode in the pins, where an offline teardown reads it.
   void set_fail_closed(bool closed);
 
@@ -155,6 +164,8 @@ class TcClassifier {
   uint32_t egress_prog_id_ = 0;
   uint32_t egress_l3_prog_id_ = 0;
   uint64_t* generation_word_ = nullptr;  // mmapped tw_state element 0
+  bpf_link* reaper_link_ = nullptr;
+  std::string flow_reaper_ = "off: not started";
   size_t generation_map_len_ = 0;
 };
 

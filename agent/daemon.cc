@@ -213,6 +213,7 @@ Daemon::Daemon(AgentConfig config)
     throw;
   }
   classifier_->set_fail_closed(config_.fail_mode == "closed");
+  classifier_->start_flow_reaper();
   if (!config_.metrics_listen.empty()) {
     MetricsHttpOptions mo;
     mo.listen = config_.metrics_listen;

@@ -44,6 +44,10 @@ const char* counter_name(uint32_t c) {
       return "tls_below_minimum";
     case TW_CNT_FLOWS_INBOUND:
       return "flows_inbound";
+    case TW_CNT_FLOWS_REAPED:
+      return "flows_reaped";
+    case TW_CNT_FLOWS_KEPT:
+      return "flows_kept_after_close";
     default:
       return nullptr;
   }

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * tc classifiers of tlswall. Thin entry points; the logic lives in lib/.
- * Return values: TC_ACT_UNSPEC lets the packet continue (to any later
- * filter), TC_ACT_SHOT drops it.
+ * tc classifiers of tlswall, and the reaper of their flow table. Thin entry
+ * points; the logic lives in lib/. Classifier return values: TC_ACT_UNSPEC
+ * lets the packet continue (to any later filter), TC_ACT_SHOT drops it.
  */
 #include "lib/common.bpf.h"
 #include "lib/flow.bpf.h"
+#include "lib/flow_reap.bpf.h"
+
+#include <bpf/bpf_tracing.h>
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -41,4 +44,13 @@ SEC("tc")
 int tlswall_egress_l3(struct __sk_buff *skb)
 {
 	return tw_egress(skb, 0);
+}
+
+/* A local TCP socket is being destroyed: its flow's state goes with it when
+ * nothing is left to block (lib/flow_reap.bpf.h). Observes only. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(tlswall_flow_reap, struct sock *sk)
+{
+	tw_reap(sk);
+	return 0;
 }

@@ -92,7 +92,9 @@ enum tw_counter {
 	TW_CNT_PARSE_ERRORS = 13,      /* malformed/truncated headers (passed) */
 	TW_CNT_TLS_BELOW_MINIMUM = 14, /* protected flows with an old client_version */
 	TW_CNT_FLOWS_INBOUND = 15,     /* connections accepted by local servers (not judged) */
-	TW_CNT_MAX = 16,
+	TW_CNT_FLOWS_REAPED = 16,      /* flow state deleted when its socket was destroyed */
+	TW_CNT_FLOWS_KEPT = 17,	       /* socket destroyed, state kept: violation or undecided */
+	TW_CNT_MAX = 18,
 };
 
 /* Drop reasons use enum tw_reason; per-reason drop counts live in a second
@@ -247,7 +249,11 @@ struct tw_flow_state {
 	__u8 reported;		 /* 1: an event for the current action was sent */
 	__u8 pad0;
 	__u8 hello[TW_HELLO_PREFIX + 1];
-	__u8 pad1[4];
+	/* Low 32 bits of the socket cookie of the local socket that sends the
+	 * flow; 0 = none seen yet (forwarded traffic, or written by a release
+	 * that kept this as padding). The flow reaper deletes a flow's state
+	 * when that socket is destroyed, and only if the cookie matches. */
+	__u32 sock_cookie_lo;
 #if TW_SCHEMA_FLOWS >= 2
 	/* Schema 2 exists only in the upgrade test build (tests/upgrade/): a
 	 * layout change that exercises the migration path end to end. */
@@ -353,7 +359,8 @@ struct tw_state {
  * beside them and migrates (agent/bpf_migration.cc). Bump a table's schema
  * whenever its key or value layout, type or meaning changes. */
 /* TW_SCHEMA_FLOWS: defined at the top of this file. */
-#define TW_SCHEMA_POLICY 2   /* tw_lpm4, tw_lpm6, tw_ports, tw_slots, tw_owner_* (2: owner groups) \
+#define TW_SCHEMA_POLICY                                                                           \
+	2		     /* tw_lpm4, tw_lpm6, tw_ports, tw_slots, tw_owner_* (2: owner groups) \
 			      */
 #define TW_SCHEMA_STATE	   1 /* tw_state */
 #define TW_SCHEMA_COUNTERS 1 /* tw_counters, tw_drop_reasons */

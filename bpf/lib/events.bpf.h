@@ -22,8 +22,8 @@ static __always_inline void tw_count_drop(__u32 reason)
 		*v += 1;
 }
 
-static __always_inline void tw_emit_flow_event(struct __sk_buff *skb, const struct tw_flow_key *key,
-					       const struct tw_flow_state *st, __u16 type)
+TW_COLD void tw_emit_flow_event(struct __sk_buff *skb, const struct tw_flow_key *key,
+				const struct tw_flow_state *st, __u16 type)
 {
 	struct tw_flow_event *e;
 

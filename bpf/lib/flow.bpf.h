@@ -37,7 +37,7 @@ static __always_inline void tw_apply_decision(struct tw_flow_state *st, const st
 /* A flow whose judged bytes turned out not to be what the receiver gets.
  * Counters stay balanced: a flow counted TLS is moved to not-TLS (per-CPU
  * values are summed modulo 2^64, so the decrement may land on any CPU). */
-static __always_inline void tw_reclassify_not_tls(struct tw_flow_state *st, __u8 reason)
+TW_COLD void tw_reclassify_not_tls(struct tw_flow_state *st, __u8 reason)
 {
 	if (st->cls == TW_CLASS_TLS) {
 		__u32 k = TW_CNT_FLOWS_TLS;
@@ -113,7 +113,7 @@ static __always_inline int tw_collect(struct __sk_buff *skb, const struct tw_pkt
 		/* The checks above bound idx and at, but clang may rewrite
 		 * them so the verifier loses the bounds: re-bound them. */
 		barrier_var(idx);
-		idx &= 0xf; /* < sizeof(hello) + sizeof(pad1) */
+		idx &= 0xf; /* for the verifier only: idx < TW_HELLO_PREFIX above */
 		barrier_var(at);
 		at &= 0x1ffff; /* skip < TW_SEQ_BEFORE_MAX */
 		if (tw_load(skb, p->payload_off + at, &b, 1) < 0)
@@ -197,15 +197,15 @@ static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_pkt
 /* During an upgrade the previous release's flow table is still attached as
  * tw_flows_prev: a flow judged by the old program continues here with its
  * verdict instead of counting as "state lost". */
-static __always_inline struct tw_flow_state *tw_adopt_prev(const struct tw_flow_key *key)
+static __always_inline struct tw_flow_state *tw_adopt_prev(const struct tw_flow_key *key,
+							   struct tw_flow_state *scratch)
 {
 	const struct tw_flow_state_prev *old = bpf_map_lookup_elem(&tw_flows_prev, key);
-	struct tw_flow_state st;
 
 	if (!old)
 		return 0;
-	tw_flow_from_prev(&st, old);
-	if (bpf_map_update_elem(&tw_flows, key, &st, BPF_NOEXIST) < 0 &&
+	tw_flow_from_prev(scratch, old);
+	if (bpf_map_update_elem(&tw_flows, key, scratch, BPF_NOEXIST) < 0 &&
 	    !bpf_map_lookup_elem(&tw_flows, key)) {
 		tw_count(TW_CNT_FLOW_TABLE_FULL);
 		return 0;
@@ -226,6 +226,7 @@ static __always_inline int tw_untracked(struct __sk_buff *skb, const struct tw_p
 	tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
 	st.first_seen_ns = bpf_ktime_get_ns();
 	st.cls = TW_CLASS_UNTRACKED;
+	st.sock_cookie_lo = (__u32)bpf_get_socket_cookie(skb);
 	tw_apply_decision(&st, &d, generation);
 	if (d.protected_ && !d.exempt) {
 		st.reason = TW_REASON_STATE_LOST;
@@ -240,8 +241,7 @@ static __always_inline int tw_untracked(struct __sk_buff *skb, const struct tw_p
 
 /* IP fragments and hidden L4 towards a boundary: no ports, no stream. In an
  * enforce rule's boundary they are dropped; elsewhere counted and passed. */
-static __always_inline int tw_opaque(struct __sk_buff *skb, const struct tw_pkt *p,
-				     __u64 generation)
+TW_COLD int tw_opaque(struct __sk_buff *skb, const struct tw_pkt *p, __u64 generation)
 {
 	struct tw_decision d;
 
@@ -257,6 +257,9 @@ static __always_inline int tw_opaque(struct __sk_buff *skb, const struct tw_pkt 
 
 static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p)
 {
+	/* One stack copy for every state built here: the stack of this
+	 * program and the subprograms it calls shares 512 bytes. */
+	struct tw_flow_state fresh;
 	struct tw_flow_state *st;
 	struct tw_decision d;
 	__u64 generation;
@@ -269,16 +272,16 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 	generation = tw_active_generation();
 
 	if ((p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & TCP_FLAG_ACK)) {
-		struct tw_flow_state init = {};
-
 		/* A new SYN, also on a reused 5-tuple, starts from scratch. */
-		init.first_seen_ns = bpf_ktime_get_ns();
-		init.isn = p->seq;
-		init.cls = TW_CLASS_PENDING;
+		__builtin_memset(&fresh, 0, sizeof(fresh));
+		fresh.first_seen_ns = bpf_ktime_get_ns();
+		fresh.isn = p->seq;
+		fresh.cls = TW_CLASS_PENDING;
+		fresh.sock_cookie_lo = (__u32)bpf_get_socket_cookie(skb);
 		tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
-		tw_apply_decision(&init, &d, generation);
+		tw_apply_decision(&fresh, &d, generation);
 		tw_count(TW_CNT_FLOWS_SEEN);
-		if (bpf_map_update_elem(&tw_flows, &p->key, &init, BPF_ANY) < 0) {
+		if (bpf_map_update_elem(&tw_flows, &p->key, &fresh, BPF_ANY) < 0) {
 			tw_count(TW_CNT_FLOW_TABLE_FULL);
 			return TC_ACT_UNSPEC;
 		}
@@ -287,33 +290,38 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 	}
 
 	if ((p->tcp_flags & TCP_FLAG_SYN) && (p->tcp_flags & TCP_FLAG_ACK)) {
-		struct tw_flow_state in = {};
-
 		/* A local server accepted this connection: the remote peer
 		 * opened it and chose the port, so egress rules (keyed on the
 		 * port we connect to) do not apply. Remembered so its data is
 		 * not mistaken for a flow whose state was lost. */
-		in.first_seen_ns = bpf_ktime_get_ns();
-		in.isn = p->seq;
-		in.cls = TW_CLASS_INBOUND;
-		in.policy_generation = generation;
+		__builtin_memset(&fresh, 0, sizeof(fresh));
+		fresh.first_seen_ns = bpf_ktime_get_ns();
+		fresh.isn = p->seq;
+		fresh.cls = TW_CLASS_INBOUND;
+		fresh.policy_generation = generation;
 		tw_count(TW_CNT_FLOWS_INBOUND);
-		if (bpf_map_update_elem(&tw_flows, &p->key, &in, BPF_ANY) < 0)
+		if (bpf_map_update_elem(&tw_flows, &p->key, &fresh, BPF_ANY) < 0)
 			tw_count(TW_CNT_FLOW_TABLE_FULL);
 		return TC_ACT_UNSPEC;
 	}
 
 	st = bpf_map_lookup_elem(&tw_flows, &p->key);
 	if (!st && p->payload_len)
-		st = tw_adopt_prev(&p->key);
+		st = tw_adopt_prev(&p->key, &fresh);
 	if (!st) {
 		if (!p->payload_len)
 			return TC_ACT_UNSPEC;
 		return tw_untracked(skb, p, generation);
 	}
 
-	if (st->cls == TW_CLASS_INBOUND)
+	if (st->cls == TW_CLASS_INBOUND) {
+		/* The SYN-ACK left from a request socket; the accepted
+		 * socket sends the data: its cookie lets the reaper free
+		 * this state when that socket is destroyed. */
+		if (!st->sock_cookie_lo)
+			st->sock_cookie_lo = (__u32)bpf_get_socket_cookie(skb);
 		return TC_ACT_UNSPEC;
+	}
 
 	if (st->policy_generation != generation) {
 		tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);

@@ -10,12 +10,15 @@
 /* Flow verdict cache: 5-tuple -> first-bytes class + policy decision. LRU, so
  * table pressure evicts the oldest flows; an evicted flow that sends data
  * again is "state lost": passed and counted, never blocked mid-stream. The
- * daemon may raise max_entries before load. */
+ * flow reaper (lib/flow_reap.bpf.h) frees the state of destroyed sockets,
+ * so eviction is for pressure only. The daemon may raise max_entries before
+ * load. One LRU for the whole table (not BPF_F_NO_COMMON_LRU): each CPU
+ * takes free entries from a local batch, and an insert into a full table
+ * costs about a third less than with per-CPU lists (BENCHMARKS.md), which
+ * also split the capacity by CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 131072);
-	/* Per-CPU LRU lists: a new flow's insert takes no global lock. */
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 	__type(key, struct tw_flow_key);
 	__type(value, struct tw_flow_state);
 } tw_flows SEC(".maps");
@@ -46,6 +49,28 @@ struct {
 	__type(key, struct tw_port_key);
 	__type(value, struct tw_port_verdict);
 } tw_ports SEC(".maps");
+
+/* Decision cache: the policy lookups of recent (generation, destination,
+ * port) pairs, direct-mapped by hash, per CPU (lib/policy.bpf.h). */
+#define TW_DCACHE_BITS 10
+struct tw_dcache_entry {
+	__u64 generation; /* 0: empty */
+	__u8 daddr[16];
+	__u16 dport; /* host order */
+	__u8 family;
+	__u8 found;	 /* TW_DC_* */
+	__u8 dest_flags; /* TW_DEST_*, if found & TW_DC_DEST */
+	__u8 pad[3];
+	struct tw_port_verdict v; /* if found & TW_DC_VERDICT */
+	__u8 pad2[8];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << TW_DCACHE_BITS);
+	__type(key, __u32);
+	__type(value, struct tw_dcache_entry);
+} tw_dcache SEC(".maps");
 
 /* Generation held by each slot (a slot is used only for its generation). */
 struct {

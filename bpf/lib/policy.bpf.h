@@ -76,20 +76,77 @@ static __always_inline void tw_decide_owner(struct __sk_buff *skb, const struct 
 	}
 }
 
+/* The two policy lookups for (k->daddr, port) under one generation, as the
+ * decision cache keeps them: found & TW_DC_DEST: *dest_flags set; found &
+ * TW_DC_VERDICT: *v points at the port verdict. */
+#define TW_DC_DEST    1
+#define TW_DC_VERDICT 2
+
+static __always_inline __u8 tw_policy_lookup(const struct tw_flow_key *k, __u16 port, __u32 slot,
+					     __u8 *dest_flags, const struct tw_port_verdict **v)
+{
+	const struct tw_dest_value *dv;
+	struct tw_port_key pk = {};
+
+	dv = tw_lookup_dest(k, slot);
+	if (!dv)
+		return 0;
+	*dest_flags = dv->flags;
+	if (!(dv->flags & TW_DEST_ANY_RULE))
+		return TW_DC_DEST;
+	pk.prefixlen = 8 + 16 + 16;
+	pk.slot = slot;
+	pk.class_id[0] = dv->class_id >> 8;
+	pk.class_id[1] = dv->class_id & 0xff;
+	pk.port[0] = port >> 8;
+	pk.port[1] = port & 0xff;
+	*v = bpf_map_lookup_elem(&tw_ports, &pk);
+	return *v ? TW_DC_DEST | TW_DC_VERDICT : TW_DC_DEST;
+}
+
+/* The decision cache entry for (generation, daddr, port): direct-mapped by a
+ * hash, per CPU. */
+static __always_inline struct tw_dcache_entry *tw_dcache_slot(const struct tw_flow_key *k,
+							      __u16 port, __u64 generation)
+{
+	__u32 w[4];
+	__u32 h;
+
+	__builtin_memcpy(w, k->daddr, sizeof(w));
+	h = w[0] ^ w[1] ^ w[2] ^ w[3] ^ ((__u32)port << 16) ^ (__u32)generation ^ k->family;
+	h *= 0x9e3779b1u;
+	h >>= 32 - TW_DCACHE_BITS;
+	return bpf_map_lookup_elem(&tw_dcache, &h);
+}
+
+static __always_inline int tw_dcache_hit(const struct tw_dcache_entry *e,
+					 const struct tw_flow_key *k, __u16 port, __u64 generation)
+{
+	__u64 a[2], b[2];
+
+	if (e->generation != generation || e->dport != port || e->family != k->family)
+		return 0;
+	__builtin_memcpy(a, e->daddr, sizeof(a));
+	__builtin_memcpy(b, k->daddr, sizeof(b));
+	return a[0] == b[0] && a[1] == b[1];
+}
+
 /* Decides for destination k->daddr and port `port` (host order): two
- * lookups, no loops; where rules or exemptions with owner selectors cover
- * the port, the owner of skb's socket is matched too. With any_port set,
- * only says whether some rule (and some enforce rule) covers the address,
- * for packets whose L4 is hidden. */
+ * lookups, no loops, or one cache hit; where rules or exemptions with owner
+ * selectors cover the port, the owner of skb's socket is matched too (never
+ * cached: it depends on the socket). With any_port set, only says whether
+ * some rule (and some enforce rule) covers the address, for packets whose
+ * L4 is hidden. */
 static __always_inline void tw_decide(struct __sk_buff *skb, const struct tw_flow_key *k,
 				      __u16 port, __u64 generation, int any_port,
 				      struct tw_decision *d)
 {
-	const struct tw_dest_value *dv;
-	const struct tw_port_verdict *v;
+	const struct tw_port_verdict *v = 0;
 	const struct tw_slot_meta *meta;
-	struct tw_port_key pk = {};
+	struct tw_dcache_entry *e = 0;
 	__u32 slot = TW_SLOT_OF(generation);
+	__u8 dest_flags = 0;
+	__u8 found;
 
 	__builtin_memset(d, 0, sizeof(*d));
 	if (!generation)
@@ -97,21 +154,33 @@ static __always_inline void tw_decide(struct __sk_buff *skb, const struct tw_flo
 	meta = bpf_map_lookup_elem(&tw_slots, &slot);
 	if (!meta || meta->generation != generation)
 		return;
-	dv = tw_lookup_dest(k, slot);
-	if (!dv)
+	if (!any_port)
+		e = tw_dcache_slot(k, port, generation);
+	if (e && tw_dcache_hit(e, k, port, generation)) {
+		found = e->found;
+		dest_flags = e->dest_flags;
+		v = &e->v;
+	} else {
+		found = tw_policy_lookup(k, port, slot, &dest_flags, &v);
+		if (e) {
+			/* A generation's tables never change once published
+			 * (a slot is rewritten only for a new generation), so
+			 * an entry keyed by it never goes stale. */
+			e->generation = generation;
+			__builtin_memcpy(e->daddr, k->daddr, sizeof(e->daddr));
+			e->dport = port;
+			e->family = k->family;
+			e->found = found;
+			e->dest_flags = dest_flags;
+			if (v)
+				e->v = *v;
+		}
+	}
+	if (!(found & TW_DC_DEST))
 		return;
-	d->any_rule = !!(dv->flags & TW_DEST_ANY_RULE);
-	d->any_enforce = !!(dv->flags & TW_DEST_ANY_ENFORCE);
-	if (any_port || !d->any_rule)
-		return;
-	pk.prefixlen = 8 + 16 + 16;
-	pk.slot = slot;
-	pk.class_id[0] = dv->class_id >> 8;
-	pk.class_id[1] = dv->class_id & 0xff;
-	pk.port[0] = port >> 8;
-	pk.port[1] = port & 0xff;
-	v = bpf_map_lookup_elem(&tw_ports, &pk);
-	if (!v)
+	d->any_rule = !!(dest_flags & TW_DEST_ANY_RULE);
+	d->any_enforce = !!(dest_flags & TW_DEST_ANY_ENFORCE);
+	if (any_port || !(found & TW_DC_VERDICT) || !v)
 		return;
 	if (v->has_rule) {
 		d->protected_ = 1;

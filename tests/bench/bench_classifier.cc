@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
     const int prog = cls.egress_prog_fd();
     const Bytes h = hello();
 
-    Stat syn_prot, syn_unprot, hello_pkt, data_after, pure_ack;
+    Stat syn_prot, syn_miss, syn_unprot, hello_pkt, data_after, pure_ack;
     int ret = 0;
     for (int i = 0; i < flows; ++i) {
       const uint16_t sport = static_cast<uint16_t>(1024 + (i % 60000));
@@ -108,6 +108,13 @@ int main(int argc, char** argv) {
                                .build(),
                            1, &ret));
       if (ret != -1) throw std::runtime_error("a valid hello was not passed");
+      // A protected destination seen for the first time: the decision
+      // cache misses (32,000 distinct addresses, 1,024 cache entries).
+      const std::string fresh =
+          "198.18." + std::to_string(128 + (i / 250) % 128) + "." + std::to_string(i % 250 + 1);
+      syn_miss.add(run_ns(
+          prog, PacketBuilder().ipv4(src, fresh).tcp(sport, 8080, bpftest::kSyn, isn).build(), 1,
+          &ret));
       syn_unprot.add(run_ns(
           prog,
           PacketBuilder().ipv4(src, "198.18.1.10").tcp(sport, 443, bpftest::kSyn, isn).build(), 1,
@@ -130,6 +137,8 @@ int main(int argc, char** argv) {
     std::printf("classifier cost per packet (median ns, BPF_PROG_TEST_RUN, %d new flows):\n",
                 flows);
     std::printf("  SYN, protected destination (decide + flow insert)   %6.0f\n", syn_prot.median());
+    std::printf("  SYN, protected, destination new to the cache         %6.0f\n",
+                syn_miss.median());
     std::printf("  SYN, unprotected destination                        %6.0f\n",
                 syn_unprot.median());
     std::printf("  first data packet: whole ClientHello judged          %6.0f\n",

@@ -315,7 +315,7 @@ const char* counter_name(uint32_t c) {
       "exempt",          "state_lost",         "packets_dropped",
       "events_lost",     "held_out_of_window", "opaque_to_boundary",
       "flow_table_full", "parse_errors",       "tls_below_minimum",
-      "flows_inbound"};
+      "flows_inbound",   "flows_reaped",       "flows_kept_after_close"};
   return c < TW_CNT_MAX ? kNames[c] : "(out of range)";
 }
 

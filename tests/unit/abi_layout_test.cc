@@ -10,6 +10,7 @@
 
 extern "C" {
 #include "abi/tlswall_abi.h"
+#include "abi/tlswall_abi_history.h"
 }
 
 namespace {
@@ -26,7 +27,9 @@ static_assert(TW_POLICY_SLOTS == 2);
 static_assert(TW_POLICY_SLOTS <= 0xff + 1, "the slot is one key byte");
 static_assert(TW_HELLO_PREFIX == 11);
 static_assert(TW_MAX_PENDING_PKTS == 32);
-static_assert(TW_CNT_MAX == 16, "per-CPU counter array size");
+static_assert(
+    TW_CNT_MAX == 18,
+    "per-CPU counter array size (a bigger pinned array is rebuilt, its counts carried over)");
 static_assert(TW_REASON_MAX == 16, "per-CPU drop-reason array size");
 static_assert(TW_EV_FLOW_VERDICT_VERSION == 2);
 static_assert(TW_EV_FLOW_V1_SIZE == 96, "version 1 events end where version 2 appends");
@@ -91,7 +94,9 @@ static_assert(TW_CNT_FLOW_TABLE_FULL == 12);
 static_assert(TW_CNT_PARSE_ERRORS == 13);
 static_assert(TW_CNT_TLS_BELOW_MINIMUM == 14);
 static_assert(TW_CNT_FLOWS_INBOUND == 15);
-static_assert(TW_CNT_FLOWS_INBOUND < TW_CNT_MAX, "counters index the counter array");
+static_assert(TW_CNT_FLOWS_REAPED == 16);
+static_assert(TW_CNT_FLOWS_KEPT == 17);
+static_assert(TW_CNT_FLOWS_KEPT < TW_CNT_MAX, "counters index the counter array");
 
 static_assert(TW_EV_FLOW_VERDICT == 1);
 static_assert(TW_EV_FLOW_UNTRACKED == 2);
@@ -270,7 +275,9 @@ static_assert(offsetof(tw_flow_state, data_pkts) == 37);
 static_assert(offsetof(tw_flow_state, reported) == 38);
 static_assert(offsetof(tw_flow_state, pad0) == 39);
 static_assert(offsetof(tw_flow_state, hello) == 40);
-static_assert(offsetof(tw_flow_state, pad1) == 52);
+static_assert(offsetof(tw_flow_state, sock_cookie_lo) == 52);
+// The frozen schema-1 layout named these bytes pad1: same place, same size.
+static_assert(offsetof(tw_flow_state_v1, pad1) == offsetof(tw_flow_state, sock_cookie_lo));
 static_assert(TW_FIELD_SIZE(tw_flow_state, hello) == TW_HELLO_PREFIX + 1);
 
 // ---- struct tw_event_hdr ----
@@ -350,7 +357,7 @@ constexpr size_t kFlowStateFields =
     TW_SUM2(tw_flow_state, hello_version, min_tls) + TW_SUM2(tw_flow_state, cls, reason) +
     TW_SUM2(tw_flow_state, protected_, exempt) + TW_SUM2(tw_flow_state, mode, action) +
     TW_SUM2(tw_flow_state, hello_len, data_pkts) + TW_SUM2(tw_flow_state, reported, pad0) +
-    TW_SUM2(tw_flow_state, hello, pad1);
+    TW_SUM2(tw_flow_state, hello, sock_cookie_lo);
 constexpr size_t kEventHdrFields =
     TW_SUM2(tw_event_hdr, type, version) + TW_SUM2(tw_event_hdr, size, ktime_ns);
 constexpr size_t kFlowEventFields =
