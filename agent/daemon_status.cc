@@ -123,6 +123,7 @@ StatusReport Daemon::status() const {
     s.tables = classifier_->table_schemas();
     s.tables_adopted = adoption_summary_;
     s.last_gap = gap_message_;
+    s.flow_reaper = classifier_->flow_reaper();
     s.counters = classifier_->counters();
     s.drops_by_reason = classifier_->drops_by_reason();
   }

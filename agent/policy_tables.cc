@@ -7,6 +7,8 @@
 #include <thread>
 #include <vector>
 
+#include <sys/random.h>
+
 #include <bpf/bpf.h>
 
 namespace tlswall::agent {
@@ -125,6 +127,19 @@ bool PolicyPublisher::owners_changed(const policy::CompiledPolicy& compiled) con
 
 void PolicyPublisher::default_sleep(Clock::duration d) { std::this_thread::sleep_for(d); }
 
+uint32_t PolicyPublisher::publish_id() {
+  uint32_t id = 0;
+  while (id == 0) {
+    if (getrandom(&id, sizeof(id), 0) != static_cast<ssize_t>(sizeof(id))) {
+      // No entropy source: a counter seeded from the clock still differs
+      // from every id this process wrote before.
+      static uint32_t fallback = static_cast<uint32_t>(Clock::now().time_since_epoch().count());
+      id = ++fallback;
+    }
+  }
+  return id;
+}
+
 uint64_t PolicyPublisher::publish(const policy::CompiledPolicy& compiled) {
   const uint64_t next = maps_.generation() + 1;
   const uint32_t slot = TW_SLOT_OF(next);
@@ -145,6 +160,7 @@ uint64_t PolicyPublisher::publish(const policy::CompiledPolicy& compiled) {
   maps_.put_owner_tables(slot, tables.owners);
   tw_slot_meta meta = tables.owners.meta;
   meta.generation = next;
+  meta.publish_id = publish_id();
   maps_.put_slot_meta(slot, meta);
   maps_.set_generation(next);
   published_owners_ = tables.owners;

@@ -85,6 +85,8 @@ class PolicyPublisher {
 
  private:
   static void default_sleep(Clock::duration d);
+  // Random, nonzero: tw_slot_meta.publish_id of one publish.
+  static uint32_t publish_id();
   PolicyMaps& maps_;
   policy::OwnerResolver resolver_;
   std::function<void(Clock::duration)> sleep_;

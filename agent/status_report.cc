@@ -211,6 +211,7 @@ std::string render_status_json(const StatusReport& s) {
     if (it != s.tables.end()) bpf.add(key, it->second);
   }
   bpf.add("last_gap", s.last_gap);
+  bpf.add("flow_reaper", s.flow_reaper);
   JsonObject tables;
   for (const auto& [name, schema] : s.tables) tables.add(name, schema);
   JsonArray backends;
@@ -295,6 +296,7 @@ std::string render_status_text(const StatusReport& s) {
       std::to_string(s.abi_version) + (tables.empty() ? "" : " (" + join(tables, ", ") + ")"));
   row("pins at start", s.tables_adopted);
   if (!s.last_gap.empty()) row("last restart gap", s.last_gap);
+  row("flow reaper", s.flow_reaper);
   o << "Attribution\n";
   row("backend", s.attribution.active_backend.empty() ? "none (flows carry no owner)"
                                                       : s.attribution.active_backend);

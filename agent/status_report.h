@@ -94,6 +94,8 @@ struct StatusReport {
   // release that pinned the tables, not on whoever renders the report.
   std::map<std::string, uint32_t> tables;
   AttributionStatus attribution;
+  // Frees flow state when its socket is destroyed: the hook, or "off: <why>".
+  std::string flow_reaper;
   // events
   uint64_t events_received = 0;
   uint64_t events_written = 0;

@@ -146,6 +146,7 @@ api::StatusReply to_thrift(const agent::StatusReport& s) {
   r.cgroup2 = s.cgroup2;
   r.tables_adopted = s.tables_adopted;
   r.last_gap = s.last_gap;
+  r.flow_reaper = s.flow_reaper;
   r.counters = to_list(s.counters);
   r.drops_by_reason = to_list(s.drops_by_reason);
   r.abi_version = static_cast<int32_t>(s.abi_version);
@@ -207,6 +208,7 @@ agent::StatusReport from_thrift(const api::StatusReply& r) {
   s.cgroup2 = r.cgroup2;
   s.tables_adopted = r.tables_adopted;
   s.last_gap = r.last_gap;
+  s.flow_reaper = r.flow_reaper;
   from_list(r.counters, &s.counters);
   from_list(r.drops_by_reason, &s.drops_by_reason);
   s.abi_version = static_cast<uint32_t>(r.abi_version);

@@ -143,6 +143,7 @@ struct StatusReply {
   38: i32 abi_version,
   39: map<string, i32> tables,       // pinned table -> schema version
   40: AttributionStatus attribution,
+  41: string flow_reaper,            // "tp_btf/tcp_destroy_sock", or "off: <why>"
   // events
   50: i64 events_received,
   51: i64 events_written,

@@ -213,7 +213,11 @@ struct tw_slot_meta {
 	__u64 comm_free;     /* groups with no comm selector */
 	__u64 cgroup_free;   /* groups with no cgroup selector */
 	__u32 cgroup_levels; /* bit L: some cgroup selector sits at level L */
-	__u32 pad;
+	/* Random, nonzero, new on every publish: a generation number used
+	 * again (after a failed start rolled the generation back) names other
+	 * tables, and the classifier's decision cache must not mistake them
+	 * (0: written by a release that kept this as padding). */
+	__u32 publish_id;
 };
 
 /* ---- flow state (LRU hash) ---- */

@@ -51,7 +51,8 @@ struct {
 } tw_ports SEC(".maps");
 
 /* Decision cache: the policy lookups of recent (generation, destination,
- * port) pairs, direct-mapped by hash, per CPU (lib/policy.bpf.h). */
+ * port) pairs, direct-mapped by hash, per CPU (lib/policy.bpf.h). Not
+ * pinned: every loaded program starts with an empty one. */
 #define TW_DCACHE_BITS 10
 struct tw_dcache_entry {
 	__u64 generation; /* 0: empty */
@@ -62,7 +63,8 @@ struct tw_dcache_entry {
 	__u8 dest_flags; /* TW_DEST_*, if found & TW_DC_DEST */
 	__u8 pad[3];
 	struct tw_port_verdict v; /* if found & TW_DC_VERDICT */
-	__u8 pad2[8];
+	__u32 publish_id;	  /* tw_slot_meta.publish_id of the generation */
+	__u32 pad2;
 };
 
 struct {

@@ -120,11 +120,13 @@ static __always_inline struct tw_dcache_entry *tw_dcache_slot(const struct tw_fl
 }
 
 static __always_inline int tw_dcache_hit(const struct tw_dcache_entry *e,
-					 const struct tw_flow_key *k, __u16 port, __u64 generation)
+					 const struct tw_flow_key *k, __u16 port,
+					 const struct tw_slot_meta *meta)
 {
 	__u64 a[2], b[2];
 
-	if (e->generation != generation || e->dport != port || e->family != k->family)
+	if (e->generation != meta->generation || e->publish_id != meta->publish_id ||
+	    e->dport != port || e->family != k->family)
 		return 0;
 	__builtin_memcpy(a, e->daddr, sizeof(a));
 	__builtin_memcpy(b, k->daddr, sizeof(b));
@@ -156,17 +158,18 @@ static __always_inline void tw_decide(struct __sk_buff *skb, const struct tw_flo
 		return;
 	if (!any_port)
 		e = tw_dcache_slot(k, port, generation);
-	if (e && tw_dcache_hit(e, k, port, generation)) {
+	if (e && tw_dcache_hit(e, k, port, meta)) {
 		found = e->found;
 		dest_flags = e->dest_flags;
 		v = &e->v;
 	} else {
 		found = tw_policy_lookup(k, port, slot, &dest_flags, &v);
 		if (e) {
-			/* A generation's tables never change once published
-			 * (a slot is rewritten only for a new generation), so
-			 * an entry keyed by it never goes stale. */
+			/* A published generation's tables never change (a
+			 * slot is rewritten only for a new generation, with a
+			 * new publish id), so an entry never goes stale. */
 			e->generation = generation;
+			e->publish_id = meta->publish_id;
 			__builtin_memcpy(e->daddr, k->daddr, sizeof(e->daddr));
 			e->dport = port;
 			e->family = k->family;

@@ -3,6 +3,8 @@
 // PolicyPublisher double-buffered slots.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "tests/bpf/classifier_harness.h"
@@ -112,6 +114,87 @@ TEST_F(PolicySwitchTest, RemovedExemptionAppliesToTheLiveFlow) {
   ASSERT_EQ(h().publish(remote_only_policy()), 2u);  // same rule, no exemption
   EXPECT_EQ(h().verdict(metrics.data(kGet)), kDrop);
   ExpectOneEvent(TW_ACTION_DROP, TW_MODE_ENFORCE, 2, kRemoteRule, metrics);
+}
+
+// The decision cache (lib/policy.bpf.h) keeps the policy lookups of a
+// (generation, destination, port): a new SYN to a destination decided before
+// is answered from it, and a new generation is never answered from an old one.
+TEST_F(PolicySwitchTest, DecisionCacheFollowsEveryGeneration) {
+  ASSERT_EQ(h().publish(fixture_policy()), 1u);
+  Conn a{make_flow(4, kClient4, kStaging4, 44030, 8080), 400};
+  ASSERT_EQ(h().verdict(a.syn()), kPass);
+  ASSERT_TRUE(h().flow(a.flow).has_value());
+  EXPECT_EQ(h().flow(a.flow)->protected_, 1);
+  Conn again{make_flow(4, kClient4, kStaging4, 44031, 8080), 500};  // a cache hit
+  ASSERT_EQ(h().verdict(again.syn()), kPass);
+  EXPECT_EQ(h().flow(again.flow)->protected_, 1);
+  EXPECT_EQ(h().flow(again.flow)->rule_id, h().rule_id(kStagingRule));
+
+  // Staging is in no boundary in generation 2, protected again in 3.
+  ASSERT_EQ(h().publish(remote_only_policy()), 2u);
+  Conn b{make_flow(4, kClient4, kStaging4, 44032, 8080), 600};
+  ASSERT_EQ(h().verdict(b.syn()), kPass);
+  EXPECT_EQ(h().flow(b.flow)->protected_, 0);
+  ASSERT_EQ(h().publish(fixture_policy("enforce")), 3u);
+  Conn c{make_flow(4, kClient4, kStaging4, 44033, 8080), 700};
+  ASSERT_EQ(h().verdict(c.syn()), kPass);
+  EXPECT_EQ(h().flow(c.flow)->protected_, 1);
+  EXPECT_EQ(h().flow(c.flow)->mode, TW_MODE_ENFORCE);
+  EXPECT_EQ(h().verdict(c.data(kGet)), kDrop);
+}
+
+// A failed start rolls the generation back (agent/daemon.cc), so the next
+// publish writes the same generation number with other tables: the publish
+// id in the slot keeps the cache from answering with the first ones.
+TEST_F(PolicySwitchTest, DecisionCacheNotFooledByAReusedGenerationNumber) {
+  ASSERT_EQ(h().publish(fixture_policy("enforce")), 1u);
+  Conn a{make_flow(4, kClient4, kStaging4, 44040, 8080), 800};
+  ASSERT_EQ(h().verdict(a.syn()), kPass);
+  ASSERT_EQ(h().flow(a.flow)->protected_, 1);
+
+  h().classifier().set_generation(0);  // the rollback
+  ASSERT_EQ(h().publish(remote_only_policy()), 1u);
+  Conn b{make_flow(4, kClient4, kStaging4, 44041, 8080), 900};
+  ASSERT_EQ(h().verdict(b.syn()), kPass);
+  ASSERT_TRUE(h().flow(b.flow).has_value());
+  EXPECT_EQ(h().flow(b.flow)->protected_, 0) << "decided with the tables of the first publish";
+  EXPECT_EQ(h().verdict(b.data(kGet)), kPass);
+  EXPECT_TRUE(h().drain_events().empty());
+}
+
+// Many destinations, in and out of the boundaries, both families: more than
+// the cache holds, so entries collide and are replaced; every decision must
+// still be the one the tables give, the first time and from the cache.
+TEST_F(PolicySwitchTest, DecisionCacheCollisionsNeverMixDestinations) {
+  ASSERT_EQ(h().publish(fixture_policy()), 1u);
+  int checked = 0;
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 3000; ++i) {
+      const bool v6 = i % 5 == 0;
+      const bool remote = i % 2 == 0;
+      const int hi = (i / 250) % 60, lo = i % 250 + 1;
+      std::string dst;
+      if (v6) {
+        char buf[64];
+        std::snprintf(buf, sizeof(buf), "%s::%x:%x", remote ? "2001:db8:2:1" : "2001:db8:9:1", hi,
+                      lo);
+        dst = buf;
+      } else {
+        dst = "198.18." + std::to_string(remote ? 130 + hi : 1 + hi) + "." + std::to_string(lo);
+      }
+      const uint16_t port = i % 3 == 0 ? 443 : 8443;  // 8443: in no rule
+      Conn c{make_flow(v6 ? 6 : 4, v6 ? kClient6 : kClient4, dst,
+                       static_cast<uint16_t>(20000 + round * 3000 + i), port),
+             static_cast<uint32_t>(1000 + i)};
+      ASSERT_EQ(h().verdict(c.syn()), kPass);
+      const auto st = h().flow(c.flow);
+      ASSERT_TRUE(st.has_value()) << dst;
+      const int want = remote && port == 443;
+      ASSERT_EQ(st->protected_, want) << dst << " port " << port << " round " << round;
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 6000);
 }
 
 }  // namespace

@@ -293,6 +293,18 @@ class E2E:
                     + (f"; NOT POSITIVE: {missing}" if missing else "")
                     + (f"; events_lost={lost}" if lost else ""))
 
+    def flow_reaper(self):
+        """Finished connections leave the flow table with their sockets: the
+        TLS flows above were reaped; the blocked ones (sockets destroyed by
+        the daemon) were kept, so a late packet still meets its verdict."""
+        self.need_daemon()
+        st = self.d.status()
+        hook = st.get("bpf", {}).get("flow_reaper")
+        c = st.get("counters", {})
+        reaped, kept = int(c.get("flows_reaped", 0)), int(c.get("flows_kept_after_close", 0))
+        ok = hook == "tp_btf/tcp_destroy_sock" and reaped >= 4 and kept >= 4
+        return ok, f"flow reaper {hook!r}; flows_reaped {reaped} (>= 4: the TLS clients), flows_kept_after_close {kept} (>= 4: the blocked clients)"
+
     def event_schema(self):
         self.need_daemon()
         evs = self.d.read_events()
@@ -484,6 +496,7 @@ def main() -> int:
                     checks.run("non_boundary_destination_passes", t.non_boundary_passes)
                     checks.run("tls10_hello_below_minimum_dropped", t.tls10_below_minimum)
                     checks.run("status_counters", t.counters)
+                    checks.run("flow_reaper_frees_finished_flows", t.flow_reaper)
                     checks.run("event_lines_schema", t.event_schema)
                     checks.run("sigterm_keeps_enforcing_then_teardown", t.shutdown_keeps_enforcing_then_teardown)
                 if t.d:

@@ -328,9 +328,10 @@ constexpr size_t kPortVerdictFields =
     TW_SUM2(tw_port_verdict, rule_id, boundary) + TW_SUM2(tw_port_verdict, exemption, min_tls) +
     TW_SUM2(tw_port_verdict, mode, exempt) + TW_SUM2(tw_port_verdict, has_rule, pad) +
     TW_FIELD_SIZE(tw_port_verdict, owner_groups);
-constexpr size_t kSlotMetaFields =
-    TW_SUM2(tw_slot_meta, generation, groups) + TW_SUM2(tw_slot_meta, exempt_groups, uid_free) +
-    TW_SUM2(tw_slot_meta, comm_free, cgroup_free) + TW_SUM2(tw_slot_meta, cgroup_levels, pad);
+constexpr size_t kSlotMetaFields = TW_SUM2(tw_slot_meta, generation, groups) +
+                                   TW_SUM2(tw_slot_meta, exempt_groups, uid_free) +
+                                   TW_SUM2(tw_slot_meta, comm_free, cgroup_free) +
+                                   TW_SUM2(tw_slot_meta, cgroup_levels, publish_id);
 constexpr size_t kOwnerFields = TW_SUM2(tw_owner, cgroup_id, start_boottime_ns) +
                                 TW_SUM2(tw_owner, pid, tgid) + TW_SUM2(tw_owner, uid, gid) +
                                 TW_SUM2(tw_owner, comm, backend) + TW_FIELD_SIZE(tw_owner, pad);

@@ -54,6 +54,7 @@ agent::StatusReport Full() {
   s.cgroup2 = "/sys/fs/cgroup/unified";
   s.tables_adopted = "adopted flows_v1";
   s.last_gap = "3 s without a daemon";
+  s.flow_reaper = "tp_btf/tcp_destroy_sock";
   for (uint32_t c = 0; c < TW_CNT_MAX; ++c) s.counters[c] = 100 + c;
   for (uint32_t c = 0; c < TW_REASON_MAX; ++c) s.drops_by_reason[c] = 200 + c;
   s.abi_version = 3;
