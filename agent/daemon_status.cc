@@ -127,6 +127,29 @@ StatusReport Daemon::status() const {
     s.counters = classifier_->counters();
     s.drops_by_reason = classifier_->drops_by_reason();
   }
+  if (upgrade_) {
+    s.upgrade.running = true;
+    s.upgrade.summary = upgrade_->summary();
+    s.upgrade.redirected = upgrade_->redirected();
+    for (const auto& r : upgrade_->rule_counters()) {
+      UpgradeRuleStatus u;
+      u.name = r.rule;
+      u.side = r.terminator ? "server" : "client";
+      u.connections = r.connections;
+      u.active = r.active;
+      u.bytes_up = r.bytes_up;
+      u.bytes_down = r.bytes_down;
+      u.passthrough = r.passthrough;
+      u.plaintext = r.plaintext;
+      u.resumed = r.resumed;
+      for (size_t k = 0; k < r.failures.size(); ++k) {
+        if (r.failures[k]) {
+          u.failures[proxy::to_string(static_cast<proxy::FailureReason>(k))] = r.failures[k];
+        }
+      }
+      s.upgrade.rules.push_back(std::move(u));
+    }
+  }
   s.started_at =
       logging::format_time(std::chrono::system_clock::now() - std::chrono::seconds(s.uptime_s));
   if (owner_probes_) {

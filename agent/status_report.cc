@@ -219,6 +219,23 @@ std::string render_status_json(const StatusReport& s) {
     backends.add_raw(
         JsonObject().add("name", b.name).add("state", b.state).add("reason", b.reason).str());
   }
+  JsonArray upgrade_rules;
+  for (const auto& u : s.upgrade.rules) {
+    JsonObject failures;
+    for (const auto& [reason, n] : u.failures) failures.add(reason, n);
+    upgrade_rules.add_raw(JsonObject()
+                              .add("name", u.name)
+                              .add("side", u.side)
+                              .add("connections", u.connections)
+                              .add("active", u.active)
+                              .add("bytes_up", u.bytes_up)
+                              .add("bytes_down", u.bytes_down)
+                              .add("passthrough", u.passthrough)
+                              .add("plaintext", u.plaintext)
+                              .add("resumed", u.resumed)
+                              .add_raw("failures", failures.str())
+                              .str());
+  }
   JsonObject o;
   o.add("version", s.version)
       .add("host", s.host)
@@ -233,6 +250,12 @@ std::string render_status_json(const StatusReport& s) {
                                   .add("active_backend", s.attribution.active_backend)
                                   .add_raw("backends", backends.str())
                                   .str())
+      .add_raw("upgrade", JsonObject()
+                              .add("running", s.upgrade.running)
+                              .add("summary", s.upgrade.summary)
+                              .add("redirected", s.upgrade.redirected)
+                              .add_raw("rules", upgrade_rules.str())
+                              .str())
       .add_raw("bpf", bpf.str())
       .add_raw("tables", tables.str())
       .add_raw("counters", counters.str())
@@ -302,6 +325,23 @@ std::string render_status_text(const StatusReport& s) {
                                                       : s.attribution.active_backend);
   for (const auto& b : s.attribution.backends) {
     row("  " + b.name, b.state + (b.reason.empty() ? "" : ": " + b.reason));
+  }
+  if (s.upgrade.running || !s.upgrade.rules.empty()) {
+    o << "Upgrade proxy\n";
+    row("listeners", s.upgrade.summary);
+    row("redirected connects", std::to_string(s.upgrade.redirected));
+    for (const auto& u : s.upgrade.rules) {
+      std::string v = std::to_string(u.connections) + " connections, " + std::to_string(u.active) +
+                      " active, " + std::to_string(u.bytes_up) + " B up, " +
+                      std::to_string(u.bytes_down) + " B down";
+      if (u.passthrough) v += ", " + std::to_string(u.passthrough) + " passed through (TLS)";
+      if (u.plaintext) v += ", " + std::to_string(u.plaintext) + " plaintext (permissive)";
+      if (u.resumed) v += ", " + std::to_string(u.resumed) + " resumed";
+      std::vector<std::string> f;
+      for (const auto& [reason, n] : u.failures) f.push_back(reason + " " + std::to_string(n));
+      v += f.empty() ? ", no failures" : ", failed closed: " + join(f, ", ");
+      row("  " + u.name + " (" + u.side + ")", v);
+    }
   }
   o << "Counters\n";
   for (uint32_t c = 0; c < TW_CNT_MAX; ++c) {

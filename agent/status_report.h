@@ -63,6 +63,27 @@ struct AttributionStatus {
   std::vector<BackendStatus> backends;
 };
 
+// One upgrade rule or termination as the upgrade proxy counts it.
+struct UpgradeRuleStatus {
+  std::string name;
+  std::string side;  // "client" (upgrade) | "server" (termination)
+  uint64_t connections = 0;
+  uint64_t active = 0;
+  uint64_t bytes_up = 0;    // toward the server / backend
+  uint64_t bytes_down = 0;  // toward the client
+  uint64_t passthrough = 0;
+  uint64_t plaintext = 0;
+  uint64_t resumed = 0;
+  std::map<std::string, uint64_t> failures;  // by reason, nonzero only
+};
+
+struct UpgradeStatus {
+  bool running = false;
+  std::string summary;
+  uint64_t redirected = 0;
+  std::vector<UpgradeRuleStatus> rules;
+};
+
 struct StatusReport {
   std::string version;
   uint64_t uptime_s = 0;
@@ -96,6 +117,7 @@ struct StatusReport {
   AttributionStatus attribution;
   // Frees flow state when its socket is destroyed: the hook, or "off: <why>".
   std::string flow_reaper;
+  UpgradeStatus upgrade;
   // events
   uint64_t events_received = 0;
   uint64_t events_written = 0;

@@ -159,6 +159,23 @@ api::StatusReply to_thrift(const agent::StatusReport& s) {
     t.reason = b.reason;
     r.attribution.backends.push_back(std::move(t));
   }
+  r.upgrade.running = s.upgrade.running;
+  r.upgrade.summary = s.upgrade.summary;
+  r.upgrade.redirected = i64(s.upgrade.redirected);
+  for (const auto& u : s.upgrade.rules) {
+    api::UpgradeRuleStatus t;
+    t.name = u.name;
+    t.side = u.side;
+    t.connections = i64(u.connections);
+    t.active = i64(u.active);
+    t.bytes_up = i64(u.bytes_up);
+    t.bytes_down = i64(u.bytes_down);
+    t.passthrough = i64(u.passthrough);
+    t.plaintext = i64(u.plaintext);
+    t.resumed = i64(u.resumed);
+    for (const auto& [reason, n] : u.failures) t.failures[reason] = i64(n);
+    r.upgrade.rules.push_back(std::move(t));
+  }
   r.events_received = i64(s.events_received);
   r.events_written = i64(s.events_written);
   r.events_write_failed = i64(s.events_write_failed);
@@ -216,6 +233,23 @@ agent::StatusReport from_thrift(const api::StatusReply& r) {
   s.attribution.active_backend = r.attribution.active_backend;
   for (const auto& t : r.attribution.backends) {
     s.attribution.backends.push_back({t.name, t.state, t.reason});
+  }
+  s.upgrade.running = r.upgrade.running;
+  s.upgrade.summary = r.upgrade.summary;
+  s.upgrade.redirected = u64(r.upgrade.redirected);
+  for (const auto& t : r.upgrade.rules) {
+    agent::UpgradeRuleStatus u;
+    u.name = t.name;
+    u.side = t.side;
+    u.connections = u64(t.connections);
+    u.active = u64(t.active);
+    u.bytes_up = u64(t.bytes_up);
+    u.bytes_down = u64(t.bytes_down);
+    u.passthrough = u64(t.passthrough);
+    u.plaintext = u64(t.plaintext);
+    u.resumed = u64(t.resumed);
+    for (const auto& [reason, n] : t.failures) u.failures[reason] = u64(n);
+    s.upgrade.rules.push_back(std::move(u));
   }
   s.events_received = u64(r.events_received);
   s.events_written = u64(r.events_written);

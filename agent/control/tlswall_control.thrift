@@ -76,6 +76,28 @@ struct AttributionStatus {
   2: list<BackendStatus> backends,
 }
 
+// One upgrade rule (client side) or termination (server side), as the
+// upgrade proxy counts it.
+struct UpgradeRuleStatus {
+  1: string name,
+  2: string side,                  // client (upgrade) | server (termination)
+  3: i64 connections,
+  4: i64 active,
+  5: i64 bytes_up,                 // toward the server / backend
+  6: i64 bytes_down,               // toward the client
+  7: i64 passthrough,              // client side: TLS clients passed through
+  8: i64 plaintext,                // server side: permissive plaintext connections
+  9: i64 resumed,                  // TLS sessions resumed toward servers
+  10: map<string, i64> failures,   // failed closed, by reason (nonzero only)
+}
+
+struct UpgradeStatus {
+  1: bool running,                 // the upgrade proxy runs
+  2: string summary,               // listeners and rules, one line
+  3: i64 redirected,               // connects the kernel sent to the proxy
+  4: list<UpgradeRuleStatus> rules,
+}
+
 struct SinkHealth {
   1: string name,
   2: string kind,                  // scribe | syslog | json
@@ -144,6 +166,7 @@ struct StatusReply {
   39: map<string, i32> tables,       // pinned table -> schema version
   40: AttributionStatus attribution,
   41: string flow_reaper,            // "tp_btf/tcp_destroy_sock", or "off: <why>"
+  42: UpgradeStatus upgrade,
   // events
   50: i64 events_received,
   51: i64 events_written,
