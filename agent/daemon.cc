@@ -322,6 +322,15 @@ void Daemon::periodic() {
         logging::get(Subsystem::kPolicy).error("republishing owner selectors: {}", ex.what());
       }
     }
+    if (upgrade_ && upgrade_->owners_changed(policy_->model)) {
+      try {
+        upgrade_->apply(policy_->model);
+        logging::get(Subsystem::kPolicy)
+            .info("upgrade cgroup selectors re-resolved: {}", upgrade_->summary());
+      } catch (const std::exception& ex) {
+        logging::get(Subsystem::kPolicy).error("re-applying upgrade selectors: {}", ex.what());
+      }
+    }
   }
   if (!classifier_) return;
   const uint64_t lost = classifier_->counter(TW_CNT_EVENTS_LOST);

@@ -139,6 +139,17 @@ CompiledSelection compile_selection(const UpgradeSelection& sel) {
         throw std::invalid_argument(name + ": comm \"" + c + "\" must be 1..15 bytes");
       }
     }
+    for (const auto& [id, level] : r.cgroups) {
+      if (level >= TWU_MAX_CGROUP_LEVEL) {
+        throw std::invalid_argument(name + ": cgroup at level " + std::to_string(level) +
+                                    " is deeper than the " +
+                                    std::to_string(TWU_MAX_CGROUP_LEVEL - 1) + " levels supported");
+      }
+      if (id == 0) throw std::invalid_argument(name + ": cgroup id 0");
+    }
+    if (!r.cgroups.empty() && !r.cgroup_filter) {
+      throw std::invalid_argument(name + ": cgroups listed without cgroup_filter");
+    }
     for (const auto& c : r.cidrs) entries.push_back({parse_cidr(c, r.rule_id), i});
   }
 
@@ -203,6 +214,10 @@ CompiledSelection compile_selection(const UpgradeSelection& sel) {
         twu_rule v{};
         v.rule_id = r.rule_id;
         v.flags = (r.uids.empty() ? 0 : TWU_RULE_UID) | (r.comms.empty() ? 0 : TWU_RULE_COMM);
+        if (r.cgroup_filter) {
+          v.flags |= TWU_RULE_CGROUP;
+          for (const auto& [id, level] : r.cgroups) v.flags |= 1u << (TWU_RULE_LEVEL_SHIFT + level);
+        }
         std::vector<std::pair<uint16_t, uint8_t>> prefixes;
         range_to_prefixes(start, end, &prefixes);
         for (const auto& [port, len] : prefixes) out.ports.push_back({class_id, port, len, v});
@@ -221,10 +236,15 @@ CompiledSelection compile_selection(const UpgradeSelection& sel) {
     for (const auto& c : std::set<std::string>(r.comms.begin(), r.comms.end())) {
       out.comms.emplace_back(r.rule_id, c);
     }
+    std::set<uint64_t> ids_seen;
+    for (const auto& [id, level] : r.cgroups) {
+      if (ids_seen.insert(id).second) out.cgroups.emplace_back(r.rule_id, id);
+    }
   }
-  if (out.uids.size() > TWU_MAX_OWNER_KEYS || out.comms.size() > TWU_MAX_OWNER_KEYS) {
+  if (out.uids.size() > TWU_MAX_OWNER_KEYS || out.comms.size() > TWU_MAX_OWNER_KEYS ||
+      out.cgroups.size() > TWU_MAX_OWNER_KEYS) {
     throw std::invalid_argument("upgrade selection: more than " +
-                                std::to_string(TWU_MAX_OWNER_KEYS) + " uid or comm rows");
+                                std::to_string(TWU_MAX_OWNER_KEYS) + " uid, comm or cgroup rows");
   }
   return out;
 }
@@ -433,6 +453,7 @@ void UpgradeRedirect::clear_slot(uint32_t slot) {
   sweep(bpf_map__fd(skel_->maps.twu_ports), sizeof(twu_port_key), byte4);
   sweep(bpf_map__fd(skel_->maps.twu_uids), sizeof(twu_uid_key), word0);
   sweep(bpf_map__fd(skel_->maps.twu_comms), sizeof(twu_comm_key), word0);
+  sweep(bpf_map__fd(skel_->maps.twu_cgroups), sizeof(twu_cgroup_key), word0);
 }
 
 uint64_t UpgradeRedirect::publish(const UpgradeSelection& sel) {
@@ -490,6 +511,10 @@ uint64_t UpgradeRedirect::publish(const UpgradeSelection& sel) {
     k.rule_id = rule;
     std::memcpy(k.comm, comm.data(), comm.size());
     put(bpf_map__fd(skel_->maps.twu_comms), &k, &one, "comm filter");
+  }
+  for (const auto& [rule, id] : c.cgroups) {
+    const twu_cgroup_key k{slot, rule, id};
+    put(bpf_map__fd(skel_->maps.twu_cgroups), &k, &one, "cgroup filter");
   }
   const twu_slot_meta meta{next};
   put(bpf_map__fd(skel_->maps.twu_slots), &slot, &meta, "slot table");

@@ -62,6 +62,12 @@ struct UpgradeRuleSpec {
   std::vector<PortRange> ports;
   std::vector<uint32_t> uids;      // empty: any uid
   std::vector<std::string> comms;  // empty: any comm; 1..15 bytes each
+  // Cgroups whose tasks (and their descendants') connects the rule takes:
+  // (cgroup id, level: "/" is 0, "/a" 1). Empty with cgroup_filter false:
+  // any cgroup. With cgroup_filter true and none listed (none of the named
+  // cgroups exists on this host), the rule selects nobody.
+  std::vector<std::pair<uint64_t, uint32_t>> cgroups;
+  bool cgroup_filter = false;
 };
 
 // Where rules overlap (same destination and port), the earlier rule owns
@@ -93,6 +99,7 @@ struct CompiledSelection {
   std::vector<Port> ports;
   std::vector<std::pair<uint32_t, uint32_t>> uids;      // (rule_id, uid)
   std::vector<std::pair<uint32_t, std::string>> comms;  // (rule_id, comm)
+  std::vector<std::pair<uint32_t, uint64_t>> cgroups;   // (rule_id, cgroup id)
 };
 // Throws std::invalid_argument naming the rule and the bad item, or when
 // the tables exceed the kernel's sizes (TWU_MAX_*).

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <variant>
@@ -178,18 +179,31 @@ UpgradeService::~UpgradeService() {
   if (engine_) engine_->stop();
 }
 
+UpgradeService::CgroupResolution UpgradeService::resolve_cgroups(const policy::Policy& p) const {
+  CgroupResolution out;
+  if (!redirect_) return out;
+  for (const policy::UpgradeRule& u : p.upgrades) {
+    for (const auto& path : u.owners.cgroups) {
+      out.emplace_back(u.name + " " + path,
+                       opts_.owners.cgroup_id ? opts_.owners.cgroup_id(path) : std::nullopt);
+    }
+  }
+  return out;
+}
+
+bool UpgradeService::owners_changed(const policy::Policy& p) const {
+  return resolve_cgroups(p) != applied_cgroups_;
+}
+
 void UpgradeService::apply(const policy::Policy& p) {
+  const CgroupResolution cgroups = resolve_cgroups(p);  // once: what is published is what is kept
+  const std::map<std::string, std::optional<uint64_t>> cgroup_ids(cgroups.begin(), cgroups.end());
   proxy::ProxyConfig pc;
   UpgradeSelection sel;
   auto names = std::make_shared<std::vector<std::string>>();
   // Without a redirect ([upgrade] cgroup unset) no client reaches the proxy.
   const std::vector<policy::UpgradeRule> none;
   for (const policy::UpgradeRule& u : redirect_ ? p.upgrades : none) {
-    if (!u.owners.cgroups.empty()) {
-      throw std::runtime_error("upgrade \"" + u.name +
-                               "\": cgroups selectors are not supported on [[upgrades]] yet; "
-                               "the [upgrade] cgroup of the agent config selects the clients");
-    }
     proxy::UpgradeRule r;
     r.id = u.name;
     r.server_name = u.server_name;
@@ -221,6 +235,16 @@ void UpgradeService::apply(const policy::Policy& p) {
     }
     if (!u.owners.users.empty() && spec.uids.empty()) continue;  // no such user here: nobody
     spec.comms = u.owners.comms;
+    // Cgroups narrow the attach cgroup's clients to those subtrees. A rule
+    // whose cgroups do not exist here keeps its destinations and selects
+    // nobody (re-resolved every second: owners_changed()).
+    spec.cgroup_filter = !u.owners.cgroups.empty();
+    for (const auto& path : u.owners.cgroups) {
+      const auto it = cgroup_ids.find(u.name + " " + path);
+      if (it != cgroup_ids.end() && it->second) {
+        spec.cgroups.emplace_back(*it->second, policy::cgroup_level(path));
+      }
+    }
     sel.rules.push_back(spec);
     names->push_back(u.name);
   }
@@ -267,6 +291,7 @@ void UpgradeService::apply(const policy::Policy& p) {
     redirect_->publish(sel);
   }
   rules_ = sel.rules.size();
+  applied_cgroups_ = cgroups;
 }
 
 std::vector<proxy::RuleCounters> UpgradeService::rule_counters() const {

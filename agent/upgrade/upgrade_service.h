@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -69,14 +70,22 @@ class UpgradeService {
   std::vector<proxy::RuleCounters> rule_counters() const;
   uint64_t redirected() const;
 
+  // True if a cgroup an [[upgrades]] selector names appeared or went away
+  // since apply(): the caller applies `p` again.
+  bool owners_changed(const policy::Policy& p) const;
+
  private:
+  // (rule, cgroup path) -> its id on this host (nullopt: no such cgroup).
+  using CgroupResolution = std::vector<std::pair<std::string, std::optional<uint64_t>>>;
+  CgroupResolution resolve_cgroups(const policy::Policy& p) const;
   UpgradeServiceOptions opts_;
   std::unique_ptr<UpgradeRedirect> redirect_;
   std::unique_ptr<proxy::Engine> engine_;
   std::shared_ptr<RedirectResolver> resolver_;  // kernel record -> rule name, for the proxy
   size_t rules_ = 0;
   size_t terminations_ = 0;
-  std::set<uint16_t> listening_;  // termination ports with a listener
+  std::set<uint16_t> listening_;      // termination ports with a listener
+  CgroupResolution applied_cgroups_;  // as the last apply() resolved them
 };
 
 }  // namespace tlswall::agent::upgrade

@@ -16,6 +16,8 @@
  *   (class, port)       --LPM--> rule {id, flags} (twu_ports)
  *   (rule, uid)         --hash--> 1               (twu_uids,  if TWU_RULE_UID)
  *   (rule, comm)        --hash--> 1               (twu_comms, if TWU_RULE_COMM)
+ *   (rule, cgroup id)   --hash--> 1               (twu_cgroups, if TWU_RULE_CGROUP:
+ *       the connecting task's ancestor at each level the rule names)
  * A connect is redirected if its rule's owner filters all match.
  *
  * Connection records:
@@ -79,6 +81,12 @@ struct twu_port_key {
 
 #define TWU_RULE_UID  0x01 /* the owner's uid must be listed in twu_uids */
 #define TWU_RULE_COMM 0x02 /* the owner's comm must be listed in twu_comms */
+#define TWU_RULE_CGROUP                                                                            \
+	0x04 /* the owner's cgroup must be one listed in twu_cgroups, or                           \
+	      * below one: bits TWU_RULE_LEVEL_SHIFT.. of flags are the                            \
+	      * levels of those cgroups (bit L: level L) */
+#define TWU_RULE_LEVEL_SHIFT 8
+#define TWU_MAX_CGROUP_LEVEL 24 /* levels 0..23 fit the flags above the shift */
 
 struct twu_rule {
 	__u32 rule_id; /* the daemon's rule number, host order */
@@ -95,6 +103,12 @@ struct twu_comm_key {
 	__u32 slot;
 	__u32 rule_id;
 	char comm[TWU_COMM_LEN]; /* NUL-padded, as bpf_get_current_comm fills it */
+};
+
+struct twu_cgroup_key {
+	__u32 slot;
+	__u32 rule_id;
+	__u64 cgroup_id;
 };
 
 /* Generation held by each slot; a slot is used only for its generation. */

@@ -55,6 +55,16 @@ struct {
 	__type(value, __u8);
 } twu_comms SEC(".maps");
 
+/* (slot, rule, cgroup id) -> 1: cgroups (with their subtrees) a
+ * TWU_RULE_CGROUP rule accepts. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWU_MAX_OWNER_KEYS *TWU_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct twu_cgroup_key);
+	__type(value, __u8);
+} twu_cgroups SEC(".maps");
+
 /* Generation each slot holds (a slot is read only for its generation). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

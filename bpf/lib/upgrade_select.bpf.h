@@ -3,7 +3,8 @@
  * Upgrade selection: (destination, port, owner) -> the rule that upgrades
  * it, or none. Reads only the slot of the active generation, and only if
  * the slot holds that generation, so a connect never sees half of two
- * selections. Two LPM lookups, at most two hash lookups, no loops.
+ * selections. Two LPM lookups, then a hash lookup per owner filter the rule
+ * has (for cgroups, one per level its cgroups sit at).
  */
 #ifndef TLSWALL_BPF_LIB_UPGRADE_SELECT_BPF_H
 #define TLSWALL_BPF_LIB_UPGRADE_SELECT_BPF_H
@@ -99,6 +100,27 @@ static __always_inline enum twu_select twu_select(__u8 family, const __u8 *daddr
 		ck.rule_id = r->rule_id;
 		__builtin_memcpy(ck.comm, task->comm, TWU_COMM_LEN);
 		if (!bpf_map_lookup_elem(&twu_comms, &ck))
+			return TWU_SEL_OWNER_FILTERED;
+	}
+	if (r->flags & TWU_RULE_CGROUP) {
+		struct twu_cgroup_key gk = {};
+		__u32 levels = r->flags >> TWU_RULE_LEVEL_SHIFT;
+		int hit = 0;
+
+		gk.slot = slot;
+		gk.rule_id = r->rule_id;
+		for (int l = 0; l < TWU_MAX_CGROUP_LEVEL; l++) {
+			if (!(levels & (1u << l)))
+				continue;
+			/* The task's ancestor at level l (its own cgroup at its
+			 * level; 0 above its depth). */
+			gk.cgroup_id = bpf_get_current_ancestor_cgroup_id(l);
+			if (gk.cgroup_id && bpf_map_lookup_elem(&twu_cgroups, &gk)) {
+				hit = 1;
+				break;
+			}
+		}
+		if (!hit)
 			return TWU_SEL_OWNER_FILTERED;
 	}
 	*rule = *r;

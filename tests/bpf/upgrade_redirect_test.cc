@@ -17,9 +17,11 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -515,6 +517,68 @@ TEST_F(UpgradeRedirectTest, CommFilterSelectsOnlyListedComms) {
   expect_not_redirected(spec);
 }
 
+// A child cgroup of the test's cgroup, removed (with its children first)
+// when it goes out of scope.
+class SubCgroup {
+ public:
+  explicit SubCgroup(const std::string& path) : path_(path) {
+    if (::mkdir(path_.c_str(), 0755) != 0) {
+      throw std::runtime_error("mkdir " + path_ + ": " + std::strerror(errno));
+    }
+    struct stat st {};
+    ::stat(path_.c_str(), &st);
+    id_ = st.st_ino;
+  }
+  ~SubCgroup() { ::rmdir(path_.c_str()); }
+  SubCgroup(const SubCgroup&) = delete;
+  SubCgroup& operator=(const SubCgroup&) = delete;
+  const std::string& path() const { return path_; }
+  uint64_t id() const { return id_; }
+  // Depth below the cgroup2 mount ("/" is 0), as the selector compiler
+  // takes it.
+  uint32_t level() const {
+    const std::string rel = path_.substr(ownertest::cgroup2_mount().size());
+    return static_cast<uint32_t>(std::count(rel.begin(), rel.end(), '/'));
+  }
+
+ private:
+  std::string path_;
+  uint64_t id_ = 0;
+};
+
+TEST_F(UpgradeRedirectTest, CgroupFilterSelectsTheSubtreeOnly) {
+  SubCgroup sel(cgroup_.path() + "/twu-selected");
+  SubCgroup deeper(sel.path() + "/deeper");
+  SubCgroup other(cgroup_.path() + "/twu-other");
+  UpgradeRuleSpec r = rule(13, {"198.18.130.0/24", "2001:db8::/64"}, 80, 80);
+  r.cgroup_filter = true;
+  r.cgroups = {{sel.id(), sel.level()}};
+  redirect().publish(UpgradeSelection{{r}});
+
+  ClientSpec spec = in_cgroup(make_addr(kDest4, 80));
+  spec.cgroup = sel.path();
+  auto o = expect_redirected(spec, lst4_.get(), "198.18.130.10:80");
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->rule_id, 13u);
+  spec.cgroup = deeper.path();  // below the selected cgroup
+  spec.dest = make_addr(kDest6, 80);
+  EXPECT_TRUE(expect_redirected(spec, lst6_.get(), "[2001:db8::10]:80"));
+  const uint64_t filtered = redirect().counters().owner_filtered;
+  spec.cgroup = other.path();  // a sibling
+  expect_not_redirected(spec);
+  spec.cgroup = cgroup_.path();  // the attach cgroup itself, above the selector
+  spec.dest = make_addr(kDest4, 80);
+  expect_not_redirected(spec);
+  EXPECT_EQ(redirect().counters().owner_filtered, filtered + 2);
+
+  // Named cgroups that do not exist on this host: the rule keeps its
+  // destinations and selects nobody.
+  r.cgroups.clear();
+  redirect().publish(UpgradeSelection{{r}});
+  spec.cgroup = sel.path();
+  expect_not_redirected(spec);
+}
+
 TEST_F(UpgradeRedirectTest, EarlierRuleOwnsAnOverlapAndItsFiltersDecide) {
   UpgradeRuleSpec narrow = rule(1, {"198.18.130.10/32"}, 80, 80);
   narrow.comms = {"twu-only"};
@@ -738,7 +802,7 @@ TEST_F(UpgradeRedirectTest, PinnedLinksAndMapsSurviveAndAreTakenOver) {
   EXPECT_EQ(second.publish(UpgradeSelection{}), 2u);
 
   const auto removed = UpgradeRedirect::remove_pins(bpffs.path());
-  EXPECT_EQ(removed.size(), 5u + 10u);  // five links, ten maps
+  EXPECT_EQ(removed.size(), 5u + 11u);  // five links, eleven maps
   EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_INET4_CONNECT), 0u);
   EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_SOCK_OPS), 0u);
   EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_INET6_GETPEERNAME), 0u);
