@@ -153,6 +153,13 @@ std::string render_json(const Event& e, const std::string& host, const std::stri
   opt("rule", e.rule);
   opt("interface", e.interface);
   opt("tls_version", e.tls_version);
+  opt("server_name", e.server_name);
+  opt("server_subject", e.server_subject);
+  opt("client_subject", e.client_subject);
+  opt("cipher", e.cipher);
+  opt("alpn", e.alpn);
+  if (e.bytes_up) o.add("bytes_up", e.bytes_up);
+  if (e.bytes_down) o.add("bytes_down", e.bytes_down);
   opt("policy_version", e.policy_version);
   if (e.policy_generation) o.add("policy_generation", e.policy_generation);
   if (e.count != 1) o.add("count", e.count);

@@ -107,7 +107,15 @@ struct Event {
   std::string boundary;
   std::string rule;
   std::string interface;
-  std::string tls_version;  // ClientHello client_version, if any
+  std::string tls_version;  // ClientHello client_version, or the version a proxy negotiated
+  // Upgrade proxy events: the TLS session and who was on the other side.
+  std::string server_name;     // the name verified (and sent as SNI) toward the server
+  std::string server_subject;  // server certificate subject (RFC 2253), client side
+  std::string client_subject;  // client certificate subject (RFC 2253), server side (mTLS)
+  std::string cipher;
+  std::string alpn;
+  uint64_t bytes_up = 0;    // toward the server / backend
+  uint64_t bytes_down = 0;  // toward the client
   std::string policy_version;
   uint64_t policy_generation = 0;
   uint64_t count = 1;  // occurrences this event stands for (> 1: aggregated or a drop count)

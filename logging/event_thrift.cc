@@ -106,6 +106,13 @@ schema::Event to_thrift(const Event& e, const std::string& host, const std::stri
   opt(e.interface, [&](const std::string& v) { t.__set_interface_name(v); });
   if (e.sock_cookie) t.__set_sock_cookie(static_cast<int64_t>(e.sock_cookie));
   opt(e.tls_version, [&](const std::string& v) { t.__set_tls_version(v); });
+  opt(e.server_name, [&](const std::string& v) { t.__set_server_name(v); });
+  opt(e.server_subject, [&](const std::string& v) { t.__set_server_subject(v); });
+  opt(e.client_subject, [&](const std::string& v) { t.__set_client_subject(v); });
+  opt(e.cipher, [&](const std::string& v) { t.__set_cipher(v); });
+  opt(e.alpn, [&](const std::string& v) { t.__set_alpn(v); });
+  if (e.bytes_up) t.__set_bytes_up(static_cast<int64_t>(e.bytes_up));
+  if (e.bytes_down) t.__set_bytes_down(static_cast<int64_t>(e.bytes_down));
   if (e.owner) {
     if (e.owner->pid) t.__set_pid(*e.owner->pid);
     if (e.owner->uid) t.__set_uid(*e.owner->uid);

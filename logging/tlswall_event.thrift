@@ -82,7 +82,16 @@ struct Event {
   25: optional string protocol,       // tcp
   26: optional string interface_name, // JSON "interface" (a reserved word in Thrift)
   27: optional i64 sock_cookie,       // kernel socket cookie (an unsigned 64-bit value)
-  28: optional string tls_version,    // ClientHello client_version: 1.0 .. 1.3
+  28: optional string tls_version,    // ClientHello client_version: 1.0 .. 1.3, or the
+                                     // version the upgrade proxy negotiated
+  // ---- the upgrade proxy's TLS session ----
+  70: optional string server_name,    // verified and sent as SNI toward the server
+  71: optional string server_subject, // server certificate subject (RFC 2253)
+  72: optional string client_subject, // client certificate subject (RFC 2253), mTLS terminations
+  73: optional string cipher,
+  74: optional string alpn,
+  75: optional i64 bytes_up,          // toward the server / backend
+  76: optional i64 bytes_down,        // toward the client
 
   // ---- the owner (process attribution) ----
   30: optional i64 pid,

@@ -45,6 +45,12 @@ Event to_event(const proxy::ProxyEvent& pe) {
     e.action = "upgrade";
     e.rule = u->rule;
     e.tls_version = u->tls_version;
+    e.server_name = u->server_name;
+    e.server_subject = u->peer_subject;
+    e.cipher = u->cipher;
+    e.alpn = u->alpn;
+    e.bytes_up = u->bytes_up;
+    e.bytes_down = u->bytes_down;
     flow(u->client, u->destination);
     e.message = "upgraded to " + u->tls_version + " " + u->cipher + ", server " + u->server_name +
                 " (" + u->peer_subject + "), " + std::to_string(u->bytes_up) + " bytes up, " +
@@ -64,6 +70,8 @@ Event to_event(const proxy::ProxyEvent& pe) {
     e.action = "pass";
     e.rule = p->rule;
     e.reason = "client_speaks_tls";
+    e.bytes_up = p->bytes_up;
+    e.bytes_down = p->bytes_down;
     flow(p->client, p->destination);
     e.message = "the client spoke TLS itself: passed through unchanged";
   } else if (const auto* t = std::get_if<proxy::Terminated>(&pe)) {
@@ -72,6 +80,11 @@ Event to_event(const proxy::ProxyEvent& pe) {
     e.action = t->tls ? "terminate" : "report";
     e.rule = t->rule;
     e.tls_version = t->tls_version;
+    e.client_subject = t->client_subject;
+    e.cipher = t->cipher;
+    e.alpn = t->alpn;
+    e.bytes_up = t->bytes_in;
+    e.bytes_down = t->bytes_out;
     flow(t->client, t->backend);
     e.message = t->tls
                     ? "inbound TLS " + t->tls_version + " " + t->cipher +

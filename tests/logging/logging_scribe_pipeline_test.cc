@@ -222,6 +222,54 @@ TEST(ScribePipeline, ThriftFormatCarriesTheSchemaStruct) {
   EXPECT_EQ(got.id, "testhost-" + std::to_string(got.seq));
 }
 
+// The upgrade proxy's session fields reach Scribe in both formats.
+TEST(ScribePipeline, UpgradeSessionFieldsInJsonAndThrift) {
+  for (const std::string format : {"json", "thrift"}) {
+    SCOPED_TRACE(format);
+    TempDir t;
+    ScribeTestServer server;
+    server.start();
+    auto cfg = TestPipelineConfig(t, server.port(), false);
+    cfg.scribe[0].format = format;
+    auto p = make_event_pipeline(cfg);
+    logging::Event e = flow_event(EventType::kUpgraded, 1);
+    e.tls_version = "TLSv1.3";
+    e.server_name = "db.example.internal";
+    e.server_subject = "CN=db.example.internal";
+    e.client_subject = "O=tlswall,CN=legacy-client";
+    e.cipher = "TLS_AES_256_GCM_SHA384";
+    e.alpn = "http/1.1";
+    e.bytes_up = 123;
+    e.bytes_down = 4567;
+    p->submit(e);
+    ASSERT_TRUE(p->flush(10000));
+    const auto entries = server.entries();
+    ASSERT_EQ(entries.size(), 1u);
+    if (format == "json") {
+      const std::string& m = entries[0].message;
+      for (const char* want : {"\"server_name\":\"db.example.internal\"",
+                               "\"server_subject\":\"CN=db.example.internal\"",
+                               "\"client_subject\":\"O=tlswall,CN=legacy-client\"",
+                               "\"cipher\":\"TLS_AES_256_GCM_SHA384\"", "\"alpn\":\"http/1.1\"",
+                               "\"bytes_up\":123", "\"bytes_down\":4567"}) {
+        EXPECT_NE(m.find(want), std::string::npos) << want << " in " << m;
+      }
+      continue;
+    }
+    std::string bytes;
+    ASSERT_TRUE(logging::base64_decode(entries[0].message, &bytes));
+    logging::schema::Event got;
+    ASSERT_TRUE(logging::parse_binary(bytes, &got));
+    EXPECT_EQ(got.server_name, "db.example.internal");
+    EXPECT_EQ(got.server_subject, "CN=db.example.internal");
+    EXPECT_EQ(got.client_subject, "O=tlswall,CN=legacy-client");
+    EXPECT_EQ(got.cipher, "TLS_AES_256_GCM_SHA384");
+    EXPECT_EQ(got.alpn, "http/1.1");
+    EXPECT_EQ(got.bytes_up, 123);
+    EXPECT_EQ(got.bytes_down, 4567);
+  }
+}
+
 TEST(ScribePipeline, FloodOfOtherEventsCannotPushOutSecurityEvents) {
   TempDir t;
   ScribeTestServer server;
