@@ -14,7 +14,7 @@ PACKAGES=(
   libbpf-dev libelf-dev zlib1g-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   libssl-dev libgtest-dev libgmock-dev libthrift-dev thrift-compiler libboost-dev
   iproute2 procps openssl curl socat nginx-light python3 python3-scapy
-  iperf3 wrk stunnel4 haproxy rsyslog jq tcpdump gdb util-linux
+  iperf3 wrk stunnel4 haproxy rsyslog jq tcpdump gdb util-linux redis-server redis-tools
 )
 
 die() { echo "quickstart: $*" >&2; exit 1; }

@@ -76,6 +76,8 @@ TOOL_PACKAGES = {
     "wrk": "wrk",
     "stunnel4": "stunnel4",
     "haproxy": "haproxy",
+    "redis-server": "redis-server",
+    "redis-cli": "redis-tools",
 }
 
 

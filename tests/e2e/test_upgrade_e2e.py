@@ -1,11 +1,18 @@
 #!/usr/bin/python3
-"""End-to-end test of the client-side transparent TLS upgrade (issue 5, first
-part): a plaintext client in a child cgroup this test creates talks HTTP to
-a server's TLS port; tlswalld's connect redirect hands the connection to its
-proxy, which speaks verified TLS to the real nginx. Also: a wrong server name
-fails closed (fast, an upgrade_failed event, no plaintext on the wire), a
-TLS client passes through unchanged, a client outside the cgroup is not
-upgraded (and plaintext to the boundary stays blocked).
+"""End-to-end test of the transparent TLS upgrade (issue 5): a plaintext
+client in a child cgroup this test creates talks HTTP to a server's TLS
+port; tlswalld's connect redirect hands the connection to its proxy, which
+speaks verified TLS to the real nginx. Also: redis-cli (plaintext) reaches a
+TLS-only redis-server through the upgrade (PING, SET/GET, nothing readable
+on the wire); a wrong server name, an expired server certificate and a
+self-signed one (not from the rule's CA) fail closed (fast, an
+upgrade_failed event with the reason, no plaintext on the wire); a TLS
+client passes through unchanged; a client outside the cgroup is not upgraded
+(and plaintext to the boundary stays blocked). Server side: strict and
+permissive terminations, and one with a client CA: openssl s_client with a
+client certificate from that CA reaches the plaintext backend (its subject
+in the event), without one or with one from another CA it is refused and
+reported, and the backend never sees it.
 
 Safety: namespaces and a child cgroup created here, removed on exit.
 
@@ -31,10 +38,66 @@ import sandbox as S  # noqa: E402
 SRV = S.SRV_BOUNDARY_V4
 
 
-TERM_STRICT, TERM_PERMISSIVE, BACKEND_PORT = 8443, 9443, 8080
+TERM_STRICT, TERM_PERMISSIVE, TERM_MTLS, BACKEND_PORT = 8443, 9443, 10443, 8080
+# Server-namespace TLS servers behind their own [[upgrades]] rules.
+REDIS_PORT, EXPIRED_PORT, SELF_SIGNED_PORT = 6380, 7443, 7444
 
 
-def terminations_text(cert: str, key: str) -> str:
+def openssl(args: list[str]) -> None:
+    r = subprocess.run(["openssl"] + args, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise S.SandboxError(f"openssl {args[0]} failed: {r.stderr.strip()[-300:]}")
+
+
+def self_signed(d: Path, name: str, subj: str, san: str | None = None) -> tuple[Path, Path]:
+    """A self-signed EC certificate (CA:TRUE, OpenSSL's req default)."""
+    crt, key = d / f"{name}.crt", d / f"{name}.key"
+    openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-days", "2", "-subj", subj, "-keyout", str(key), "-out", str(crt)]
+            + (["-addext", f"subjectAltName={san}"] if san else []))
+    return crt, key
+
+
+def signed_by(d: Path, name: str, subj: str, ca: tuple[Path, Path], san: str | None = None,
+              dates: tuple[str, str] | None = None) -> tuple[Path, Path]:
+    """A leaf signed by `ca` (cert, key) through `openssl ca`, which, unlike
+    `openssl x509 -req` in OpenSSL 3.0, can set a validity in the past."""
+    crt, key, csr = d / f"{name}.crt", d / f"{name}.key", d / f"{name}.csr"
+    db = d / "ca-db"
+    if not db.exists():
+        db.mkdir()
+        (db / "index.txt").write_text("")
+        (d / "ca.cnf").write_text(f"""[ca]
+default_ca = e2e_ca
+[e2e_ca]
+database = {db}/index.txt
+new_certs_dir = {db}
+serial = {db}/serial
+default_md = sha256
+policy = e2e_policy
+copy_extensions = copy
+unique_subject = no
+[e2e_policy]
+commonName = supplied
+organizationName = optional
+""")
+    openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-subj", subj, "-keyout", str(key), "-out", str(csr)]
+            + (["-addext", f"subjectAltName={san}"] if san else []))
+    validity = ["-startdate", dates[0], "-enddate", dates[1]] if dates else ["-days", "2"]
+    openssl(["ca", "-batch", "-config", str(d / "ca.cnf"), "-cert", str(ca[0]), "-keyfile", str(ca[1]),
+             "-in", str(csr), "-out", str(crt), "-notext", "-rand_serial"] + validity)
+    return crt, key
+
+
+def subject_rfc2253(crt: Path) -> str:
+    """The subject as the proxy prints it (X509_NAME_print_ex, XN_FLAG_RFC2253)."""
+    r = subprocess.run(["openssl", "x509", "-in", str(crt), "-noout", "-subject", "-nameopt", "RFC2253"],
+                       capture_output=True, text=True, timeout=30, check=True)
+    return r.stdout.strip().removeprefix("subject=")
+
+
+def terminations_text(cert: str, key: str, client_ca: str) -> str:
     return f"""
 [[terminations]]
 name = "legacy-app-strict"
@@ -50,6 +113,14 @@ backend = "127.0.0.1:{BACKEND_PORT}"
 cert = "{cert}"
 key = "{key}"
 mode = "permissive"
+
+[[terminations]]
+name = "legacy-app-mtls"
+port = {TERM_MTLS}
+backend = "127.0.0.1:{BACKEND_PORT}"
+cert = "{cert}"
+key = "{key}"
+client_ca = "{client_ca}"
 """
 
 
@@ -70,6 +141,20 @@ boundary = "remote"
 ports = [443]
 server_name = "{server_name}"
 ca_file = "{ca}"
+
+[[upgrades]]
+name = "legacy-redis"
+boundary = "remote"
+ports = [{REDIS_PORT}]
+server_name = "{SRV}"
+ca_file = "{ca}"
+
+[[upgrades]]
+name = "legacy-certs"
+boundary = "remote"
+ports = [{EXPIRED_PORT}, {SELF_SIGNED_PORT}]
+server_name = "{SRV}"
+ca_file = "{ca}"
 """ + extra
 
 
@@ -79,12 +164,58 @@ class E2E:
         self.cg_legacy = cg.make("legacy")
         self.d: S.Daemon | None = None
         self.pdir = sb.tmp / "policy.d"
+        self.certs = sb.tmp / "certs"
 
     def in_cgroup(self, cmd: list[str], timeout: float = 15) -> S.Result:
         """Runs cmd in the client namespace from inside the legacy cgroup."""
         return self.sb.run_in_cgroup(self.sb.client_ns, self.cg_legacy, cmd, timeout=timeout)
 
+    def make_certs(self) -> None:
+        """Server certificates the rules must refuse (an expired one from the
+        rule's CA, a self-signed one with the right name) and, for the mutual
+        TLS termination, a client CA, a client certificate from it and one
+        with the same subject from no CA."""
+        d, ca = self.certs, (self.sb.cert, self.sb.key)
+        d.mkdir()
+        self.expired = signed_by(d, "expired", "/CN=expired.e2e", ca, san=f"IP:{SRV}",
+                                 dates=("20200101000000Z", "20200102000000Z"))
+        self.self_signed = self_signed(d, "self-signed", "/CN=self-signed.e2e", san=f"IP:{SRV}")
+        self.client_ca = self_signed(d, "client-ca", "/CN=tlswall-e2e client CA")
+        self.client_cert = signed_by(d, "client", "/O=tlswall-e2e/CN=legacy-client", self.client_ca)
+        self.rogue_client = self_signed(d, "rogue-client", "/O=tlswall-e2e/CN=legacy-client")
+
+    def capture(self, name: str, bpf_filter: str) -> tuple[S.Proc, Path]:
+        """tcpdump on the client's veth, payloads in ASCII; listening on return."""
+        cap = self.sb.tmp / f"cap-{name}.txt"
+        proc = self.sb.spawn(self.sb.client_ns, f"tcpdump-{name}",
+                             ["tcpdump", "-i", "eth0", "-nn", "-l", "-A", bpf_filter], stdout_path=cap)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "listening on" not in proc.log_tail(5):
+            time.sleep(0.05)
+        time.sleep(0.2)
+        return proc, cap
+
+    @staticmethod
+    def captured(proc: S.Proc, cap: Path) -> str:
+        time.sleep(0.3)
+        proc.stop()
+        return cap.read_text(errors="replace") if cap.exists() else ""
+
+    def wait_events(self, pred, n: int, timeout: float, start: int) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            evs = [e for e in self.d.read_events()[start:] if pred(e)]
+            if len(evs) >= n or time.monotonic() >= deadline:
+                return evs
+            time.sleep(0.1)
+
+    def backend_requests(self) -> int:
+        """Requests the termination backend (http.server, logging to stderr) served."""
+        log = self.sb.tmp / "backend.log"
+        return log.read_text(errors="replace").count('"GET / HTTP') if log.exists() else 0
+
     def start(self):
+        self.make_certs()
         self.pdir.mkdir()
         (self.pdir / "p.toml").write_text(policy_text("upg-1", SRV, str(self.sb.cert)))
         self.d = S.Daemon(self.sb, self.bdir, "tlswalld-upg")
@@ -104,6 +235,73 @@ class E2E:
         ok = r.rc == 0 and "tlswall-e2e ok" in r.stdout and ev is not None and not blocked
         return ok, (f"curl http://{SRV}:443/ rc={r.rc} body={r.stdout.strip()[:40]!r} in {r.elapsed:.3f}s; "
                     f"event {ev and ev.get('message', '')[:120]}; plaintext_blocked events {len(blocked)}")
+
+    def redis_cli_is_upgraded(self):
+        # A TLS-only redis-server (port 0: no plaintext port, client
+        # certificates not asked for) with the certificate of the rule's CA;
+        # redis-cli in the cgroup speaks plaintext RESP to it.
+        rdir = self.sb.tmp / "redis"
+        rdir.mkdir()
+        srv = self.sb.spawn(self.sb.server_ns, "redis-server", [
+            "redis-server", "--port", "0", "--tls-port", str(REDIS_PORT), "--bind", SRV,
+            "--tls-cert-file", self.sb.cert, "--tls-key-file", self.sb.key, "--tls-ca-cert-file", self.sb.cert,
+            "--tls-auth-clients", "no", "--protected-mode", "no", "--save", "", "--appendonly", "no",
+            "--dir", rdir, "--daemonize", "no"])
+        try:
+            self.sb.wait_listen(REDIS_PORT)
+        except S.SandboxError as e:
+            return False, f"redis-server did not start: {e}: {srv.log_tail(5)}"
+        value = f"tlswall-e2e-{os.getpid()}-{time.time_ns()}"
+        start = len(self.d.read_events())
+        tcpdump, cap = self.capture("redis", f"tcp port {REDIS_PORT}")
+        cli = ["redis-cli", "-h", SRV, "-p", str(REDIS_PORT)]
+        ping = self.in_cgroup(cli + ["PING"], timeout=10)
+        put = self.in_cgroup(cli + ["SET", "tlswall:e2e", value], timeout=10)
+        get = self.in_cgroup(cli + ["GET", "tlswall:e2e"], timeout=10)
+        evs = self.wait_events(lambda e: e.get("type") == "upgraded" and e.get("action") == "upgrade"
+                               and e.get("rule") == "legacy-redis" and e.get("dport") == REDIS_PORT, 3, 5, start)
+        wire = self.captured(tcpdump, cap)
+        in_clear = [w for w in ("PING", "tlswall:e2e", value) if w in wire]
+        ok = (ping.rc == 0 and ping.stdout.strip() == "PONG" and put.rc == 0 and put.stdout.strip() == "OK"
+              and get.rc == 0 and get.stdout.strip() == value and len(evs) >= 3
+              and f"{SRV}.{REDIS_PORT}" in wire and not in_clear)
+        return ok, (f"redis-cli PING {ping.stdout.strip()!r} rc={ping.rc}, SET {put.stdout.strip()!r}, "
+                    f"GET {'the value' if get.stdout.strip() == value else repr(get.stdout.strip()[:40])} "
+                    f"({(ping.stderr + put.stderr + get.stderr).strip()[:80]}); {len(evs)} upgraded events of "
+                    f"legacy-redis ({evs[0].get('message', '')[:90] if evs else ''}); "
+                    f"flow on the wire: {f'{SRV}.{REDIS_PORT}' in wire}, in clear: {in_clear}")
+
+    def bad_server_cert_fails_closed(self, port: int, cert: tuple[Path, Path], why: tuple[str, ...]):
+        # openssl s_server with a certificate the rule's verification must
+        # refuse; its name (an IP SAN) is right, so only the chain is wrong.
+        srv = self.sb.spawn(self.sb.server_ns, f"s_server-{port}",
+                            ["openssl", "s_server", "-accept", f"{SRV}:{port}", "-cert", cert[0],
+                             "-key", cert[1], "-www"])
+        try:
+            self.sb.wait_listen(port)
+            start = len(self.d.read_events())
+            tcpdump, cap = self.capture(f"cert-{port}", f"tcp port {port}")
+            r = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:{port}/"])
+            ev = self.d.wait_event(lambda e: e.get("type") in ("upgrade_failed", "upgraded")
+                                   and e.get("dport") == port, 5, start)
+            wire = self.captured(tcpdump, cap)
+        finally:
+            srv.stop()
+        msg = ev.get("message", "") if ev else ""
+        ok = (r.rc != 0 and r.elapsed < 1.0 and ev is not None and ev.get("type") == "upgrade_failed"
+              and ev.get("rule") == "legacy-certs" and ev.get("reason") == "certificate"
+              and any(w in msg for w in why) and f"{SRV}.{port}" in wire and "GET /" not in wire)
+        return ok, (f"curl http://{SRV}:{port}/ rc={r.rc} in {r.elapsed:.3f}s ({r.stderr.strip()[:50]}); "
+                    f"event {ev and ev.get('type')} rule={ev and ev.get('rule')} reason={ev and ev.get('reason')} "
+                    f"({msg[-60:]!r}); TLS attempt on the wire: {f'{SRV}.{port}' in wire}, "
+                    f"plaintext 'GET /' on the wire: {'GET /' in wire}")
+
+    def expired_cert_fails_closed(self):
+        return self.bad_server_cert_fails_closed(EXPIRED_PORT, self.expired, ("certificate has expired",))
+
+    def self_signed_cert_fails_closed(self):
+        return self.bad_server_cert_fails_closed(SELF_SIGNED_PORT, self.self_signed,
+                                                 ("self-signed certificate", "self signed certificate"))
 
     def tls_client_passes_through(self):
         r = self.in_cgroup(["curl", "-sS", "--max-time", "8", "--cacert", str(self.sb.cert), f"https://{SRV}/"])
@@ -131,7 +329,8 @@ class E2E:
         gen = int(self.d.status()["policy"]["generation"])
         start = len(self.d.read_events())
         (self.pdir / "p.toml").write_text(policy_text("upg-3", SRV, str(self.sb.cert),
-                                                      terminations_text(str(crt), str(key))))
+                                                      terminations_text(str(crt), str(key),
+                                                                        str(self.client_ca[0]))))
         self.d.wait_generation(gen, timeout=5)
         self.sb.wait_listen(TERM_STRICT, ns=self.sb.client_ns, timeout=5)
         tls = self.sb.server(["curl", "-sS", "--max-time", "8", "--cacert", str(crt),
@@ -150,6 +349,51 @@ class E2E:
                     f"in {plain_strict.elapsed:.3f}s; plaintext to permissive rc={plain_perm.rc} "
                     f"{plain_perm.stdout.strip()[:30]!r}; events refused={refused is not None} reported={reported is not None}")
 
+    def s_client_mtls(self, cert: tuple[Path, Path] | None) -> S.Result:
+        """openssl s_client from the server namespace to the mutual TLS
+        termination (verifying the host's certificate), one HTTP request."""
+        cmd = ["openssl", "s_client", "-connect", f"{S.CLIENT_V4}:{TERM_MTLS}", "-CAfile",
+               self.sb.tmp / "host.crt", "-verify_ip", S.CLIENT_V4, "-verify_return_error", "-quiet", "-ign_eof"]
+        if cert:
+            cmd += ["-cert", cert[0], "-key", cert[1]]
+        return self.sb.server(cmd, input="GET / HTTP/1.0\r\n\r\n", timeout=10)
+
+    def mtls_client_cert_accepted(self):
+        subject = subject_rfc2253(self.client_cert[0])
+        before = self.backend_requests()
+        start = len(self.d.read_events())
+        r = self.s_client_mtls(self.client_cert)
+        ev = self.d.wait_event(lambda e: e.get("type") == "upgraded" and e.get("action") == "terminate"
+                               and e.get("rule") == "legacy-app-mtls", 5, start)
+        served = self.backend_requests() - before
+        # The subject is only in the message: the event schema has no field for it.
+        msg = ev.get("message", "") if ev else ""
+        ok = (r.rc == 0 and "legacy-backend ok" in r.stdout and served == 1 and ev is not None
+              and f"client certificate {subject}" in msg)
+        answer = "backend answered" if "legacy-backend ok" in r.stdout else repr(r.stderr.strip()[-80:])
+        return ok, (f"s_client with a client certificate ({subject}) rc={r.rc} {answer}; "
+                    f"backend served {served}; event {msg[-90:]!r}")
+
+    def mtls_without_valid_client_cert_refused(self):
+        before = self.backend_requests()
+        first = len(self.d.read_events())
+        ok, parts = True, []
+        for label, cert in (("no client certificate", None), ("one from another CA", self.rogue_client)):
+            start = len(self.d.read_events())
+            r = self.s_client_mtls(cert)
+            ev = self.d.wait_event(lambda e: e.get("type") == "upgrade_failed" and e.get("rule") == "legacy-app-mtls",
+                                   5, start)
+            ok = ok and ("legacy-backend ok" not in r.stdout and r.elapsed < 2.0 and ev is not None
+                         and ev.get("reason") == "certificate")
+            parts.append(f"{label}: rc={r.rc} in {r.elapsed:.3f}s, backend answered "
+                         f"{'legacy-backend ok' in r.stdout}, event reason={ev and ev.get('reason')} "
+                         f"({(ev or {}).get('message', '')[-50:]!r})")
+        terminated = [e for e in self.d.read_events()[first:]
+                      if e.get("rule") == "legacy-app-mtls" and e.get("action") == "terminate"]
+        served = self.backend_requests() - before
+        ok = ok and not terminated and served == 0
+        return ok, "; ".join(parts) + f"; terminate events {len(terminated)}, backend served {served}"
+
     def metrics_per_rule(self):
         r = self.sb.client(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:19465/metrics"])
         lines = [l for l in r.stdout.splitlines() if l.startswith("tlswall_upgrade_")]
@@ -161,24 +405,22 @@ class E2E:
         conns = value('tlswall_upgrade_connections_total{rule="legacy-web",side="client"}')
         failed = value('tlswall_upgrade_failures_total{rule="legacy-web",reason="hostname"}')
         term = value('tlswall_upgrade_connections_total{rule="legacy-app-strict",side="server"}')
+        redis = value('tlswall_upgrade_connections_total{rule="legacy-redis",side="client"}')
+        certs = value('tlswall_upgrade_failures_total{rule="legacy-certs",reason="certificate"}')
         redirected = value("tlswall_upgrade_redirected_total")
-        ok = r.rc == 0 and conns >= 3 and failed >= 1 and term >= 1 and redirected >= 3
+        ok = (r.rc == 0 and conns >= 3 and failed >= 1 and term >= 1 and redis >= 3 and certs >= 2
+              and redirected >= 8)
         return ok, (f"client conns {conns:g}, hostname failures {failed:g}, strict termination conns {term:g}, "
-                    f"redirected {redirected:g}")
+                    f"redis conns {redis:g}, certificate failures {certs:g}, redirected {redirected:g}")
 
     def proxy_killed_fails_fast(self):
         # The daemon (and its proxy) dies hard; the pinned redirect stays, so
         # selected clients now meet a closed port: they fail at once, and
         # nothing goes out in plaintext.
-        cap = self.sb.tmp / "cap-kill.txt"
-        tcpdump = self.sb.spawn(self.sb.client_ns, "tcpdump-kill",
-                                ["tcpdump", "-i", "eth0", "-nn", "-l", "-A", "tcp port 443"], stdout_path=cap)
-        time.sleep(0.5)
+        tcpdump, cap = self.capture("kill", "tcp port 443")
         self.d.proc.stop(signal.SIGKILL, timeout=5)
         r = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:443/"])
-        time.sleep(0.3)
-        tcpdump.stop()
-        wire = cap.read_text(errors="replace") if cap.exists() else ""
+        wire = self.captured(tcpdump, cap)
         ok = r.rc != 0 and r.elapsed < 2.0 and "GET /" not in wire
         return ok, (f"daemon killed; curl rc={r.rc} in {r.elapsed:.3f}s ({r.stderr.strip()[:60]}); "
                     f"plaintext 'GET /' on the wire: {'GET /' in wire}")
@@ -188,15 +430,10 @@ class E2E:
         (self.pdir / "p.toml").write_text(policy_text("upg-2", "wrong.example", str(self.sb.cert)))
         self.d.wait_generation(gen, timeout=5)
         start = len(self.d.read_events())
-        cap = self.sb.tmp / "cap.txt"
-        tcpdump = self.sb.spawn(self.sb.client_ns, "tcpdump",
-                                ["tcpdump", "-i", "eth0", "-nn", "-l", "-A", "tcp port 443"], stdout_path=cap)
-        time.sleep(0.5)
+        tcpdump, cap = self.capture("wrong-name", "tcp port 443")
         r = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:443/"])
         ev = self.d.wait_event(lambda e: e.get("type") == "upgrade_failed", 5, start)
-        time.sleep(0.3)
-        tcpdump.stop()
-        wire = cap.read_text(errors="replace") if cap.exists() else ""
+        wire = self.captured(tcpdump, cap)
         ok = (r.rc != 0 and r.elapsed < 2.0 and ev is not None and ev.get("reason") == "hostname"
               and "GET /" not in wire)
         return ok, (f"curl rc={r.rc} in {r.elapsed:.3f}s; event reason={ev and ev.get('reason')}; "
@@ -212,7 +449,7 @@ def main() -> int:
     checks = S.Checks(timed=True)
     cg = None
     try:
-        S.require_tools("ip", "tc", "ss", "curl", "nginx", "openssl")
+        S.require_tools("ip", "tc", "ss", "curl", "nginx", "openssl", "redis-server", "redis-cli")
         if not __import__("shutil").which("tcpdump"):
             raise S.ToolMissing("tcpdump missing: apt-get install tcpdump")
         bdir = S.build_dir(a.build_dir)
@@ -224,9 +461,17 @@ def main() -> int:
             try:
                 if checks.run("daemon_start_with_upgrade", t.start):
                     checks.run("plaintext_http_client_upgraded_to_verified_tls", t.plaintext_client_is_upgraded)
+                    checks.run("redis_cli_upgraded_to_tls_only_redis_server", t.redis_cli_is_upgraded)
                     checks.run("tls_client_passes_through_unchanged", t.tls_client_passes_through)
                     checks.run("client_outside_cgroup_not_upgraded_and_blocked", t.outside_cgroup_not_upgraded)
+                    checks.run("expired_server_cert_fails_closed_no_plaintext_on_wire", t.expired_cert_fails_closed)
+                    checks.run("self_signed_server_cert_fails_closed_no_plaintext_on_wire",
+                               t.self_signed_cert_fails_closed)
                     checks.run("terminations_tls_in_plaintext_backend_strict_permissive", t.terminations)
+                    checks.run("termination_client_cert_from_ca_reaches_backend_subject_in_event",
+                               t.mtls_client_cert_accepted)
+                    checks.run("termination_without_valid_client_cert_refused_and_reported",
+                               t.mtls_without_valid_client_cert_refused)
                     checks.run("wrong_server_name_fails_closed_no_plaintext_on_wire", t.wrong_name_fails_closed)
                     checks.run("metrics_per_upgrade_rule", t.metrics_per_rule)
                     checks.run("proxy_killed_clients_fail_fast_no_plaintext", t.proxy_killed_fails_fast)
