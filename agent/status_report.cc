@@ -251,7 +251,7 @@ std::string render_status_json(const StatusReport& s) {
                                   .add_raw("backends", backends.str())
                                   .str())
       .add_raw("upgrade", JsonObject()
-                              .add("running", s.upgrade.running)
+                              .add_bool("running", s.upgrade.running)
                               .add("summary", s.upgrade.summary)
                               .add("redirected", s.upgrade.redirected)
                               .add_raw("rules", upgrade_rules.str())

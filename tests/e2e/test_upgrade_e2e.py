@@ -8,11 +8,14 @@ on the wire); a wrong server name, an expired server certificate and a
 self-signed one (not from the rule's CA) fail closed (fast, an
 upgrade_failed event with the reason, no plaintext on the wire); a TLS
 client passes through unchanged; a client outside the cgroup is not upgraded
-(and plaintext to the boundary stays blocked). Server side: strict and
-permissive terminations, and one with a client CA: openssl s_client with a
-client certificate from that CA reaches the plaintext backend (its subject
-in the event), without one or with one from another CA it is refused and
-reported, and the backend never sees it.
+(and plaintext to the boundary stays blocked); a rule with a `cgroups`
+selector upgrades clients of that sub-cgroup only. The upgraded event
+carries the session as fields (server name and subject, version, cipher,
+bytes). Server side: strict and permissive terminations, and one with a
+client CA: openssl s_client with a client certificate from that CA reaches
+the plaintext backend (its subject in the event's client_subject), without
+one or with one from another CA it is refused and reported, and the backend
+never sees it. Per-rule counters in Prometheus and in `tlswallctl status`.
 
 Safety: namespaces and a child cgroup created here, removed on exit.
 
@@ -40,7 +43,7 @@ SRV = S.SRV_BOUNDARY_V4
 
 TERM_STRICT, TERM_PERMISSIVE, TERM_MTLS, BACKEND_PORT = 8443, 9443, 10443, 8080
 # Server-namespace TLS servers behind their own [[upgrades]] rules.
-REDIS_PORT, EXPIRED_PORT, SELF_SIGNED_PORT = 6380, 7443, 7444
+REDIS_PORT, EXPIRED_PORT, SELF_SIGNED_PORT, TEAM_PORT = 6380, 7443, 7444, 7445
 
 
 def openssl(args: list[str]) -> None:
@@ -124,7 +127,7 @@ client_ca = "{client_ca}"
 """
 
 
-def policy_text(version: str, server_name: str, ca: str, extra: str = "") -> str:
+def policy_text(version: str, server_name: str, ca: str, team_cgroup: str, extra: str = "") -> str:
     return f"""version = "{version}"
 [boundaries.remote]
 cidrs = ["{SRV}/32", "{S.SRV_BOUNDARY_V6}/128"]
@@ -155,6 +158,14 @@ boundary = "remote"
 ports = [{EXPIRED_PORT}, {SELF_SIGNED_PORT}]
 server_name = "{SRV}"
 ca_file = "{ca}"
+
+[[upgrades]]
+name = "legacy-team"
+boundary = "remote"
+ports = [{TEAM_PORT}]
+server_name = "{SRV}"
+ca_file = "{ca}"
+cgroups = ["{team_cgroup}"]
 """ + extra
 
 
@@ -162,6 +173,9 @@ class E2E:
     def __init__(self, sb: S.Sandbox, bdir: Path, cg: S.Cgroups):
         self.sb, self.bdir, self.cg = sb, bdir, cg
         self.cg_legacy = cg.make("legacy")
+        # A team below the attach cgroup: the legacy-team rule selects only it.
+        self.cg_team = cg.make("legacy/team")
+        self.team_rel = cg.rel("legacy/team")
         self.d: S.Daemon | None = None
         self.pdir = sb.tmp / "policy.d"
         self.certs = sb.tmp / "certs"
@@ -217,7 +231,7 @@ class E2E:
     def start(self):
         self.make_certs()
         self.pdir.mkdir()
-        (self.pdir / "p.toml").write_text(policy_text("upg-1", SRV, str(self.sb.cert)))
+        (self.pdir / "p.toml").write_text(policy_text("upg-1", SRV, str(self.sb.cert), self.team_rel))
         self.d = S.Daemon(self.sb, self.bdir, "tlswalld-upg")
         self.d.write_config(str(self.pdir), extra={
             "events": {"aggregate_window_ms": 0},
@@ -232,9 +246,42 @@ class E2E:
         r = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:443/"])
         ev = self.d.wait_event(lambda e: e.get("type") == "upgraded" and e.get("action") == "upgrade", 5, start)
         blocked = [e for e in self.d.read_events()[start:] if e.get("type") == "plaintext_blocked"]
-        ok = r.rc == 0 and "tlswall-e2e ok" in r.stdout and ev is not None and not blocked
+        # The session as fields: what was verified, with whom, and how much.
+        fields = {k: (ev or {}).get(k) for k in ("server_name", "server_subject", "tls_version", "cipher",
+                                                  "bytes_up", "bytes_down")}
+        fields_ok = (fields["server_name"] == SRV and bool(fields["server_subject"])
+                     and str(fields["tls_version"]).startswith("TLSv1.") and bool(fields["cipher"])
+                     and int(fields["bytes_up"] or 0) > 0 and int(fields["bytes_down"] or 0) > 0)
+        ok = r.rc == 0 and "tlswall-e2e ok" in r.stdout and ev is not None and not blocked and fields_ok
         return ok, (f"curl http://{SRV}:443/ rc={r.rc} body={r.stdout.strip()[:40]!r} in {r.elapsed:.3f}s; "
-                    f"event {ev and ev.get('message', '')[:120]}; plaintext_blocked events {len(blocked)}")
+                    f"event fields {fields}; plaintext_blocked events {len(blocked)}")
+
+    def cgroup_selector_takes_only_its_subtree(self):
+        """legacy-team names legacy/team: a client there is upgraded, one in
+        legacy itself (the attach cgroup, above the selector) is not."""
+        srv = self.sb.spawn(self.sb.server_ns, f"s_server-{TEAM_PORT}",
+                            ["openssl", "s_server", "-accept", f"{SRV}:{TEAM_PORT}", "-cert", self.sb.cert,
+                             "-key", self.sb.key, "-www"])
+        try:
+            self.sb.wait_listen(TEAM_PORT)
+            start = len(self.d.read_events())
+            team = self.sb.run_in_cgroup(self.sb.client_ns, self.cg_team,
+                                         ["curl", "-sS", "--max-time", "8", f"http://{SRV}:{TEAM_PORT}/"])
+            ev = self.d.wait_event(lambda e: e.get("type") == "upgraded" and e.get("rule") == "legacy-team",
+                                   5, start)
+            mid = len(self.d.read_events())
+            outside = self.in_cgroup(["curl", "-sS", "--max-time", "3", f"http://{SRV}:{TEAM_PORT}/"])
+            time.sleep(0.3)
+            later = [e for e in self.d.read_events()[mid:] if e.get("rule") == "legacy-team"]
+        finally:
+            srv.stop()
+        # s_server -www answers an HTTP GET over TLS with its status page.
+        team_ok = team.rc == 0 and "s_server" in team.stdout and ev is not None
+        outside_ok = "s_server" not in outside.stdout and not later
+        return team_ok and outside_ok, (
+            f"from {self.team_rel}: curl rc={team.rc}, page {'served' if 's_server' in team.stdout else 'missing'}, "
+            f"upgraded event {'yes' if ev else 'NO'}; from {self.cg.rel('legacy')}: curl rc={outside.rc} "
+            f"(not upgraded: plaintext to a TLS port), legacy-team events {len(later)}")
 
     def redis_cli_is_upgraded(self):
         # A TLS-only redis-server (port 0: no plaintext port, client
@@ -328,7 +375,7 @@ class E2E:
         self.sb.wait_listen(BACKEND_PORT, ns=self.sb.client_ns)
         gen = int(self.d.status()["policy"]["generation"])
         start = len(self.d.read_events())
-        (self.pdir / "p.toml").write_text(policy_text("upg-3", SRV, str(self.sb.cert),
+        (self.pdir / "p.toml").write_text(policy_text("upg-3", SRV, str(self.sb.cert), self.team_rel,
                                                       terminations_text(str(crt), str(key),
                                                                         str(self.client_ca[0]))))
         self.d.wait_generation(gen, timeout=5)
@@ -366,13 +413,12 @@ class E2E:
         ev = self.d.wait_event(lambda e: e.get("type") == "upgraded" and e.get("action") == "terminate"
                                and e.get("rule") == "legacy-app-mtls", 5, start)
         served = self.backend_requests() - before
-        # The subject is only in the message: the event schema has no field for it.
-        msg = ev.get("message", "") if ev else ""
+        got = ev.get("client_subject") if ev else None
         ok = (r.rc == 0 and "legacy-backend ok" in r.stdout and served == 1 and ev is not None
-              and f"client certificate {subject}" in msg)
+              and got == subject)
         answer = "backend answered" if "legacy-backend ok" in r.stdout else repr(r.stderr.strip()[-80:])
         return ok, (f"s_client with a client certificate ({subject}) rc={r.rc} {answer}; "
-                    f"backend served {served}; event {msg[-90:]!r}")
+                    f"backend served {served}; event client_subject {got!r}")
 
     def mtls_without_valid_client_cert_refused(self):
         before = self.backend_requests()
@@ -413,6 +459,20 @@ class E2E:
         return ok, (f"client conns {conns:g}, hostname failures {failed:g}, strict termination conns {term:g}, "
                     f"redis conns {redis:g}, certificate failures {certs:g}, redirected {redirected:g}")
 
+    def status_per_rule(self):
+        """tlswallctl status --json: the proxy's counters per rule and termination."""
+        up = self.d.status().get("upgrade", {})
+        rules = {r.get("name"): r for r in up.get("rules", [])}
+        web, strict = rules.get("legacy-web", {}), rules.get("legacy-app-strict", {})
+        certs = rules.get("legacy-certs", {})
+        ok = (up.get("running") is True and int(up.get("redirected", 0)) >= 8
+              and web.get("side") == "client" and int(web.get("connections", 0)) >= 3
+              and int(web.get("bytes_down", 0)) > 0 and int(web.get("failures", {}).get("hostname", 0)) >= 1
+              and strict.get("side") == "server" and int(strict.get("connections", 0)) >= 1
+              and int(certs.get("failures", {}).get("certificate", 0)) >= 2)
+        return ok, (f"running {up.get('running')}, redirected {up.get('redirected')}; legacy-web {web}; "
+                    f"legacy-app-strict {strict}; legacy-certs failures {certs.get('failures')}")
+
     def proxy_killed_fails_fast(self):
         # The daemon (and its proxy) dies hard; the pinned redirect stays, so
         # selected clients now meet a closed port: they fail at once, and
@@ -427,7 +487,7 @@ class E2E:
 
     def wrong_name_fails_closed(self):
         gen = int(self.d.status()["policy"]["generation"])
-        (self.pdir / "p.toml").write_text(policy_text("upg-2", "wrong.example", str(self.sb.cert)))
+        (self.pdir / "p.toml").write_text(policy_text("upg-2", "wrong.example", str(self.sb.cert), self.team_rel))
         self.d.wait_generation(gen, timeout=5)
         start = len(self.d.read_events())
         tcpdump, cap = self.capture("wrong-name", "tcp port 443")
@@ -464,6 +524,7 @@ def main() -> int:
                     checks.run("redis_cli_upgraded_to_tls_only_redis_server", t.redis_cli_is_upgraded)
                     checks.run("tls_client_passes_through_unchanged", t.tls_client_passes_through)
                     checks.run("client_outside_cgroup_not_upgraded_and_blocked", t.outside_cgroup_not_upgraded)
+                    checks.run("cgroups_selector_upgrades_only_its_subtree", t.cgroup_selector_takes_only_its_subtree)
                     checks.run("expired_server_cert_fails_closed_no_plaintext_on_wire", t.expired_cert_fails_closed)
                     checks.run("self_signed_server_cert_fails_closed_no_plaintext_on_wire",
                                t.self_signed_cert_fails_closed)
@@ -474,6 +535,7 @@ def main() -> int:
                                t.mtls_without_valid_client_cert_refused)
                     checks.run("wrong_server_name_fails_closed_no_plaintext_on_wire", t.wrong_name_fails_closed)
                     checks.run("metrics_per_upgrade_rule", t.metrics_per_rule)
+                    checks.run("status_per_upgrade_rule_and_termination", t.status_per_rule)
                     checks.run("proxy_killed_clients_fail_fast_no_plaintext", t.proxy_killed_fails_fast)
             finally:
                 if t.d:
