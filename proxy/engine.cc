@@ -154,6 +154,7 @@ struct Conn {
   Buffer a2b, b2a;
   Clock::time_point started, sniff_deadline, deadline, last_activity;
   SocketAddress client, dst;
+  SocketAddress local;  // server side: where the client connected
   std::string rule;
   std::shared_ptr<const ClientRuleContext> up;
   std::shared_ptr<const ServerRuleContext> term;
@@ -498,6 +499,7 @@ void Worker::accept_conn(Listener& l, OwnedFd fd) {
   c->id = id;
   c->client = peer;
   c->terminator = l.terminator;
+  if (l.terminator) c->local = SocketAddress::local_of(fd.get());
   if (!l.terminator) {
     std::optional<OriginalDestination> od;
     try {
@@ -531,7 +533,7 @@ void Worker::accept_conn(Listener& l, OwnedFd fd) {
       e_.unknown.fetch_add(1);
       reset_fd(fd);
       e_.emit(TerminatorFailure{id, l.terminator_id, FailureReason::kUnknownDestination,
-                                "no terminator rule '" + l.terminator_id + "'", peer});
+                                "no terminator rule '" + l.terminator_id + "'", peer, c->local});
       return;
     }
     c->rule = l.terminator_id;
@@ -547,7 +549,7 @@ void Worker::accept_conn(Listener& l, OwnedFd fd) {
     const std::string detail =
         "max_connections " + std::to_string(e_.opts.max_connections) + " reached";
     if (l.terminator) {
-      e_.emit(TerminatorFailure{id, c->rule, FailureReason::kCapacity, detail, peer});
+      e_.emit(TerminatorFailure{id, c->rule, FailureReason::kCapacity, detail, peer, c->local});
     } else {
       e_.emit(UpgradeFailure{id, c->rule, FailureReason::kCapacity, detail, peer, c->dst});
     }
@@ -746,7 +748,7 @@ void Worker::decide_plaintext(Conn& c) {
   c.mode = Mode::kPlaintext;
   c.phase = Phase::kConnecting;
   c.counters->plaintext.fetch_add(1);
-  e_.emit(PlaintextAccepted{c.id, c.rule, c.client});
+  e_.emit(PlaintextAccepted{c.id, c.rule, c.client, c.local});
   start_connect(c, c.dst);
 }
 
@@ -979,7 +981,7 @@ void Worker::fail(Conn& c, FailureReason reason, const std::string& detail) {
                 detail);
   }
   if (c.terminator) {
-    e_.emit(TerminatorFailure{c.id, c.rule, reason, detail, c.client});
+    e_.emit(TerminatorFailure{c.id, c.rule, reason, detail, c.client, c.local});
   } else {
     e_.emit(UpgradeFailure{c.id, c.rule, reason, detail, c.client, c.dst});
   }
@@ -1009,6 +1011,7 @@ void Worker::report_close(Conn& c, const std::string& error) {
     ev.rule = c.rule;
     ev.client = c.client;
     ev.backend = c.dst;
+    ev.local = c.local;
     ev.tls = c.mode == Mode::kTls;
     ev.tls_version = c.tls_version;
     ev.cipher = c.cipher;

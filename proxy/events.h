@@ -76,6 +76,7 @@ struct TerminatorFailure {
   FailureReason reason = FailureReason::kProtocol;
   std::string detail;
   SocketAddress client;
+  SocketAddress local;  // the address and port the client connected to
 };
 
 // Server side: plaintext accepted by a permissive terminator (reported at
@@ -84,6 +85,7 @@ struct PlaintextAccepted {
   uint64_t conn_id = 0;
   std::string rule;
   SocketAddress client;
+  SocketAddress local;  // the address and port the client connected to
 };
 
 // Server side: a terminated (or permissive plaintext) connection closed.
@@ -92,7 +94,8 @@ struct Terminated {
   std::string rule;
   SocketAddress client;
   SocketAddress backend;
-  bool tls = true;  // false: permissive plaintext
+  SocketAddress local;  // the address and port the client connected to
+  bool tls = true;      // false: permissive plaintext
   std::string tls_version;
   std::string cipher;
   std::string alpn;

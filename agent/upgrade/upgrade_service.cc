@@ -27,7 +27,8 @@ constexpr auto kMaxRecordAge = std::chrono::seconds(10);
 
 Event to_event(const proxy::ProxyEvent& pe) {
   Event e;
-  // Server-side events know only the client: dst stays empty.
+  // Server-side events: dst is the termination's address and port the
+  // client connected to (the backend is in the message).
   auto flow = [&](const proxy::SocketAddress& client, const proxy::SocketAddress& dst) {
     logging::FlowEndpoints f;
     f.family = (dst.empty() ? client : dst).family() == AF_INET6 ? 6 : 4;
@@ -85,10 +86,10 @@ Event to_event(const proxy::ProxyEvent& pe) {
     e.alpn = t->alpn;
     e.bytes_up = t->bytes_in;
     e.bytes_down = t->bytes_out;
-    flow(t->client, t->backend);
+    flow(t->client, t->local);
     e.message = t->tls
                     ? "inbound TLS " + t->tls_version + " " + t->cipher +
-                          " terminated for the plaintext backend" +
+                          " terminated for the plaintext backend " + t->backend.to_string() +
                           (t->client_subject.empty() ? std::string(", no client certificate")
                                                      : ", client certificate " + t->client_subject)
                     : std::string("inbound plaintext passed to the backend (permissive)");
@@ -100,7 +101,7 @@ Event to_event(const proxy::ProxyEvent& pe) {
     e.rule = pa->rule;
     e.reason = "inbound_plaintext";
     e.message = "inbound plaintext accepted by a permissive termination (migration)";
-    flow(pa->client, proxy::SocketAddress());
+    flow(pa->client, pa->local);
   } else if (const auto* tf = std::get_if<proxy::TerminatorFailure>(&pe)) {
     const bool plaintext = tf->reason == proxy::FailureReason::kPlaintext;
     e.type = plaintext ? EventType::kPlaintextBlocked : EventType::kUpgradeFailed;
@@ -109,7 +110,7 @@ Event to_event(const proxy::ProxyEvent& pe) {
     e.mode = plaintext ? "strict" : "";
     e.rule = tf->rule;
     e.reason = plaintext ? "inbound_plaintext" : proxy::to_string(tf->reason);
-    flow(tf->client, proxy::SocketAddress());
+    flow(tf->client, tf->local);
     e.message = (plaintext ? "inbound plaintext refused by a strict termination: "
                            : "inbound TLS refused: ") +
                 tf->detail;

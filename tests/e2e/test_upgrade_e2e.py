@@ -430,9 +430,10 @@ class E2E:
             ev = self.d.wait_event(lambda e: e.get("type") == "upgrade_failed" and e.get("rule") == "legacy-app-mtls",
                                    5, start)
             ok = ok and ("legacy-backend ok" not in r.stdout and r.elapsed < 2.0 and ev is not None
-                         and ev.get("reason") == "certificate")
+                         and ev.get("reason") == "certificate" and ev.get("dport") == TERM_MTLS)
             parts.append(f"{label}: rc={r.rc} in {r.elapsed:.3f}s, backend answered "
                          f"{'legacy-backend ok' in r.stdout}, event reason={ev and ev.get('reason')} "
+                         f"dport={ev and ev.get('dport')} "
                          f"({(ev or {}).get('message', '')[-50:]!r})")
         terminated = [e for e in self.d.read_events()[first:]
                       if e.get("rule") == "legacy-app-mtls" and e.get("action") == "terminate"]

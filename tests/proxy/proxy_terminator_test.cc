@@ -44,6 +44,7 @@ TEST_F(TerminatorTest, TlsClientReachesPlaintextBackendWithItsSubjectReported) {
   EXPECT_TRUE(ev->tls);
   EXPECT_EQ(ev->rule, "t1");
   EXPECT_EQ(ev->backend, backend.address());
+  EXPECT_EQ(ev->local, proxy_addr) << "where the client connected";
   EXPECT_NE(ev->client_subject.find("CN=legacy-client"), std::string::npos) << ev->client_subject;
   EXPECT_EQ(ev->tls_version, "TLSv1.3");
   EXPECT_EQ(ev->bytes_in, 13u);
@@ -67,6 +68,7 @@ TEST_F(TerminatorTest, StrictRefusesPlaintext) {
   auto ev = events.wait_for<TerminatorFailure>();
   ASSERT_TRUE(ev);
   EXPECT_EQ(ev->reason, FailureReason::kPlaintext);
+  EXPECT_EQ(ev->local, proxy_addr) << "where the client connected";
   EXPECT_EQ(backend.accepted(), 0u);
   ASSERT_TRUE(wait_idle());
   EXPECT_EQ(failures(counters("t1"), FailureReason::kPlaintext), 1u);
