@@ -22,7 +22,6 @@ reference.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "e2e"))
 import bench_enforce as B  # noqa: E402
+from bench_report import med, write_section  # noqa: E402
 import sandbox as S  # noqa: E402
 
 SELECTOR_RULE = """
@@ -115,13 +115,13 @@ def main() -> int:
         return 1
 
     def paired(x, y):
-        return B.med([b / f for f, b in zip(vals[x], vals[y]) if f])
+        return med([b / f for f, b in zip(vals[x], vals[y]) if f])
 
     rows = [
-        ("A: no agent", B.med(vals["A"]), "-"),
-        ("F: enforcing, attribution off (foundation)", B.med(vals["F"]), "1.000"),
-        (f"T: enforcing, attribution on ({backend})", B.med(vals["T"]), f"{paired('F', 'T'):.3f}"),
-        (f"S: T + owner selectors on the port", B.med(vals["S"]), f"{paired('F', 'S'):.3f}"),
+        ("A: no agent", med(vals["A"]), "-"),
+        ("F: enforcing, attribution off (foundation)", med(vals["F"]), "1.000"),
+        (f"T: enforcing, attribution on ({backend})", med(vals["T"]), f"{paired('F', 'T'):.3f}"),
+        (f"S: T + owner selectors on the port", med(vals["S"]), f"{paired('F', 'S'):.3f}"),
     ]
     lines = ["| arm | new conns/s (median) | paired ratio vs F |", "|---|---:|---:|"]
     lines += [f"| {n} | {v:.0f} | {r} |" for n, v, r in rows]
@@ -129,8 +129,7 @@ def main() -> int:
     print(table)
     print(f"wall time {time.monotonic() - t0:.0f}s")
     if a.write:
-        section = f"""<!-- bench_attribution -->
-### Attribution cost on new connections (issue 3)
+        section = f"""### Attribution cost on new connections (issue 3)
 
 {table}
 
@@ -147,14 +146,8 @@ Reproduce (root, built tree):
 T adds the probe (one socket-storage write per connect()) and the
 classifier's owner read when it reports; S adds, per new flow, the owner
 match (uid, comm and cgroup-ancestor lookups) because a selector rule covers
-the port.
-<!-- /bench_attribution -->"""
-        path = S.REPO / "BENCHMARKS.md"
-        text = path.read_text() if path.exists() else "# Benchmarks\n"
-        pat = re.compile(r"<!-- bench_attribution -->.*?<!-- /bench_attribution -->", re.S)
-        text = pat.sub(section, text) if pat.search(text) else text.rstrip() + "\n\n" + section + "\n"
-        path.write_text(text)
-        print(f"wrote {path}")
+the port."""
+        print(f"wrote {write_section('bench_attribution', section)}")
     return 0
 
 

@@ -32,7 +32,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
 import sandbox as S  # noqa: E402
+from bench_report import med, proc_cpu_s, write_section  # noqa: E402
 
 PEER = str(HERE / "bench_peer.py")
 # The VM is shared with builds and other tests: run the measured peers at a
@@ -138,17 +138,6 @@ def env_info() -> dict:
         "git": (rev.stdout.strip() or "no commit yet") + (" (dirty tree)" if dirty.stdout.strip() else ""),
         "python": platform.python_version(),
     }
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process, seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def med(xs):
-    return statistics.median(xs) if xs else float("nan")
 
 
 def main() -> int:
@@ -400,18 +389,7 @@ Debian packages iproute2, nginx-light, wrk, openssl, util-linux.)
   classifier's cost is as visible as possible; real TLS traffic spends far
   more per byte and per connection in crypto than the agent adds.
 """
-        # Only this benchmark's marked section is replaced; other
-        # benchmarks keep theirs.
-        out = S.REPO / "BENCHMARKS.md"
-        begin, end = "<!-- bench_enforce -->", "<!-- /bench_enforce -->"
-        section = f"{begin}\n{md.rstrip()}\n{end}\n"
-        old = out.read_text() if out.exists() else "# tlswall benchmarks\n\n"
-        if begin in old and end in old:
-            head, rest = old.split(begin, 1)
-            new = head + section + rest.split(end, 1)[1].lstrip("\n")
-        else:
-            new = old.rstrip("\n") + "\n\n" + section
-        out.write_text(new)
+        out = write_section("bench_enforce", md)
         print(f"wrote the bench_enforce section of {out}")
     if a.strict and misses:
         print(f"targets missed: {misses}")

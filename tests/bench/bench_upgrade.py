@@ -54,7 +54,6 @@ import platform
 import shutil
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import time
@@ -63,6 +62,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
 import sandbox as S  # noqa: E402
+from bench_report import med, proc_cpu_s, write_section  # noqa: E402
 
 SELF = str(Path(__file__).resolve())
 SRV = S.SRV_BOUNDARY_V4
@@ -208,18 +208,6 @@ def lat_client(argv: list[str]) -> int:
 # --------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else float("nan")
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads, also exited ones), seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def pin_threads(pid: int, cpu: int, nice: int) -> list[int]:
     """Pins every thread of pid to cpu and sets its niceness; threads made
     later inherit both from their creator. Returns the thread ids."""
@@ -1082,16 +1070,7 @@ curl, haproxy, stunnel4, which the script installs with apt-get if missing.)
 - Each metric's value for a side is its median over rounds; ratios are
   paired within rounds. A warm-up pass of every side is discarded.
 """
-    out = S.REPO / "BENCHMARKS.md"
-    begin, end = "<!-- bench_upgrade -->", "<!-- /bench_upgrade -->"
-    section = f"{begin}\n{md.rstrip()}\n{end}\n"
-    old = out.read_text() if out.exists() else "# tlswall benchmarks\n\n"
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        new = head + section + rest.split(end, 1)[1].lstrip("\n")
-    else:
-        new = old.rstrip("\n") + "\n\n" + section
-    out.write_text(new)
+    out = write_section("bench_upgrade", md)
     print(f"wrote the bench_upgrade section of {out}")
 
 

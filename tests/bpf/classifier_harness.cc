@@ -12,44 +12,18 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
-#include <sys/mount.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
-#include <stdexcept>
-
 #include <gtest/gtest.h>
+
+#include "tests/bpf/owner_test_support.h"
 
 namespace tlswall::bpftest {
 namespace {
 
-// A private bpffs for the pins of this process, never the host's pin root.
-// Unmounted (and the pins with it) when the process exits.
-class PrivatePinRoot {
- public:
-  PrivatePinRoot() {
-    char tmpl[] = "/tmp/tlswall-fixture-pins-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-    if (::mount("bpf", path_.c_str(), "bpf", 0, "mode=0700") != 0) {
-      throw std::runtime_error("cannot mount a private bpffs at " + path_ + ": " +
-                               std::strerror(errno));
-    }
-  }
-  ~PrivatePinRoot() {
-    ::umount2(path_.c_str(), MNT_DETACH);
-    ::rmdir(path_.c_str());
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
-
 // Small tables: a fixture has a handful of flows and events.
 agent::ClassifierOptions small_tables() {
-  static PrivatePinRoot pins;
+  // A private bpffs for this process's pins, never the host's pin root;
+  // unmounted (and the pins with it) when the process exits.
+  static ownertest::PrivateBpffs pins;
   agent::ClassifierOptions o;
   o.pin_root = pins.path();
   o.flow_table_entries = 1024;

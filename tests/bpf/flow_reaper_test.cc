@@ -19,11 +19,12 @@
 #include <bpf/bpf.h>
 
 #include "tests/bpf/classifier_harness.h"
+#include "tests/bpf/owner_test_support.h"
 
 namespace tlswall::bpftest {
 namespace {
 
-enum class Family { kV4, kV6, kV4MappedOnV6 };
+using ownertest::Family;
 
 // A connected loopback pair: client and the server's accepted socket.
 struct Pair {

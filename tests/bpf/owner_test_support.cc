@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -293,6 +294,20 @@ TestCgroup::TestCgroup() {
   static std::atomic<int> seq{0};
   path_ = cgroup2_mount() + "/tlswall-owner-test-" + std::to_string(::getpid()) + "-" +
           std::to_string(seq++);
+  create();
+}
+
+TestCgroup::TestCgroup(const std::string& parent, const std::string& name)
+    : path_(parent + "/" + name) {
+  create();
+}
+
+uint32_t TestCgroup::level() const {
+  const std::string rel = path_.substr(cgroup2_mount().size());
+  return static_cast<uint32_t>(std::count(rel.begin(), rel.end(), '/'));
+}
+
+void TestCgroup::create() {
   if (::mkdir(path_.c_str(), 0755) != 0) {
     throw std::runtime_error("mkdir " + path_ + ": " + errstr(errno));
   }

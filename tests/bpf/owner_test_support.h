@@ -45,18 +45,23 @@ struct OwnerMaps {
   uint32_t tuples_id = 0;
 };
 
-// A child cgroup of the cgroup2 root with a unique name; removed on
-// destruction (its processes must have exited by then).
+// A child cgroup of the cgroup2 root with a unique name, or a named child
+// of `parent` (a cgroup directory); removed on destruction (its processes
+// and child cgroups must be gone by then).
 class TestCgroup {
  public:
-  TestCgroup();  // throws std::runtime_error
+  TestCgroup();                                                    // throws std::runtime_error
+  TestCgroup(const std::string& parent, const std::string& name);  // idem
   ~TestCgroup();
   TestCgroup(const TestCgroup&) = delete;
   TestCgroup& operator=(const TestCgroup&) = delete;
   const std::string& path() const { return path_; }
   uint64_t id() const { return id_; }
+  // Depth below the cgroup2 mount ("/" is 0), as selectors take it.
+  uint32_t level() const;
 
  private:
+  void create();
   std::string path_;
   uint64_t id_ = 0;
 };

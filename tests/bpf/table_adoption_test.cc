@@ -3,7 +3,6 @@
 // in the current shape, the flow verdicts copied, the counters carried.
 // Private bpffs, no interface (take_over of an empty interface list).
 #include <arpa/inet.h>
-#include <sys/mount.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
@@ -17,31 +16,10 @@
 
 #include "agent/bpf_classifier.h"
 #include "agent/bpf_pins.h"
+#include "tests/bpf/owner_test_support.h"
 
 namespace tlswall::bpftest {
 namespace {
-
-class PinRoot {
- public:
-  PinRoot() {
-    char tmpl[] = "/tmp/tlswall-adoption-pins-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-    if (::mount("bpf", path_.c_str(), "bpf", 0, "mode=0700") != 0) {
-      ::rmdir(path_.c_str());
-      throw std::runtime_error(std::string("cannot mount a private bpffs: ") +
-                               std::strerror(errno));
-    }
-  }
-  ~PinRoot() {
-    ::umount2(path_.c_str(), MNT_DETACH);
-    ::rmdir(path_.c_str());
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 int create_and_pin(bpf_map_type type, uint32_t key, uint32_t value, uint32_t entries,
                    uint32_t flags, const std::string& path) {
@@ -56,7 +34,7 @@ int create_and_pin(bpf_map_type type, uint32_t key, uint32_t value, uint32_t ent
 }
 
 TEST(TableAdoption, TablesOfTheFirstReleaseAreRebuiltWithFlowsAndCounters) {
-  PinRoot root;
+  ownertest::PrivateBpffs root;
   const int ncpu = libbpf_num_possible_cpus();
   ASSERT_GT(ncpu, 0);
 

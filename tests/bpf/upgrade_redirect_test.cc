@@ -17,11 +17,9 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -517,39 +515,11 @@ TEST_F(UpgradeRedirectTest, CommFilterSelectsOnlyListedComms) {
   expect_not_redirected(spec);
 }
 
-// A child cgroup of the test's cgroup, removed (with its children first)
-// when it goes out of scope.
-class SubCgroup {
- public:
-  explicit SubCgroup(const std::string& path) : path_(path) {
-    if (::mkdir(path_.c_str(), 0755) != 0) {
-      throw std::runtime_error("mkdir " + path_ + ": " + std::strerror(errno));
-    }
-    struct stat st {};
-    ::stat(path_.c_str(), &st);
-    id_ = st.st_ino;
-  }
-  ~SubCgroup() { ::rmdir(path_.c_str()); }
-  SubCgroup(const SubCgroup&) = delete;
-  SubCgroup& operator=(const SubCgroup&) = delete;
-  const std::string& path() const { return path_; }
-  uint64_t id() const { return id_; }
-  // Depth below the cgroup2 mount ("/" is 0), as the selector compiler
-  // takes it.
-  uint32_t level() const {
-    const std::string rel = path_.substr(ownertest::cgroup2_mount().size());
-    return static_cast<uint32_t>(std::count(rel.begin(), rel.end(), '/'));
-  }
-
- private:
-  std::string path_;
-  uint64_t id_ = 0;
-};
-
 TEST_F(UpgradeRedirectTest, CgroupFilterSelectsTheSubtreeOnly) {
-  SubCgroup sel(cgroup_.path() + "/twu-selected");
-  SubCgroup deeper(sel.path() + "/deeper");
-  SubCgroup other(cgroup_.path() + "/twu-other");
+  // Declared parents first: destroyed children first.
+  ownertest::TestCgroup sel(cgroup_.path(), "twu-selected");
+  ownertest::TestCgroup deeper(sel.path(), "deeper");
+  ownertest::TestCgroup other(cgroup_.path(), "twu-other");
   UpgradeRuleSpec r = rule(13, {"198.18.130.0/24", "2001:db8::/64"}, 80, 80);
   r.cgroup_filter = true;
   r.cgroups = {{sel.id(), sel.level()}};
