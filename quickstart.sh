@@ -32,6 +32,12 @@ install_deps() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
       die "apt-get install ${missing[*]} failed"
   fi
+  # The upgrade proxy's worker runs as this dedicated unprivileged user.
+  if ! id -u tlswall-proxy >/dev/null 2>&1; then
+    echo "quickstart: creating the system user tlswall-proxy (the upgrade proxy runs as it)"
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+      tlswall-proxy || die "useradd tlswall-proxy failed"
+  fi
   # Debian starts nginx on install; the tests start their own inside namespaces.
   if command -v systemctl >/dev/null && systemctl is-active -q nginx 2>/dev/null; then
     systemctl stop nginx || true

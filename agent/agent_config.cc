@@ -86,14 +86,18 @@ AgentConfig parse_agent_config(const std::string& text, const std::string& name,
     }
   }
   if (const toml::table* t = get_table(name, root, "upgrade")) {
-    check_keys(name, *t, {"cgroup", "port", "mark", "workers"}, "[upgrade]");
+    check_keys(name, *t, {"cgroup", "port", "user", "workers"}, "[upgrade]");
     c.upgrade_cgroup = get_string(name, *t, "cgroup", "");
     if (!c.upgrade_cgroup.empty() && c.upgrade_cgroup[0] != '/') {
       fail(name, *t->get("cgroup"),
            "'cgroup' is a cgroup path such as \"/system.slice\" (under the cgroup v2 mount)");
     }
     c.upgrade_port = static_cast<uint16_t>(get_u32(name, *t, "port", c.upgrade_port, 1, 65535));
-    c.upgrade_mark = get_u32(name, *t, "mark", c.upgrade_mark, 1, 0xffffffffu);
+    c.upgrade_user = get_string(name, *t, "user", c.upgrade_user);
+    if (c.upgrade_user.empty() || c.upgrade_user == "root") {
+      fail(name, *t->get("user"),
+           "'user' names the unprivileged user the proxy runs as (never root)");
+    }
     c.upgrade_workers = get_u32(name, *t, "workers", c.upgrade_workers, 1, 64);
   }
   if (const toml::table* t = get_table(name, root, "metrics")) {

@@ -32,8 +32,10 @@ struct AgentConfig {
   // redirect hooks attach to this cgroup (a path under the cgroup v2
   // mount, e.g. "/system.slice"); "" = upgrade off.
   std::string upgrade_cgroup;
-  uint16_t upgrade_port = 15443;   // proxy listener on 127.0.0.1 and [::1]
-  uint32_t upgrade_mark = 0x7457;  // SO_MARK of the proxy's own connections
+  uint16_t upgrade_port = 15443;  // proxy listener on 127.0.0.1 and [::1]
+  // The proxy runs in a worker process as this user (dedicated: its
+  // connects are never redirected), with no capabilities.
+  std::string upgrade_user = "tlswall-proxy";
   uint32_t upgrade_workers = 2;
   std::string pin_root = "/sys/fs/bpf/tlswall";
   std::string control_socket = "/run/tlswall/control.sock";

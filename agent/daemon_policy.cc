@@ -1,6 +1,8 @@
 // tlswalld's policy: loading and validating it, compiling it with the
 // run-time rule modes, publishing generations into the kernel tables, and
 // handing the [[upgrades]] / [[terminations]] to the upgrade service.
+#include <pwd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -19,6 +21,28 @@ using logging::Subsystem;
 
 // Compiled policies kept to name the rules of events from older generations.
 constexpr size_t kGenerationHistory = 8;
+
+// (uid, gid) of the proxy worker's user. Throws std::runtime_error naming
+// the fix when it is missing or privileged.
+std::pair<uint32_t, uint32_t> proxy_user(const std::string& name) {
+  std::vector<char> buf(16384);
+  passwd pw{};
+  passwd* found = nullptr;
+  const int rc = ::getpwnam_r(name.c_str(), &pw, buf.data(), buf.size(), &found);
+  if (rc != 0 || found == nullptr) {
+    throw std::runtime_error(
+        "[upgrade] user \"" + name + "\" does not exist" +
+        (rc != 0 ? std::string(" (") + std::strerror(rc) + ")" : std::string()) +
+        ": the proxy runs as this dedicated unprivileged user; create it with "
+        "`useradd --system --no-create-home --shell /usr/sbin/nologin " +
+        name + "` (quickstart.sh does)");
+  }
+  if (pw.pw_uid == 0 || pw.pw_gid == 0) {
+    throw std::runtime_error("[upgrade] user \"" + name +
+                             "\" has uid or gid 0: the proxy never runs privileged");
+  }
+  return {pw.pw_uid, pw.pw_gid};
+}
 
 std::string join_diagnostics(const std::vector<policy::Diagnostic>& diags, bool errors_only) {
   std::string out;
@@ -215,8 +239,11 @@ void Daemon::start_upgrade() {
   upgrade::UpgradeServiceOptions uo;
   if (!config_.upgrade_cgroup.empty()) uo.cgroup_dir = cgroup2_ + config_.upgrade_cgroup;
   uo.port = config_.upgrade_port;
-  uo.mark = config_.upgrade_mark;
+  const auto user = proxy_user(config_.upgrade_user);
+  uo.proxy_uid = user.first;
+  uo.proxy_gid = user.second;
   uo.workers = config_.upgrade_workers;
+  uo.log_level = config_.log_level;
   uo.pin_dir = config_.pin_root;
   uo.owners = policy::host_owner_resolver(cgroup2_);
   uo.emit = [this](Event e) { emit(std::move(e)); };

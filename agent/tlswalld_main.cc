@@ -11,6 +11,7 @@
 #include "agent/agent_config.h"
 #include "agent/daemon.h"
 #include "logging/log.h"
+#include "proxy/worker_process.h"
 
 namespace {
 
@@ -37,12 +38,19 @@ const char kUsage[] =
     "  --log-level LEVEL      trace|debug|info|warn|error (default: config's)\n"
     "  --check-config         validate config and policy, print them, exit\n"
     "  --version              print the version\n"
+    "  --proxy-worker         (internal) run as the upgrade proxy's worker process on\n"
+    "                         inherited fds 3 and 4; tlswalld starts it itself\n"
     "  --help                 this text\n";
 
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace tlswall;
+  // The upgrade proxy's worker process: the daemon re-executes itself with
+  // only its two channel sockets (fds 3 and 4); see proxy/worker_process.h.
+  if (argc == 2 && std::strcmp(argv[1], "--proxy-worker") == 0) {
+    return proxy::run_proxy_worker(3, 4);
+  }
   std::string config_path, policy, control, events, pin_root, level, upgrade_cgroup;
   std::vector<std::string> interfaces;
   bool check_only = false;

@@ -29,7 +29,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Knobs, set by the loader before load. */
 const volatile __u16 proxy_port4 = 0; /* host order: 127.0.0.1 / ::ffff:127.0.0.1 listener */
 const volatile __u16 proxy_port6 = 0; /* host order: [::1] listener */
-const volatile __u32 proxy_mark = 0;  /* SO_MARK of the proxy's own sockets (0: none) */
+/* uid of the proxy worker process: its own connects (to the original
+ * destinations and to terminations' backends) are never redirected. */
+const volatile __u32 proxy_uid = 0;
 /* netns cookie of the proxy; sockets of other netns get no peer record
  * (their redirected connect meets no proxy and fails). 0: no check. */
 const volatile __u64 proxy_netns_cookie = 0;
@@ -45,7 +47,6 @@ static __always_inline int twu_is_v4mapped(const __u32 *a)
 static __always_inline int twu_on_connect(struct bpf_sock_addr *ctx, __u8 family, const __u8 *daddr,
 					  __u16 port, __u8 conn_flags)
 {
-	struct bpf_sock *sk = ctx->sk;
 	struct twu_task task;
 	struct twu_rule rule;
 	struct twu_conn c = {};
@@ -60,7 +61,7 @@ static __always_inline int twu_on_connect(struct bpf_sock_addr *ctx, __u8 family
 		twu_count(TWU_CNT_OWNER_FILTERED);
 	if (sel != TWU_SEL_RULE)
 		return 0;
-	if (proxy_mark && sk && sk->mark == proxy_mark) {
+	if (proxy_uid && (__u32)task.uid_gid == proxy_uid) {
 		twu_count(TWU_CNT_PROXY_OWN);
 		return 0;
 	}

@@ -57,10 +57,23 @@ struct TerminatorRule {
   std::vector<std::string> alpn;  // accepted protocols (server preference order)
 };
 
+// Contents of certificate, key and CA files, keyed by the path a rule
+// names. A path found here is loaded from memory, not opened: the
+// privileged daemon reads root-only keys for the unprivileged worker.
+using PemFiles = std::map<std::string, std::string>;
+
 // One generation of rules; Engine::apply_config swaps it in as a whole.
 struct ProxyConfig {
   std::vector<UpgradeRule> upgrade;
   std::vector<TerminatorRule> terminators;
+  PemFiles pem_files;
 };
+
+// Reads every file the rules name (CA, certificate, key, client CA) into
+// config.pem_files, at most 1 MiB each. Throws ConfigError naming the file.
+void read_pem_files(ProxyConfig& config);
+
+// Overwrites the contents of config.pem_files (private keys) and empties it.
+void wipe_pem_files(ProxyConfig& config);
 
 }  // namespace tlswall::proxy

@@ -1107,13 +1107,13 @@ void Engine::apply_config(const ProxyConfig& config) {
   auto next = std::make_shared<Compiled>();
   for (const auto& r : config.upgrade) {
     if (next->upgrade.count(r.id) != 0) throw ConfigError("duplicate upgrade rule '" + r.id + "'");
-    next->upgrade.emplace(r.id, ClientRuleContext::build(r));
+    next->upgrade.emplace(r.id, ClientRuleContext::build(r, config.pem_files));
   }
   for (const auto& r : config.terminators) {
     if (next->terminators.count(r.id) != 0) {
       throw ConfigError("duplicate terminator rule '" + r.id + "'");
     }
-    next->terminators.emplace(r.id, ServerRuleContext::build(r));
+    next->terminators.emplace(r.id, ServerRuleContext::build(r, config.pem_files));
   }
   Shared& s = impl_->shared;
   std::lock_guard<std::mutex> lock(s.config_mu);

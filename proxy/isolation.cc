@@ -3,7 +3,6 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <sys/prctl.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -81,63 +80,6 @@ bool has_no_capabilities() {
     if (d.effective != 0 || d.permitted != 0 || d.inheritable != 0) return false;
   }
   return true;
-}
-
-void send_fds(int unix_fd, const std::string& tag, const std::vector<int>& fds) {
-  if (tag.empty() || tag.size() > 255 || fds.empty() || fds.size() > 64) {
-    throw std::system_error(EINVAL, std::generic_category(), "send_fds");
-  }
-  iovec iov{const_cast<char*>(tag.data()), tag.size()};
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.data();
-  msg.msg_controllen = control.size();
-  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-  std::memcpy(CMSG_DATA(cm), fds.data(), sizeof(int) * fds.size());
-  ssize_t n;
-  do {
-    n = ::sendmsg(unix_fd, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) throw_errno("sendmsg SCM_RIGHTS");
-  if (static_cast<size_t>(n) != tag.size()) {
-    throw std::system_error(EMSGSIZE, std::generic_category(), "sendmsg short");
-  }
-}
-
-ReceivedFds recv_fds(int unix_fd, size_t max_fds) {
-  char tag[256];
-  iovec iov{tag, sizeof(tag)};
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * max_fds));
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control.data();
-  msg.msg_controllen = control.size();
-  ssize_t n;
-  do {
-    n = ::recvmsg(unix_fd, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) throw_errno("recvmsg SCM_RIGHTS");
-  ReceivedFds out;
-  for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm != nullptr; cm = CMSG_NXTHDR(&msg, cm)) {
-    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-    size_t count = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    for (size_t i = 0; i < count; ++i) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
-      out.fds.emplace_back(fd);
-    }
-  }
-  if (msg.msg_flags & (MSG_CTRUNC | MSG_TRUNC)) {
-    throw std::system_error(EMSGSIZE, std::generic_category(), "recvmsg truncated");
-  }
-  out.tag.assign(tag, static_cast<size_t>(n));
-  return out;
 }
 
 }  // namespace tlswall::proxy

@@ -1,11 +1,15 @@
 #include "proxy/tls_context.h"
 
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <vector>
 
 namespace tlswall::proxy {
@@ -69,12 +73,77 @@ SslCtxPtr new_ctx(const SSL_METHOD* method, TlsVersion min, const std::string& w
   return ctx;
 }
 
+// Never prompt for a passphrase (an encrypted key is refused).
+int no_passphrase(char*, int, int, void*) { return 0; }
+
+const std::string* pem_of(const PemFiles& files, const std::string& path) {
+  const auto it = files.find(path);
+  return it == files.end() ? nullptr : &it->second;
+}
+
+BioPtr memory_bio(const std::string& pem) {
+  BioPtr bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  if (!bio) throw ConfigError("BIO_new_mem_buf: " + drain_openssl_errors());
+  return bio;
+}
+
+// Every certificate of a PEM text, in order; throws if there is none or
+// anything after the last one is not a certificate.
+std::vector<X509Ptr> read_certificates(const std::string& pem, const std::string& what) {
+  std::vector<X509Ptr> out;
+  BioPtr bio = memory_bio(pem);
+  for (;;) {
+    X509Ptr c(PEM_read_bio_X509(bio.get(), nullptr, no_passphrase, nullptr));
+    if (!c) break;
+    out.push_back(std::move(c));
+  }
+  const unsigned long e = ERR_peek_last_error();
+  if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE && !out.empty()) {
+    ERR_clear_error();  // the normal end of the text
+  } else {
+    throw ConfigError(what + ": " + (out.empty() ? "no certificate" : "bad certificate") + ": " +
+                      drain_openssl_errors());
+  }
+  return out;
+}
+
+// Trust anchors: from memory when the daemon read the file, else the file.
+void load_verify_file(SSL_CTX* ctx, const std::string& path, const PemFiles& files,
+                      const std::string& what) {
+  if (const std::string* pem = pem_of(files, path)) {
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    for (const auto& c : read_certificates(*pem, what + " " + path)) {
+      if (X509_STORE_add_cert(store, c.get()) != 1) {
+        throw ConfigError(what + " " + path + ": " + drain_openssl_errors());
+      }
+    }
+  } else if (SSL_CTX_load_verify_locations(ctx, path.c_str(), nullptr) != 1) {
+    throw ConfigError(what + " " + path + ": " + drain_openssl_errors());
+  }
+}
+
 void load_cert_and_key(SSL_CTX* ctx, const std::string& cert, const std::string& key,
-                       const std::string& what) {
-  if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
+                       const PemFiles& files, const std::string& what) {
+  if (const std::string* pem = pem_of(files, cert)) {
+    auto chain = read_certificates(*pem, what + ": certificate " + cert);
+    if (SSL_CTX_use_certificate(ctx, chain[0].get()) != 1) {
+      throw ConfigError(what + ": certificate " + cert + ": " + drain_openssl_errors());
+    }
+    for (size_t i = 1; i < chain.size(); ++i) {
+      if (SSL_CTX_add1_chain_cert(ctx, chain[i].get()) != 1) {
+        throw ConfigError(what + ": certificate " + cert + ": " + drain_openssl_errors());
+      }
+    }
+  } else if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
     throw ConfigError(what + ": certificate " + cert + ": " + drain_openssl_errors());
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+  if (const std::string* pem = pem_of(files, key)) {
+    BioPtr bio = memory_bio(*pem);
+    EvpPkeyPtr pkey(PEM_read_bio_PrivateKey(bio.get(), nullptr, no_passphrase, nullptr));
+    if (!pkey || SSL_CTX_use_PrivateKey(ctx, pkey.get()) != 1) {
+      throw ConfigError(what + ": key " + key + ": " + drain_openssl_errors());
+    }
+  } else if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
     throw ConfigError(what + ": key " + key + ": " + drain_openssl_errors());
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
@@ -83,6 +152,37 @@ void load_cert_and_key(SSL_CTX* ctx, const std::string& cert, const std::string&
 }
 
 }  // namespace
+
+void read_pem_files(ProxyConfig& config) {
+  constexpr std::streamsize kMaxBytes = 1 << 20;
+  auto read = [&](const std::string& path, const std::string& what) {
+    if (path.empty() || config.pem_files.count(path) != 0) return;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw ConfigError(what + " " + path + ": " + std::strerror(errno));
+    std::string text;
+    text.resize(static_cast<size_t>(kMaxBytes) + 1);
+    in.read(text.data(), kMaxBytes + 1);
+    if (in.bad()) throw ConfigError(what + " " + path + ": read error");
+    if (in.gcount() > kMaxBytes) throw ConfigError(what + " " + path + ": larger than 1 MiB");
+    text.resize(static_cast<size_t>(in.gcount()));
+    config.pem_files.emplace(path, std::move(text));
+  };
+  for (const auto& r : config.upgrade) {
+    read(r.ca_file, "upgrade rule '" + r.id + "': CA");
+    read(r.cert_file, "upgrade rule '" + r.id + "': certificate");
+    read(r.key_file, "upgrade rule '" + r.id + "': key");
+  }
+  for (const auto& r : config.terminators) {
+    read(r.cert_file, "terminator rule '" + r.id + "': certificate");
+    read(r.key_file, "terminator rule '" + r.id + "': key");
+    read(r.client_ca_file, "terminator rule '" + r.id + "': client CA");
+  }
+}
+
+void wipe_pem_files(ProxyConfig& config) {
+  for (auto& [path, text] : config.pem_files) OPENSSL_cleanse(text.data(), text.size());
+  config.pem_files.clear();
+}
 
 std::string drain_openssl_errors() {
   std::string out;
@@ -145,7 +245,8 @@ size_t SessionCache::size() const {
 
 // ---- ClientRuleContext ----
 
-std::shared_ptr<const ClientRuleContext> ClientRuleContext::build(const UpgradeRule& rule) {
+std::shared_ptr<const ClientRuleContext> ClientRuleContext::build(const UpgradeRule& rule,
+                                                                  const PemFiles& files) {
   const std::string what = "upgrade rule '" + rule.id + "'";
   if (rule.id.empty()) throw ConfigError("upgrade rule without an id");
   if (rule.server_name.empty() && rule.server_names.empty()) {
@@ -171,12 +272,16 @@ std::shared_ptr<const ClientRuleContext> ClientRuleContext::build(const UpgradeR
     if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
       throw ConfigError(what + ": system CA store: " + drain_openssl_errors());
     }
-  } else if (SSL_CTX_load_verify_locations(
-                 ctx, rule.ca_file.empty() ? nullptr : rule.ca_file.c_str(),
-                 rule.ca_dir.empty() ? nullptr : rule.ca_dir.c_str()) != 1) {
-    throw ConfigError(what + ": CA " + rule.ca_file + rule.ca_dir + ": " + drain_openssl_errors());
+  } else {
+    if (!rule.ca_file.empty()) load_verify_file(ctx, rule.ca_file, files, what + ": CA");
+    if (!rule.ca_dir.empty() &&
+        SSL_CTX_load_verify_locations(ctx, nullptr, rule.ca_dir.c_str()) != 1) {
+      throw ConfigError(what + ": CA " + rule.ca_dir + ": " + drain_openssl_errors());
+    }
   }
-  if (!rule.cert_file.empty()) load_cert_and_key(ctx, rule.cert_file, rule.key_file, what);
+  if (!rule.cert_file.empty()) {
+    load_cert_and_key(ctx, rule.cert_file, rule.key_file, files, what);
+  }
   if (!rule.alpn.empty()) {
     auto wire = alpn_wire(rule.alpn);
     // Note: SSL_CTX_set_alpn_protos returns 0 on success.
@@ -229,7 +334,8 @@ SslPtr ClientRuleContext::new_ssl(int fd, const std::string& server_name, Sessio
 
 // ---- ServerRuleContext ----
 
-std::shared_ptr<const ServerRuleContext> ServerRuleContext::build(const TerminatorRule& rule) {
+std::shared_ptr<const ServerRuleContext> ServerRuleContext::build(const TerminatorRule& rule,
+                                                                  const PemFiles& files) {
   const std::string what = "terminator rule '" + rule.id + "'";
   if (rule.id.empty()) throw ConfigError("terminator rule without an id");
   if (rule.cert_file.empty() || rule.key_file.empty()) {
@@ -244,15 +350,25 @@ std::shared_ptr<const ServerRuleContext> ServerRuleContext::build(const Terminat
   ERR_clear_error();
   out->ctx_ = new_ctx(TLS_server_method(), rule.min_version, what);
   SSL_CTX* ctx = out->ctx_.get();
-  load_cert_and_key(ctx, rule.cert_file, rule.key_file, what);
+  load_cert_and_key(ctx, rule.cert_file, rule.key_file, files, what);
   static const unsigned char kSidCtx[] = "tlswall-terminator";
   SSL_CTX_set_session_id_context(ctx, kSidCtx, sizeof(kSidCtx) - 1);
   if (!rule.client_ca_file.empty()) {
-    if (SSL_CTX_load_verify_locations(ctx, rule.client_ca_file.c_str(), nullptr) != 1) {
-      throw ConfigError(what + ": client CA " + rule.client_ca_file + ": " +
-                        drain_openssl_errors());
+    load_verify_file(ctx, rule.client_ca_file, files, what + ": client CA");
+    STACK_OF(X509_NAME)* names = nullptr;
+    if (const std::string* pem = pem_of(files, rule.client_ca_file)) {
+      names = sk_X509_NAME_new_null();
+      for (const auto& c : read_certificates(*pem, what + ": client CA")) {
+        X509_NAME* n = X509_NAME_dup(X509_get_subject_name(c.get()));
+        if (names == nullptr || n == nullptr || sk_X509_NAME_push(names, n) == 0) {
+          X509_NAME_free(n);
+          sk_X509_NAME_pop_free(names, X509_NAME_free);
+          throw ConfigError(what + ": client CA names: out of memory");
+        }
+      }
+    } else {
+      names = SSL_load_client_CA_file(rule.client_ca_file.c_str());
     }
-    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(rule.client_ca_file.c_str());
     if (names == nullptr) throw ConfigError(what + ": client CA names: " + drain_openssl_errors());
     SSL_CTX_set_client_CA_list(ctx, names);
     SSL_CTX_set_verify(

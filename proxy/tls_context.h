@@ -42,7 +42,9 @@ struct SessionSlot {
 // An upgrade rule, validated and compiled. Throws ConfigError from build().
 class ClientRuleContext {
  public:
-  static std::shared_ptr<const ClientRuleContext> build(const UpgradeRule& rule);
+  // Files the rule names are taken from `files` when there, else opened.
+  static std::shared_ptr<const ClientRuleContext> build(const UpgradeRule& rule,
+                                                        const PemFiles& files = {});
 
   const UpgradeRule& rule() const { return rule_; }
   SSL_CTX* ctx() const { return ctx_.get(); }
@@ -65,7 +67,8 @@ class ClientRuleContext {
 // A terminator rule, validated and compiled. Throws ConfigError from build().
 class ServerRuleContext {
  public:
-  static std::shared_ptr<const ServerRuleContext> build(const TerminatorRule& rule);
+  static std::shared_ptr<const ServerRuleContext> build(const TerminatorRule& rule,
+                                                        const PemFiles& files = {});
 
   const TerminatorRule& rule() const { return rule_; }
   SSL_CTX* ctx() const { return ctx_.get(); }

@@ -291,8 +291,8 @@ UpgradeRedirect::UpgradeRedirect(const UpgradeRedirectOptions& opts) : opts_(opt
   if (opts_.proxy_port_v4 == 0 || opts_.proxy_port_v6 == 0) {
     throw std::invalid_argument("upgrade redirect: both proxy ports are required");
   }
-  if (opts_.proxy_mark == 0) {
-    throw std::invalid_argument("upgrade redirect: a nonzero proxy mark is required");
+  if (opts_.proxy_uid == 0) {
+    throw std::invalid_argument("upgrade redirect: the proxy's uid is required (never root)");
   }
   if (opts_.max_connections == 0) {
     throw std::invalid_argument("upgrade redirect: max_connections must be positive");
@@ -312,7 +312,7 @@ UpgradeRedirect::UpgradeRedirect(const UpgradeRedirectOptions& opts) : opts_(opt
   if (!skel_) throw std::runtime_error("upgrade redirect: open failed: " + errstr(errno));
   skel_->rodata->proxy_port4 = opts_.proxy_port_v4;
   skel_->rodata->proxy_port6 = opts_.proxy_port_v6;
-  skel_->rodata->proxy_mark = opts_.proxy_mark;
+  skel_->rodata->proxy_uid = opts_.proxy_uid;
   if (opts_.proxy_netns_only) {
     OwnedFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
     uint64_t cookie = 0;
@@ -362,8 +362,8 @@ UpgradeRedirect::UpgradeRedirect(const UpgradeRedirectOptions& opts) : opts_(opt
     generation_word_ = nullptr;
     throw;
   }
-  log.info("upgrade redirect: attached to {} (proxy 127.0.0.1:{}, [::1]:{}, mark {:#x})",
-           opts_.cgroup, opts_.proxy_port_v4, opts_.proxy_port_v6, opts_.proxy_mark);
+  log.info("upgrade redirect: attached to {} (proxy 127.0.0.1:{}, [::1]:{}, proxy uid {})",
+           opts_.cgroup, opts_.proxy_port_v4, opts_.proxy_port_v6, opts_.proxy_uid);
 }
 
 UpgradeRedirect::~UpgradeRedirect() {

@@ -10,15 +10,15 @@
 //                       port) as the proxy's getpeername() shows it
 //   getpeername4/6      the client still sees its original peer
 //
-// Sockets carrying the proxy's SO_MARK are never redirected. A selected
+// Connects of the proxy worker's uid are never redirected. A selected
 // connect whose record cannot be written fails (EPERM): fail closed.
 //
 // How the daemon drives it:
 //   1. UpgradeRedirect r({.cgroup = "/sys/fs/cgroup/unified/app.slice",
 //                         .proxy_port_v4 = P4, .proxy_port_v6 = P6,
-//                         .proxy_mark = M, .pin_dir = "/sys/fs/bpf/tlswall"});
-//      (the proxy sets SO_MARK M on every outbound socket, and listens on
-//      127.0.0.1:P4 and [::1]:P6 in the daemon's network namespace)
+//                         .proxy_uid = U, .pin_dir = "/sys/fs/bpf/tlswall"});
+//      (the proxy worker runs as uid U, which nothing else uses, and listens
+//      on 127.0.0.1:P4 and [::1]:P6 in the daemon's network namespace)
 //   2. r.publish(selection) on start and on every policy reload; the swap
 //      is atomic, a throw leaves the previous selection in force.
 //   3. The proxy, for each accepted socket: getpeername() -> r.take(peer);
@@ -124,7 +124,7 @@ struct OriginalDestination {
 
 struct UpgradeRedirectCounters {
   uint64_t redirected = 0;      // connects rewritten to the proxy
-  uint64_t proxy_own = 0;       // selected but carrying the proxy mark: left alone
+  uint64_t proxy_own = 0;       // selected but the proxy worker's own connect: left alone
   uint64_t map_full = 0;        // a connection record could not be written
   uint64_t owner_filtered = 0;  // destination selected, uid/comm filter not matched
   uint64_t peer_recorded = 0;   // proxy-side records written
@@ -139,7 +139,9 @@ struct UpgradeRedirectOptions {
   std::string cgroup;
   uint16_t proxy_port_v4 = 0;  // required: 127.0.0.1 / ::ffff:127.0.0.1 listener
   uint16_t proxy_port_v6 = 0;  // required: [::1] listener
-  uint32_t proxy_mark = 0;     // required, nonzero: SO_MARK of the proxy's own sockets
+  // Required, nonzero: the proxy worker's uid (dedicated to it). Its
+  // connects are left alone; it has no CAP_NET_ADMIN to set SO_MARK.
+  uint32_t proxy_uid = 0;
   // Only sockets of the netns the UpgradeRedirect is created in get a
   // proxy-side record (others meet no proxy; their connect fails).
   bool proxy_netns_only = true;

@@ -12,7 +12,7 @@
 #include "agent/upgrade/upgrade_redirect.h"
 #include "logging/log.h"
 #include "policy/policy_internal.h"
-#include "proxy/engine.h"
+#include "proxy/worker_process.h"
 
 namespace tlswall::agent::upgrade {
 namespace {
@@ -118,10 +118,19 @@ Event to_event(const proxy::ProxyEvent& pe) {
   return e;
 }
 
+std::string worker_text(const proxy::WorkerStatus& w, uint32_t uid) {
+  std::string s = w.running ? "pid " + std::to_string(w.pid) + " as uid " + std::to_string(uid)
+                            : std::string("not running");
+  if (w.restarts > 0) s += ", restarted " + std::to_string(w.restarts) + "x";
+  if (!w.last_exit.empty()) s += " (last: " + w.last_exit + ")";
+  return s;
+}
+
 }  // namespace
 
-// The proxy asks the kernel where an accepted connection was going.
-class RedirectResolver : public proxy::OriginalDestinationResolver {
+// The proxy worker asks (over its channel) where an accepted connection was
+// going; the answer is the connect hook's record, which only we can read.
+class RedirectResolver {
  public:
   explicit RedirectResolver(UpgradeRedirect& r) : redirect_(r) {}
 
@@ -130,8 +139,7 @@ class RedirectResolver : public proxy::OriginalDestinationResolver {
     names_ = std::move(names);
   }
 
-  std::optional<proxy::OriginalDestination> resolve(int, const proxy::SocketAddress& peer,
-                                                    const proxy::SocketAddress&) override {
+  std::optional<proxy::OriginalDestination> resolve(const proxy::SocketAddress& peer) {
     sockaddr_storage ss{};
     std::memcpy(&ss, peer.sa(), peer.len());
     const auto o = redirect_.take(ss);
@@ -160,38 +168,48 @@ UpgradeService::UpgradeService(UpgradeServiceOptions options) : opts_(std::move(
   ro.cgroup = opts_.cgroup_dir;
   ro.proxy_port_v4 = opts_.port;
   ro.proxy_port_v6 = opts_.port;
-  ro.proxy_mark = opts_.mark;
+  ro.proxy_uid = opts_.proxy_uid;
   ro.pin_dir = opts_.pin_dir;
   if (!opts_.cgroup_dir.empty()) redirect_ = std::make_unique<UpgradeRedirect>(ro);
+  if (redirect_) resolver_ = std::make_shared<RedirectResolver>(*redirect_);
 
-  proxy::EngineOptions eo;
-  eo.workers = opts_.workers;
-  eo.logger = &logging::get(logging::Subsystem::kProxy);
-  const uint32_t mark = opts_.mark;
-  eo.outbound_socket_hook = [mark](int fd, const proxy::SocketAddress&) {
-    // The redirect leaves sockets with this mark alone: the proxy's own
-    // connections go out (as TLS) instead of back to the proxy.
-    return ::setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) == 0 ? 0 : errno;
-  };
+  proxy::WorkerProcessOptions wo;
+  wo.hello.uid = opts_.proxy_uid;
+  wo.hello.gid = opts_.proxy_gid;
+  wo.hello.workers = opts_.workers;
+  wo.hello.log_level = opts_.log_level;
+  wo.logger = &logging::get(logging::Subsystem::kProxy);
   auto emit = opts_.emit;
-  eo.on_event = [emit](const proxy::ProxyEvent& pe) {
+  wo.on_event = [emit](const proxy::ProxyEvent& pe) {
     if (emit) emit(to_event(pe));
   };
-  engine_ = std::make_unique<proxy::Engine>(std::move(eo));
+  wo.on_worker_died = [emit](const std::string& how) {
+    if (!emit) return;
+    Event e;
+    e.type = EventType::kUpgradeFailed;
+    e.severity = Severity::kError;
+    e.action = "restart";
+    e.reason = "proxy_worker_died";
+    e.message = "the upgrade proxy worker " + how +
+                "; its connections were reset (never passed in plaintext), restarting it";
+    emit(std::move(e));
+  };
+  if (resolver_) {
+    auto resolver = resolver_;
+    wo.resolve = [resolver](const proxy::SocketAddress& peer, const proxy::SocketAddress&) {
+      return resolver->resolve(peer);
+    };
+  }
+  worker_ = std::make_unique<proxy::WorkerProcess>(std::move(wo));
   if (redirect_) {
-    auto resolver = std::make_shared<RedirectResolver>(*redirect_);
-    resolver_ = resolver;
     for (const char* ip : {"127.0.0.1", "::1"}) {
       const auto addr = proxy::SocketAddress::from_ip(ip, opts_.port);
-      engine_->add_upgrade_listener(proxy::listen_tcp(*addr), resolver);
+      worker_->add_upgrade_listener(proxy::listen_tcp(*addr));
     }
   }
-  engine_->start();
 }
 
-UpgradeService::~UpgradeService() {
-  if (engine_) engine_->stop();
-}
+UpgradeService::~UpgradeService() = default;
 
 UpgradeService::CgroupResolution UpgradeService::resolve_cgroups(const policy::Policy& p) const {
   CgroupResolution out;
@@ -283,7 +301,8 @@ void UpgradeService::apply(const policy::Policy& p) {
     if (!listening_.count(t.port)) new_ports.emplace_back(t.port, t.name);
   }
   try {
-    engine_->apply_config(pc);  // validates: a bad rule throws, the old stays
+    proxy::read_pem_files(pc);             // the worker cannot open root-only keys itself
+    worker_->apply_config(std::move(pc));  // validates: a bad rule throws, the old stays
   } catch (const std::exception& ex) {
     throw std::runtime_error(std::string("upgrade proxy: ") + ex.what());
   }
@@ -292,7 +311,7 @@ void UpgradeService::apply(const policy::Policy& p) {
     // resets what arrives (no rule): nothing reaches the backend unjudged.
     const auto any = proxy::SocketAddress::from_ip("::", port);
     try {
-      engine_->add_terminator_listener(proxy::listen_tcp(*any), name);
+      worker_->add_terminator_listener(proxy::listen_tcp(*any), name);
     } catch (const std::exception& ex) {
       throw std::runtime_error("termination \"" + name + "\": cannot listen on port " +
                                std::to_string(port) + ": " + ex.what());
@@ -309,7 +328,22 @@ void UpgradeService::apply(const policy::Policy& p) {
 }
 
 std::vector<proxy::RuleCounters> UpgradeService::rule_counters() const {
-  return engine_->rule_counters();
+  try {
+    return worker_->counters().rules;
+  } catch (const std::exception& ex) {
+    logging::get(logging::Subsystem::kProxy).warn("proxy worker counters: {}", ex.what());
+    return {};
+  }
+}
+
+uint64_t UpgradeService::worker_restarts() const { return worker_->status().restarts; }
+
+uint64_t UpgradeService::worker_events_dropped() const {
+  try {
+    return worker_->counters().events_dropped;
+  } catch (const std::exception&) {
+    return 0;
+  }
 }
 
 uint64_t UpgradeService::redirected() const {
@@ -319,7 +353,7 @@ uint64_t UpgradeService::redirected() const {
 std::string UpgradeService::summary() const {
   const UpgradeRedirectCounters c = redirect_ ? redirect_->counters() : UpgradeRedirectCounters{};
   uint64_t connections = 0, failures = 0, active = 0;
-  for (const auto& r : engine_->rule_counters()) {
+  for (const auto& r : rule_counters()) {
     connections += r.connections;
     active += r.active;
     for (uint64_t f : r.failures) failures += f;
@@ -329,7 +363,8 @@ std::string UpgradeService::summary() const {
                     : " (no [upgrade] cgroup)") +
          ", " + std::to_string(terminations_) + " termination(s); redirected " +
          std::to_string(c.redirected) + ", proxied " + std::to_string(connections) + " (" +
-         std::to_string(active) + " active), failed closed " + std::to_string(failures);
+         std::to_string(active) + " active), failed closed " + std::to_string(failures) +
+         "; worker " + worker_text(worker_->status(), opts_.proxy_uid);
 }
 
 }  // namespace tlswall::agent::upgrade

@@ -6,10 +6,10 @@
 // Also serves the policy's [[terminations]] (server side): their ports
 // accept TLS for a plaintext backend on loopback.
 //
-// Not done yet (issue 5): the proxy runs in the daemon's process (the
-// privilege-dropped worker of proxy/README.md is not wired), and [[upgrades]]
-// owner selectors by cgroup are not supported (the [upgrade] cgroup attach
-// point selects the clients).
+// The proxy runs in a worker process (proxy/worker_process.h) as the
+// configured unprivileged user, with no capabilities and no BPF object: it
+// asks this service, over its channel, for the kernel's record of each
+// connection it accepts. The kernel leaves that user's connects alone.
 #pragma once
 
 #include <cstdint>
@@ -26,7 +26,7 @@
 #include "proxy/events.h"
 
 namespace tlswall::proxy {
-class Engine;
+class WorkerProcess;
 }
 
 namespace tlswall::agent::upgrade {
@@ -39,18 +39,22 @@ struct UpgradeServiceOptions {
   // side (no redirect, [[upgrades]] ignored): terminations only.
   std::string cgroup_dir;
   uint16_t port = 0;  // proxy listener on 127.0.0.1 and [::1]
-  uint32_t mark = 0;  // SO_MARK of the proxy's own sockets (never redirected)
+  // The proxy worker's user (never root; dedicated: its connects are never
+  // redirected).
+  uint32_t proxy_uid = 0;
+  uint32_t proxy_gid = 0;
   unsigned workers = 2;
-  std::string pin_dir;           // bpffs directory for the redirect's pins ("" = none)
-  policy::OwnerResolver owners;  // user names -> uids
-  // Called from proxy worker threads: must be thread-safe (the event
-  // pipeline's submit is).
+  std::string log_level = "info";  // the worker's log level
+  std::string pin_dir;             // bpffs directory for the redirect's pins ("" = none)
+  policy::OwnerResolver owners;    // user names -> uids
+  // Called from the worker's supervisor thread: must be thread-safe (the
+  // event pipeline's submit is).
   std::function<void(logging::Event)> emit;
 };
 
 class UpgradeService {
  public:
-  // Attaches the redirect and starts the proxy with no rule selected.
+  // Attaches the redirect and starts the proxy worker with no rule selected.
   // Throws std::runtime_error with one line.
   explicit UpgradeService(UpgradeServiceOptions options);
   ~UpgradeService();
@@ -62,13 +66,17 @@ class UpgradeService {
   // Throws std::runtime_error (the previous rules stay in force).
   void apply(const policy::Policy& p);
 
-  // "N rules; redirected R, upgraded U, failed F" for status.
+  // "N rules; redirected R, upgraded U, failed F; worker pid P" for status.
   std::string summary() const;
 
   // Per rule (upgrade and termination): connections, active, bytes, failures
-  // by reason, as the proxy counts them.
+  // by reason, as the proxy worker counts them (since it started; empty if
+  // it does not answer).
   std::vector<proxy::RuleCounters> rule_counters() const;
   uint64_t redirected() const;
+  // Workers started after one died; events the worker could not hand over.
+  uint64_t worker_restarts() const;
+  uint64_t worker_events_dropped() const;
 
   // True if a cgroup an [[upgrades]] selector names appeared or went away
   // since apply(): the caller applies `p` again.
@@ -80,7 +88,7 @@ class UpgradeService {
   CgroupResolution resolve_cgroups(const policy::Policy& p) const;
   UpgradeServiceOptions opts_;
   std::unique_ptr<UpgradeRedirect> redirect_;
-  std::unique_ptr<proxy::Engine> engine_;
+  std::unique_ptr<proxy::WorkerProcess> worker_;
   std::shared_ptr<RedirectResolver> resolver_;  // kernel record -> rule name, for the proxy
   size_t rules_ = 0;
   size_t terminations_ = 0;

@@ -156,7 +156,7 @@ struct twu_conn {
 /* ---- counters (per-CPU array twu_counters; never renumbered) ---- */
 enum twu_counter {
 	TWU_CNT_REDIRECTED = 0,	    /* connects rewritten to the proxy */
-	TWU_CNT_PROXY_OWN = 1,	    /* selected, but the socket carries the proxy mark */
+	TWU_CNT_PROXY_OWN = 1,	    /* selected, but the proxy worker's own connect */
 	TWU_CNT_MAP_FULL = 2,	    /* a twu_conns / twu_peers update failed */
 	TWU_CNT_OWNER_FILTERED = 3, /* destination selected, owner filter did not match */
 	TWU_CNT_PEER_RECORDED = 4,  /* sock_ops wrote the proxy-side record */

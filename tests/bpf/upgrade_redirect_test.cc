@@ -48,7 +48,7 @@ using agent::upgrade::UpgradeRedirectOptions;
 using agent::upgrade::UpgradeRuleSpec;
 using agent::upgrade::UpgradeSelection;
 
-constexpr uint32_t kProxyMark = 0x7a11;
+constexpr uid_t kProxyUid = 54321;  // stands in for the proxy worker's dedicated uid
 constexpr const char* kDest4 = "198.18.130.10";
 constexpr const char* kDest6 = "2001:db8::10";
 
@@ -165,7 +165,6 @@ struct ClientSpec {
   int domain = 0;  // 0: dest's family
   std::string comm = "twu-client";
   uid_t uid = 0;
-  uint32_t mark = 0;
   std::string cgroup;  // "" = stay outside
   How how = How::kConnect;
   bool own_netns = false;  // unshare a network namespace of its own (lo up) first
@@ -271,9 +270,6 @@ class Client {
       ++r.attempts;
       const int s = ::socket(domain, SOCK_STREAM | SOCK_CLOEXEC, 0);
       if (s < 0) finish(3, errno);
-      if (spec.mark && ::setsockopt(s, SOL_SOCKET, SO_MARK, &spec.mark, sizeof(spec.mark)) != 0) {
-        finish(3, errno);
-      }
       const auto* d = reinterpret_cast<const sockaddr*>(&spec.dest);
       int rc = 0;
       if (spec.how == How::kFastOpenSendto) {
@@ -325,7 +321,7 @@ class UpgradeRedirectTest : public ::testing::Test {
     o.cgroup = cgroup_.path();
     o.proxy_port_v4 = port4_;
     o.proxy_port_v6 = port6_;
-    o.proxy_mark = kProxyMark;
+    o.proxy_uid = kProxyUid;
     return o;
   }
   UpgradeRedirect& redirect() {
@@ -471,14 +467,17 @@ TEST_F(UpgradeRedirectTest, ProcessOutsideTheCgroupIsNotRedirected) {
   expect_not_redirected(spec);
 }
 
-TEST_F(UpgradeRedirectTest, SocketWithTheProxyMarkIsNotRedirected) {
+TEST_F(UpgradeRedirectTest, ConnectOfTheProxyUidIsNotRedirected) {
   publish_default();
   ClientSpec spec = in_cgroup(make_addr(kDest4, 80));
-  spec.mark = kProxyMark;
+  spec.uid = kProxyUid;
   expect_not_redirected(spec);
   EXPECT_EQ(redirect().counters().proxy_own, 1u);
-  spec.mark = kProxyMark + 1;  // another mark is not the proxy's
+  spec.uid = kProxyUid + 1;  // another uid is not the proxy's
   EXPECT_TRUE(expect_redirected(spec, lst4_.get(), "198.18.130.10:80"));
+  spec.uid = 0;
+  EXPECT_TRUE(expect_redirected(spec, lst4_.get(), "198.18.130.10:80"));
+  EXPECT_EQ(redirect().counters().proxy_own, 1u);
 }
 
 TEST_F(UpgradeRedirectTest, UidFilterSelectsOnlyListedUids) {
@@ -803,7 +802,7 @@ TEST(UpgradeRedirectAttach, FailureMidwayLeavesNothingAttached) {
   o.cgroup = cg.path();
   o.proxy_port_v4 = 1;
   o.proxy_port_v6 = 1;
-  o.proxy_mark = kProxyMark;
+  o.proxy_uid = kProxyUid;
   try {
     UpgradeRedirect r(o);
     ADD_FAILURE() << "attach should have failed";
@@ -831,14 +830,14 @@ TEST(UpgradeRedirectAttach, FailureMidwayLeavesNothingAttached) {
 TEST(UpgradeRedirectAttach, BadOptionsAreRefused) {
   UpgradeRedirectOptions o;
   o.proxy_port_v4 = o.proxy_port_v6 = 1;
-  o.proxy_mark = 1;
+  o.proxy_uid = 1;
   EXPECT_THROW(UpgradeRedirect{o}, std::invalid_argument);  // no cgroup: never a guess
   o.cgroup = "sys/fs/cgroup";
   EXPECT_THROW(UpgradeRedirect{o}, std::invalid_argument);
   o.cgroup = "/tmp";
-  o.proxy_mark = 0;
+  o.proxy_uid = 0;  // root is never the proxy
   EXPECT_THROW(UpgradeRedirect{o}, std::invalid_argument);
-  o.proxy_mark = 1;
+  o.proxy_uid = 1;
   EXPECT_THROW(UpgradeRedirect{o}, std::runtime_error);  // not a cgroup
 }
 

@@ -1,6 +1,5 @@
-// Isolation helpers: listener fds passed over a Unix socket, privilege drop,
-// and the whole design: a forked worker that receives its listener, drops
-// to nobody and then proxies.
+// Isolation helpers: the privilege drop, and the engine at its fd limit.
+// The worker process itself: proxy_worker_test.cc.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/resource.h>
@@ -16,26 +15,6 @@ namespace tlswall::proxy::testing {
 namespace {
 
 constexpr uid_t kNobody = 65534;
-
-TEST(ProxyIsolationTest, ListenerFdTravelsOverUnixSocket) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-  OwnedFd a(sv[0]), b(sv[1]);
-  OwnedFd listener = listen_tcp(*SocketAddress::from_ip("127.0.0.1", 0));
-  const SocketAddress addr = SocketAddress::local_of(listener.get());
-  send_fds(a.get(), "upgrade", {listener.get()});
-  listener.reset();  // only the passed copy remains
-  ReceivedFds got = recv_fds(b.get());
-  EXPECT_EQ(got.tag, "upgrade");
-  ASSERT_EQ(got.fds.size(), 1u);
-  EXPECT_EQ(SocketAddress::local_of(got.fds[0].get()), addr);
-  OwnedFd client = connect_tcp(addr);
-  EXPECT_TRUE(client) << "the received fd is the live listener";
-  a.reset();
-  ReceivedFds eof = recv_fds(b.get());
-  EXPECT_EQ(eof.tag, "");
-  EXPECT_TRUE(eof.fds.empty());
-}
 
 TEST(ProxyIsolationTest, DropPrivilegesLeavesNoWayBack) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to drop from";
@@ -64,80 +43,6 @@ TEST(ProxyIsolationTest, DropPrivilegesLeavesNoWayBack) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
-}
-
-// The design of proxy/README.md in small: the privileged parent makes the
-// listener and hands it over; the child loads its rules, drops privileges,
-// then serves.
-TEST(ProxyIsolationTest, UnprivilegedWorkerProcessServesPassedListener) {
-  int sv[2];
-  ASSERT_EQ(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
-  OwnedFd parent_end(sv[0]), child_end(sv[1]);
-  OwnedFd listener = listen_tcp(*SocketAddress::from_ip("127.0.0.1", 0));
-  const SocketAddress proxy_addr = SocketAddress::local_of(listener.get());
-  const Pki& pki = Pki::get();  // files made before fork
-
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    parent_end.reset();
-    listener.reset();
-    int code = 0;
-    try {
-      ReceivedFds got = recv_fds(child_end.get());  // tag: destination address
-      auto dst = SocketAddress::parse(got.tag);
-      if (!dst || got.fds.size() != 1) _exit(10);
-      Engine engine(EngineOptions{});
-      ProxyConfig cfg;
-      UpgradeRule r;
-      r.id = "r1";
-      r.server_name = "server.test";
-      r.ca_file = pki.ca_cert;
-      cfg.upgrade.push_back(r);
-      engine.apply_config(cfg);  // certificates read while still privileged
-      if (geteuid() == 0) drop_privileges(kNobody, kNobody);
-      if (!has_no_capabilities() && geteuid() == 0) _exit(11);
-      engine.add_upgrade_listener(std::move(got.fds[0]),
-                                  std::make_shared<FakeResolver>(*dst, "r1"));
-      engine.start();
-      char ready = 'R';
-      if (::send(child_end.get(), &ready, 1, MSG_NOSIGNAL) != 1) _exit(12);
-      char buf;
-      ssize_t n = ::recv(child_end.get(), &buf, 1, 0);  // parent closes: done
-      (void)n;
-      engine.stop();
-    } catch (...) {
-      code = 13;
-    }
-    _exit(code);
-  }
-  child_end.reset();
-  int code = -1;
-  {
-    // Threads only after fork: the server lives in the parent.
-    TlsServerOptions opts;
-    opts.cert = pki.server_cert;
-    opts.key = pki.server_key;
-    TlsTestServer server(opts);
-    send_fds(parent_end.get(), server.address().to_string(), {listener.get()});
-    listener.reset();
-    char ready = 0;
-    ASSERT_EQ(::recv(parent_end.get(), &ready, 1, 0), 1);
-    OwnedFd fd = connect_tcp(proxy_addr);
-    ASSERT_TRUE(fd);
-    ASSERT_TRUE(send_all(fd.get(), "from an unprivileged proxy"));
-    ::shutdown(fd.get(), SHUT_WR);
-    int err = 0;
-    EXPECT_EQ(read_to_eof(fd.get(), &err), "from an unprivileged proxyBYE 26\n");
-    ASSERT_TRUE(server.wait_done(1));
-    EXPECT_EQ(server.records().at(0).sni, "server.test");
-    parent_end.reset();
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFEXITED(status));
-    code = WEXITSTATUS(status);
-  }
-  EXPECT_EQ(code, 0);
 }
 
 // Out of file descriptors: the pending client must be shed with a reset

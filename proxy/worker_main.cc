@@ -1,0 +1,238 @@
+// The worker's side of the proxy worker (proxy/worker_process.h): the whole
+// life of the process the daemon re-executed. Until kStart it only talks to
+// the daemon (trusted); at kStart it drops every privilege and only then
+// starts the engine, which reads network input.
+#include <openssl/crypto.h>
+#include <signal.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+
+#include "proxy/isolation.h"
+#include "proxy/worker_process.h"
+
+namespace tlswall::proxy {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+// Set-up messages must come promptly; a daemon that stalls is gone.
+constexpr milliseconds kSetupTimeout{10000};
+// How long an accepted connection may wait for the kernel's record.
+constexpr milliseconds kResolveTimeout{1000};
+
+// Asks the daemon (which holds the BPF map) where an accepted connection
+// was going. One request at a time on the resolve channel.
+class RemoteResolver : public OriginalDestinationResolver {
+ public:
+  explicit RemoteResolver(int fd) : fd_(fd) {}
+
+  std::optional<OriginalDestination> resolve(int, const SocketAddress& peer,
+                                             const SocketAddress& local) override {
+    std::lock_guard<std::mutex> l(mu_);
+    const uint64_t seq = ++seq_;
+    wire::Writer w(wire::Msg::kResolve);
+    w(seq);
+    w(peer);
+    w(local);
+    try {
+      wire::send_message(fd_, w.bytes());
+      const auto deadline = std::chrono::steady_clock::now() + kResolveTimeout;
+      for (;;) {
+        const auto left =
+            std::chrono::duration_cast<milliseconds>(deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        auto m = wire::recv_message(fd_, left, 0);
+        if (!m) return std::nullopt;  // daemon gone: fail closed
+        wire::Reader r(m->bytes);
+        if (r.type() != wire::Msg::kResolved) continue;
+        uint64_t got = 0;
+        bool found = false;
+        OriginalDestination o;
+        r(got);
+        r(found);
+        r(o.address);
+        r(o.rule_id);
+        r.finish();
+        if (got != seq) continue;  // the answer to a request that timed out
+        if (!found) return std::nullopt;
+        return o;
+      }
+    } catch (const std::exception&) {
+      // timeout or channel error: fail closed below
+    }
+    timeouts_.fetch_add(1, std::memory_order_relaxed);
+    return std::nullopt;
+  }
+
+  uint64_t timeouts() const { return timeouts_.load(std::memory_order_relaxed); }
+
+ private:
+  int fd_;
+  std::mutex mu_;
+  uint64_t seq_ = 0;
+  std::atomic<uint64_t> timeouts_{0};
+};
+
+void reply(int fd, uint64_t seq, bool ok, const std::string& error) {
+  wire::Writer w(wire::Msg::kReply);
+  w(seq);
+  w(ok);
+  w(error);
+  wire::send_message(fd, w.bytes());
+}
+
+struct Worker {
+  int control;
+  std::atomic<uint64_t> events_dropped{0};
+  std::shared_ptr<RemoteResolver> resolver;
+  std::unique_ptr<Engine> engine;  // last: stopped before what its threads use
+
+  // One message from the daemon; returns true for kStart.
+  bool handle(wire::Message& m, const wire::Hello& hello, spdlog::logger& log) {
+    wire::Reader r(m.bytes);
+    switch (r.type()) {
+      case wire::Msg::kListener: {
+        uint8_t kind = 0;
+        std::string id;
+        r(kind);
+        r(id);
+        r.finish();
+        if (m.fds.size() != 1 || kind > 1) throw wire::WireError("bad listener message");
+        if (kind == 0) {
+          engine->add_upgrade_listener(std::move(m.fds[0]), resolver);
+        } else {
+          engine->add_terminator_listener(std::move(m.fds[0]), id);
+        }
+        return false;
+      }
+      case wire::Msg::kConfig: {
+        uint64_t seq = 0;
+        ProxyConfig c;
+        r(seq);
+        wire::get(r, c);
+        r.finish();
+        OPENSSL_cleanse(m.bytes.data(), m.bytes.size());
+        try {
+          engine->apply_config(c);
+          wipe_pem_files(c);
+          reply(control, seq, true, "");
+        } catch (const std::exception& ex) {
+          wipe_pem_files(c);
+          reply(control, seq, false, ex.what());
+        }
+        return false;
+      }
+      case wire::Msg::kStart: {
+        uint64_t seq = 0;
+        r(seq);
+        r.finish();
+        try {
+          drop_privileges(hello.uid, hello.gid);
+          // A credential change clears the parent-death signal: set it again.
+          ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+          engine->start();
+        } catch (const std::exception& ex) {
+          reply(control, seq, false, std::string("dropping privileges: ") + ex.what());
+          throw;
+        }
+        log.info("proxy worker {} running as uid {} gid {}, no capabilities", ::getpid(), hello.uid,
+                 hello.gid);
+        reply(control, seq, true, "");
+        return true;
+      }
+      case wire::Msg::kCountersQuery: {
+        uint64_t seq = 0;
+        r(seq);
+        r.finish();
+        wire::WorkerCounters c;
+        c.rules = engine->rule_counters();
+        c.engine = engine->engine_counters();
+        c.events_dropped = events_dropped.load(std::memory_order_relaxed);
+        c.resolve_timeouts = resolver->timeouts();
+        wire::Writer w(wire::Msg::kCounters);
+        w(seq);
+        wire::put(w, c);
+        wire::send_message(control, w.bytes());
+        return false;
+      }
+      default:
+        throw wire::WireError("unexpected message type from the daemon");
+    }
+  }
+};
+
+}  // namespace
+
+int run_proxy_worker(int control_fd, int resolve_fd) {
+  ::prctl(PR_SET_NAME, "tlswall-proxy", 0, 0, 0);
+  auto log =
+      std::make_shared<spdlog::logger>("proxy", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  log->set_pattern("%Y-%m-%dT%H:%M:%S.%e [proxy-worker %P] %l: %v");
+  try {
+    if (::chdir("/") != 0) throw std::system_error(errno, std::generic_category(), "chdir /");
+    auto first = wire::recv_message(control_fd, kSetupTimeout, 0);
+    if (!first) return 0;
+    wire::Reader hr(first->bytes);
+    if (hr.type() != wire::Msg::kHello) throw wire::WireError("expected hello");
+    wire::Hello hello;
+    wire::get(hr, hello);
+    hr.finish();
+    if (hello.version != wire::kVersion) {
+      throw wire::WireError("protocol version " + std::to_string(hello.version) + ", expected " +
+                            std::to_string(wire::kVersion));
+    }
+    log->set_level(spdlog::level::from_str(hello.log_level));
+
+    Worker w;
+    w.control = control_fd;
+    w.resolver = std::make_shared<RemoteResolver>(resolve_fd);
+    EngineOptions eo;
+    eo.workers = hello.workers;
+    eo.max_connections = hello.max_connections;
+    eo.buffer_bytes = hello.buffer_bytes;
+    eo.handshake_timeout = hello.handshake_timeout;
+    eo.first_bytes_wait = hello.first_bytes_wait;
+    eo.idle_timeout = hello.idle_timeout;
+    eo.logger = log.get();
+    eo.on_event = [&w, control_fd](const ProxyEvent& ev) {
+      wire::Writer m(wire::Msg::kEvent);
+      wire::put(m, ev);
+      try {
+        // Never block a connection on the daemon: a full queue drops (counted).
+        if (!wire::send_message(control_fd, m.bytes(), {}, true)) {
+          w.events_dropped.fetch_add(1, std::memory_order_relaxed);
+        }
+      } catch (const std::exception&) {
+        w.events_dropped.fetch_add(1, std::memory_order_relaxed);  // daemon gone
+      }
+    };
+    w.engine = std::make_unique<Engine>(std::move(eo));
+
+    bool started = false;
+    while (!started) {
+      auto m = wire::recv_message(control_fd, kSetupTimeout, 1);
+      if (!m) return 0;
+      started = w.handle(*m, hello, *log);
+    }
+    for (;;) {
+      auto m = wire::recv_message(control_fd, milliseconds(-1), 1);
+      if (!m) break;  // the daemon closed the channel: stop
+      w.handle(*m, hello, *log);
+    }
+    w.engine->stop();
+    return 0;
+  } catch (const std::exception& ex) {
+    log->error("proxy worker: {}", ex.what());
+    return 1;
+  }
+}
+
+}  // namespace tlswall::proxy
