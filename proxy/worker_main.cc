@@ -12,7 +12,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <future>
 #include <mutex>
+#include <thread>
 
 #include "proxy/isolation.h"
 #include "proxy/worker_process.h"
@@ -95,6 +97,34 @@ struct Worker {
   std::shared_ptr<RemoteResolver> resolver;
   std::unique_ptr<Engine> engine;  // last: stopped before what its threads use
 
+  wire::Writer counters_message(uint64_t seq) const {
+    wire::WorkerCounters c;
+    c.rules = engine->rule_counters();
+    c.engine = engine->engine_counters();
+    c.events_dropped = events_dropped.load(std::memory_order_relaxed);
+    c.resolve_timeouts = resolver->timeouts();
+    wire::Writer w(wire::Msg::kCounters);
+    w(seq);
+    wire::put(w, c);
+    return w;
+  }
+
+  // Pushes the counters to the daemon when they changed, every
+  // kCounterPush, so that they survive this process (the daemon adds a dead
+  // worker's last counters to its successor's).
+  void push_counters_until(std::future<void> stop) {
+    std::string pushed;
+    while (stop.wait_for(wire::kCounterPush) == std::future_status::timeout) {
+      wire::Writer w = counters_message(0);
+      if (w.bytes() == pushed) continue;
+      try {
+        if (wire::send_message(control, w.bytes(), {}, true)) pushed = w.bytes();
+      } catch (const std::exception&) {
+        return;  // the daemon is gone; the main loop sees it too
+      }
+    }
+  }
+
   // One message from the daemon; returns true for kStart.
   bool handle(wire::Message& m, const wire::Hello& hello, spdlog::logger& log) {
     wire::Reader r(m.bytes);
@@ -152,15 +182,7 @@ struct Worker {
         uint64_t seq = 0;
         r(seq);
         r.finish();
-        wire::WorkerCounters c;
-        c.rules = engine->rule_counters();
-        c.engine = engine->engine_counters();
-        c.events_dropped = events_dropped.load(std::memory_order_relaxed);
-        c.resolve_timeouts = resolver->timeouts();
-        wire::Writer w(wire::Msg::kCounters);
-        w(seq);
-        wire::put(w, c);
-        wire::send_message(control, w.bytes());
+        wire::send_message(control, counters_message(seq).bytes());
         return false;
       }
       default:
@@ -222,6 +244,17 @@ int run_proxy_worker(int control_fd, int resolve_fd) {
       if (!m) return 0;
       started = w.handle(*m, hello, *log);
     }
+    std::promise<void> stop_pushing;
+    std::thread pusher(
+        [&w, f = stop_pushing.get_future()]() mutable { w.push_counters_until(std::move(f)); });
+    struct Join {
+      std::promise<void>& stop;
+      std::thread& t;
+      ~Join() {
+        stop.set_value();
+        t.join();
+      }
+    } join{stop_pushing, pusher};
     for (;;) {
       auto m = wire::recv_message(control_fd, milliseconds(-1), 1);
       if (!m) break;  // the daemon closed the channel: stop

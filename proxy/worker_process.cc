@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -73,6 +74,36 @@ void size_buffers(int fd) {
   }
 }
 
+// a + b, rule by rule; `active` is a gauge and comes from b alone.
+wire::WorkerCounters add_counters(const wire::WorkerCounters& a, const wire::WorkerCounters& b) {
+  wire::WorkerCounters out = b;
+  for (const RuleCounters& r : a.rules) {
+    auto it = std::find_if(out.rules.begin(), out.rules.end(), [&](const RuleCounters& x) {
+      return x.rule == r.rule && x.terminator == r.terminator;
+    });
+    if (it == out.rules.end()) {
+      it = out.rules.insert(out.rules.end(), r);
+      it->active = 0;
+      continue;
+    }
+    it->connections += r.connections;
+    it->bytes_up += r.bytes_up;
+    it->bytes_down += r.bytes_down;
+    it->passthrough += r.passthrough;
+    it->plaintext += r.plaintext;
+    it->resumed += r.resumed;
+    it->truncated += r.truncated;
+    for (size_t i = 0; i < r.failures.size(); ++i) it->failures[i] += r.failures[i];
+  }
+  out.engine.accepted += a.engine.accepted;
+  out.engine.unknown_destination += a.engine.unknown_destination;
+  out.engine.capacity_rejected += a.engine.capacity_rejected;
+  out.engine.accept_errors += a.engine.accept_errors;
+  out.events_dropped += a.events_dropped;
+  out.resolve_timeouts += a.resolve_timeouts;
+  return out;
+}
+
 struct Pending {
   bool done = false;
   bool ok = false;
@@ -108,6 +139,9 @@ struct WorkerProcess::Impl {
   };
   std::vector<Listener> listeners;
   std::optional<ProxyConfig> config;  // last accepted, with its PEM files
+  // Counters: what dead workers counted, and the running one's latest (it
+  // pushes them when they change, at most every wire::kCounterPush).
+  wire::WorkerCounters base, last;
 
   std::thread supervisor;
 
@@ -224,6 +258,8 @@ struct WorkerProcess::Impl {
       running = false;
       control.reset();
       resolve.reset();
+      base = add_counters(base, last);  // counters survive the worker
+      last = {};
       for (auto& [seq, p] : pending) {
         p.done = true;
         p.ok = false;
@@ -270,6 +306,7 @@ struct WorkerProcess::Impl {
         }
         r.finish();
         std::lock_guard<std::mutex> l(mu);
+        if (r.type() == wire::Msg::kCounters) last = got.counters;
         auto it = pending.find(seq);
         if (it == pending.end()) return;  // its requester gave up
         got.done = true;
@@ -523,7 +560,7 @@ wire::WorkerCounters WorkerProcess::counters() {
   w(seq);
   Pending p = d.request(w, seq, l);
   if (!p.ok) throw std::runtime_error(p.error);
-  return std::move(p.counters);
+  return add_counters(d.base, p.counters);
 }
 
 WorkerStatus WorkerProcess::status() const {

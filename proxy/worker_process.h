@@ -89,7 +89,9 @@ class WorkerProcess {
   // files (read_pem_files); it is wiped here.
   void apply_config(ProxyConfig config);
 
-  // The worker's counters; throws std::runtime_error if it does not answer.
+  // The counters of every worker so far (what a worker counted in its last
+  // wire::kCounterPush before dying may be missing); throws
+  // std::runtime_error if the running worker does not answer.
   wire::WorkerCounters counters();
 
   WorkerStatus status() const;

@@ -31,6 +31,9 @@
 namespace tlswall::proxy::wire {
 
 inline constexpr uint32_t kVersion = 1;
+// How often the worker pushes its counters when they changed: what a dying
+// worker counted in its last moments (at most this long) is lost.
+inline constexpr std::chrono::milliseconds kCounterPush{100};
 // Largest message either side accepts (a config with its PEM files).
 inline constexpr size_t kMaxMessageBytes = 16u << 20;
 
@@ -43,7 +46,7 @@ enum class Msg : uint8_t {
   kCountersQuery = 5,  // u64 seq
   // control, worker -> daemon
   kReply = 6,     // u64 seq, u8 ok, str error
-  kCounters = 7,  // u64 seq, WorkerCounters
+  kCounters = 7,  // u64 seq (0: pushed unasked), WorkerCounters
   kEvent = 8,     // ProxyEvent
   // resolve channel
   kResolve = 9,    // u64 seq, addr peer, addr local

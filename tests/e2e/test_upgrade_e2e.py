@@ -16,6 +16,9 @@ client CA: openssl s_client with a client certificate from that CA reaches
 the plaintext backend (its subject in the event's client_subject), without
 one or with one from another CA it is refused and reported, and the backend
 never sees it. Per-rule counters in Prometheus and in `tlswallctl status`.
+The proxy runs in a worker process as tlswall-proxy with no capabilities and
+no BPF fd; killed, it resets its connections (nothing in plaintext on the
+wire), an event says so and a new worker serves the same port.
 
 Safety: namespaces and a child cgroup created here, removed on exit.
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -474,6 +478,104 @@ class E2E:
         return ok, (f"running {up.get('running')}, redirected {up.get('redirected')}; legacy-web {web}; "
                     f"legacy-app-strict {strict}; legacy-certs failures {certs.get('failures')}")
 
+    def worker_pid(self) -> int | None:
+        """The daemon's child process named tlswall-proxy (the proxy worker)."""
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            if comm == "tlswall-proxy" and ppid == self.d.proc.pid:
+                return int(d.name)
+        return None
+
+    @staticmethod
+    def proc_status(pid: int) -> dict:
+        out = {}
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            k, _, v = line.partition(":")
+            out[k] = v.strip()
+        return out
+
+    @staticmethod
+    def fd_targets(pid: int) -> list[str]:
+        out = []
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            if int(fd.name) <= 2:
+                continue  # stdio: the worker logs where the daemon does
+            try:
+                out.append(os.readlink(fd))
+            except OSError:
+                pass
+        return out
+
+    def worker_unprivileged_without_bpf(self):
+        """The proxy that reads network input runs as tlswall-proxy with no
+        capabilities, no way to regain them and no BPF object or control
+        socket of the daemon; the daemon itself holds BPF fds."""
+        pid = self.worker_pid()
+        if pid is None:
+            return False, f"no tlswall-proxy child of the daemon (pid {self.d.proc.pid})"
+        st = self.proc_status(pid)
+        user = pwd.getpwnam("tlswall-proxy")
+        fds = self.fd_targets(pid)
+        bpf = [f for f in fds if "bpf" in f]
+        daemon_bpf = [f for f in self.fd_targets(self.d.proc.pid) if "bpf" in f]
+        caps = {k: st.get(k) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")}
+        uid_ok = st.get("Uid", "").split() == [str(user.pw_uid)] * 4
+        gid_ok = st.get("Gid", "").split() == [str(user.pw_gid)] * 4
+        caps_ok = all(v == "0000000000000000" for v in caps.values())
+        leaked = [f for f in fds if self.d.socket in f or str(self.sb.tmp) in f]
+        ok = (uid_ok and gid_ok and caps_ok and st.get("NoNewPrivs") == "1" and not bpf
+              and daemon_bpf and not leaked)
+        return ok, (f"worker pid {pid}: Uid {st.get('Uid')} (tlswall-proxy = {user.pw_uid}), caps {caps}, "
+                    f"NoNewPrivs {st.get('NoNewPrivs')}, {len(fds)} fds, bpf fds {len(bpf)} "
+                    f"(daemon: {len(daemon_bpf)}), daemon files leaked {leaked}")
+
+    def worker_killed_restarted_no_plaintext(self):
+        """SIGKILL to the worker: an upgraded connection in flight ends at
+        once, an event says why, a new worker takes the same port and the
+        next client is upgraded again; nothing leaves in plaintext."""
+        first = self.worker_pid()
+        start = len(self.d.read_events())
+        tcpdump, cap = self.capture("worker-kill", "tcp port 443")
+        # In flight: half a request, then wait for the server.
+        hold = ("import socket,sys,time\n"
+                f"s=socket.create_connection(('{SRV}',443),timeout=10)\n"
+                "s.sendall(b'GET /held-request HTTP/1.1\\r\\n')\n"
+                "t=time.monotonic()\n"
+                "try:\n d=s.recv(100)\nexcept OSError as e:\n d=repr(e).encode()\n"
+                "print(time.monotonic(), d[:40])\n")
+        script = (f'echo $$ > {self.cg_legacy}/cgroup.procs && exec ip netns exec '
+                  f'{self.sb._ours(self.sb.client_ns)} python3 -c "$0"')
+        held = subprocess.Popen(["sh", "-c", script, hold], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        killed_at = time.monotonic()  # CLOCK_MONOTONIC: the same clock in every process
+        os.kill(first, signal.SIGKILL)
+        try:
+            held_out, _ = held.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            held.kill()
+            held_out = "(still waiting after 10 s)"
+        r = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:443/"])
+        wire = self.captured(tcpdump, cap)
+        died = self.wait_events(lambda e: e.get("reason") == "proxy_worker_died", 1, 5, start)
+        second = self.worker_pid()
+        summary = self.d.status().get("upgrade", {}).get("summary", "")
+        held_s = float(held_out.split()[0]) - killed_at if held_out[:1].isdigit() else 99.0
+        ok = (first is not None and held_s < 2.0 and len(died) == 1 and second not in (None, first)
+              and r.rc == 0 and "tlswall-e2e ok" in r.stdout and "restarted 1x" in summary
+              and "held-request" not in wire and "GET /" not in wire)
+        return ok, (f"worker {first} killed: the held client's connection ended {held_s:.3f}s later "
+                    f"({held_out.split(' ', 1)[-1].strip()[:40]}); "
+                    f"events {[(e.get('type'), e.get('reason')) for e in died]}; new worker {second}; "
+                    f"next curl rc={r.rc} in {r.elapsed:.3f}s; status '{summary[-70:]}'; "
+                    f"plaintext on the wire: {'held-request' in wire or 'GET /' in wire}")
+
     def proxy_killed_fails_fast(self):
         # The daemon (and its proxy) dies hard; the pinned redirect stays, so
         # selected clients now meet a closed port: they fail at once, and
@@ -534,6 +636,10 @@ def main() -> int:
                                t.mtls_client_cert_accepted)
                     checks.run("termination_without_valid_client_cert_refused_and_reported",
                                t.mtls_without_valid_client_cert_refused)
+                    checks.run("proxy_worker_unprivileged_no_capabilities_no_bpf",
+                               t.worker_unprivileged_without_bpf)
+                    checks.run("proxy_worker_killed_restarted_no_plaintext_on_wire",
+                               t.worker_killed_restarted_no_plaintext)
                     checks.run("wrong_server_name_fails_closed_no_plaintext_on_wire", t.wrong_name_fails_closed)
                     checks.run("metrics_per_upgrade_rule", t.metrics_per_rule)
                     checks.run("status_per_upgrade_rule_and_termination", t.status_per_rule)

@@ -228,6 +228,8 @@ TEST_F(ProxyWorkerTest, KilledWorkerIsRestartedWithItsListenerAndRules) {
   ASSERT_EQ(exchange(proxy, "before"), "beforeBYE 6\n");
 
   const pid_t first = w.status().pid;
+  // What the worker counted reaches the daemon within wire::kCounterPush.
+  std::this_thread::sleep_for(3 * wire::kCounterPush);
   ASSERT_EQ(::kill(first, SIGKILL), 0);
   // The port stays open while no worker runs: a client connecting now
   // waits in the backlog and is served by the next worker.
@@ -243,6 +245,17 @@ TEST_F(ProxyWorkerTest, KilledWorkerIsRestartedWithItsListenerAndRules) {
   }
   EXPECT_EQ(proc_status_field(st.pid, "Uid"), "65534\t65534\t65534\t65534");
   EXPECT_EQ(exchange(proxy, "after"), "afterBYE 5\n");
+  // Counters carry over: the dead worker's two connections and the new one's.
+  wire::WorkerCounters c;
+  for (int i = 0; i < 100; ++i) {  // the last connection's close may still be counting
+    c = w.counters();
+    if (!c.rules.empty() && c.rules[0].connections == 3 && c.rules[0].active == 0) break;
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+  ASSERT_EQ(c.rules.size(), 1u);
+  EXPECT_EQ(c.rules[0].connections, 3u);
+  EXPECT_EQ(c.rules[0].bytes_up, 17u);
+  EXPECT_EQ(c.rules[0].active, 0u);
 }
 
 TEST_F(ProxyWorkerTest, StopEndsTheWorker) {
