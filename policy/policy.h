@@ -72,7 +72,13 @@ struct OwnerSelector {
   std::vector<std::string> cgroups;  // absolute, normalized ("/system.slice/x.service")
   std::vector<UserRef> users;
   std::vector<std::string> comms;
-  bool empty() const { return cgroups.empty() && users.empty() && comms.empty(); }
+  // Absolute paths of executables ([[upgrades]] only): the connecting
+  // process runs this file (matched by device and inode, resolved on the
+  // host and again when the file is replaced).
+  std::vector<std::string> executables;
+  bool empty() const {
+    return cgroups.empty() && users.empty() && comms.empty() && executables.empty();
+  }
   std::string describe() const;  // "cgroups=[...] users=[...]" or "any owner"
 };
 

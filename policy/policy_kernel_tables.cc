@@ -148,6 +148,7 @@ std::string OwnerSelector::describe() const {
   list("cgroups", cgroups);
   list("users", users);
   list("comms", comms);
+  list("executables", executables);
   return out;
 }
 

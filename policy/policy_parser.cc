@@ -17,8 +17,9 @@ const std::vector<std::string> kTopKeys = {"version",    "default_mode", "defaul
                                            "boundaries", "rules",        "exemptions",
                                            "upgrades",   "terminations"};
 const std::vector<std::string> kUpgradeKeys = {
-    "name",        "boundary",   "ports",   "server_name", "server_names", "ca_file", "alpn",
-    "client_cert", "client_key", "min_tls", "cgroups",     "users",        "comms"};
+    "name",    "boundary", "ports",       "server_name", "server_names",
+    "ca_file", "alpn",     "client_cert", "client_key",  "min_tls",
+    "cgroups", "users",    "comms",       "executables"};
 const std::vector<std::string> kTerminationKeys = {"name", "port",      "backend", "cert",
                                                    "key",  "client_ca", "mode"};
 
@@ -665,6 +666,22 @@ class FileParser {
           ok = false;
         } else {
           u.min_tls = v;
+        }
+      } else if (k == "executables") {
+        const toml::array* a = value.as_array();
+        if (!a || a->empty()) {
+          if (!a) wrong_type(value, "executables of " + what, "an array of absolute paths");
+          if (a) diags_.error(at(value), "executables of " + what + " is empty; remove the key");
+          ok = false;
+          continue;
+        }
+        for (const toml::node& e : *a) {
+          auto p = parse_path(e, "executables of " + what);
+          if (!p) {
+            ok = false;
+            continue;
+          }
+          u.owners.executables.push_back(*p);
         }
       } else if (parse_owner_key(k, value, what, u.owners)) {
         continue;

@@ -150,6 +150,9 @@ CompiledSelection compile_selection(const UpgradeSelection& sel) {
     if (!r.cgroups.empty() && !r.cgroup_filter) {
       throw std::invalid_argument(name + ": cgroups listed without cgroup_filter");
     }
+    if (!r.exes.empty() && !r.exe_filter) {
+      throw std::invalid_argument(name + ": executables listed without exe_filter");
+    }
     for (const auto& c : r.cidrs) entries.push_back({parse_cidr(c, r.rule_id), i});
   }
 
@@ -218,6 +221,7 @@ CompiledSelection compile_selection(const UpgradeSelection& sel) {
           v.flags |= TWU_RULE_CGROUP;
           for (const auto& [id, level] : r.cgroups) v.flags |= 1u << (TWU_RULE_LEVEL_SHIFT + level);
         }
+        if (r.exe_filter) v.flags |= TWU_RULE_EXE;
         std::vector<std::pair<uint16_t, uint8_t>> prefixes;
         range_to_prefixes(start, end, &prefixes);
         for (const auto& [port, len] : prefixes) out.ports.push_back({class_id, port, len, v});
@@ -240,11 +244,16 @@ CompiledSelection compile_selection(const UpgradeSelection& sel) {
     for (const auto& [id, level] : r.cgroups) {
       if (ids_seen.insert(id).second) out.cgroups.emplace_back(r.rule_id, id);
     }
+    for (const auto& [dev, ino] :
+         std::set<std::pair<uint32_t, uint64_t>>(r.exes.begin(), r.exes.end())) {
+      out.exes.push_back({r.rule_id, dev, ino});
+    }
   }
   if (out.uids.size() > TWU_MAX_OWNER_KEYS || out.comms.size() > TWU_MAX_OWNER_KEYS ||
-      out.cgroups.size() > TWU_MAX_OWNER_KEYS) {
+      out.cgroups.size() > TWU_MAX_OWNER_KEYS || out.exes.size() > TWU_MAX_OWNER_KEYS) {
     throw std::invalid_argument("upgrade selection: more than " +
-                                std::to_string(TWU_MAX_OWNER_KEYS) + " uid, comm or cgroup rows");
+                                std::to_string(TWU_MAX_OWNER_KEYS) +
+                                " uid, comm, cgroup or executable rows");
   }
   return out;
 }
@@ -454,6 +463,7 @@ void UpgradeRedirect::clear_slot(uint32_t slot) {
   sweep(bpf_map__fd(skel_->maps.twu_uids), sizeof(twu_uid_key), word0);
   sweep(bpf_map__fd(skel_->maps.twu_comms), sizeof(twu_comm_key), word0);
   sweep(bpf_map__fd(skel_->maps.twu_cgroups), sizeof(twu_cgroup_key), word0);
+  sweep(bpf_map__fd(skel_->maps.twu_exes), sizeof(twu_exe_key), word0);
 }
 
 uint64_t UpgradeRedirect::publish(const UpgradeSelection& sel) {
@@ -515,6 +525,10 @@ uint64_t UpgradeRedirect::publish(const UpgradeSelection& sel) {
   for (const auto& [rule, id] : c.cgroups) {
     const twu_cgroup_key k{slot, rule, id};
     put(bpf_map__fd(skel_->maps.twu_cgroups), &k, &one, "cgroup filter");
+  }
+  for (const auto& e : c.exes) {
+    const twu_exe_key k{slot, e.rule_id, e.ino, e.dev, 0};
+    put(bpf_map__fd(skel_->maps.twu_exes), &k, &one, "executable filter");
   }
   const twu_slot_meta meta{next};
   put(bpf_map__fd(skel_->maps.twu_slots), &slot, &meta, "slot table");

@@ -68,6 +68,11 @@ struct UpgradeRuleSpec {
   // cgroups exists on this host), the rule selects nobody.
   std::vector<std::pair<uint64_t, uint32_t>> cgroups;
   bool cgroup_filter = false;
+  // Executables whose processes' connects the rule takes: (device in the
+  // kernel's encoding, major << 20 | minor; inode). With exe_filter true
+  // and none listed (no such file here), the rule selects nobody.
+  std::vector<std::pair<uint32_t, uint64_t>> exes;
+  bool exe_filter = false;
 };
 
 // Where rules overlap (same destination and port), the earlier rule owns
@@ -100,6 +105,11 @@ struct CompiledSelection {
   std::vector<std::pair<uint32_t, uint32_t>> uids;      // (rule_id, uid)
   std::vector<std::pair<uint32_t, std::string>> comms;  // (rule_id, comm)
   std::vector<std::pair<uint32_t, uint64_t>> cgroups;   // (rule_id, cgroup id)
+  struct Exe {
+    uint32_t rule_id, dev;
+    uint64_t ino;
+  };
+  std::vector<Exe> exes;
 };
 // Throws std::invalid_argument naming the rule and the bad item, or when
 // the tables exceed the kernel's sizes (TWU_MAX_*).

@@ -1,6 +1,8 @@
 #include "agent/upgrade/upgrade_service.h"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 #include <chrono>
 #include <cstring>
@@ -211,25 +213,38 @@ UpgradeService::UpgradeService(UpgradeServiceOptions options) : opts_(std::move(
 
 UpgradeService::~UpgradeService() = default;
 
-UpgradeService::CgroupResolution UpgradeService::resolve_cgroups(const policy::Policy& p) const {
-  CgroupResolution out;
+UpgradeService::OwnerResolution UpgradeService::resolve_owners(const policy::Policy& p) const {
+  OwnerResolution out;
   if (!redirect_) return out;
   for (const policy::UpgradeRule& u : p.upgrades) {
     for (const auto& path : u.owners.cgroups) {
-      out.emplace_back(u.name + " " + path,
-                       opts_.owners.cgroup_id ? opts_.owners.cgroup_id(path) : std::nullopt);
+      const auto id = opts_.owners.cgroup_id ? opts_.owners.cgroup_id(path) : std::nullopt;
+      out.emplace_back(u.name + " cgroup " + path,
+                       id ? std::make_optional(std::make_pair(*id, uint64_t{0})) : std::nullopt);
+    }
+    for (const auto& path : u.owners.executables) {
+      // What the kernel sees as task->mm->exe_file: the file itself, with
+      // its superblock's device in the kernel's encoding.
+      struct stat st {};
+      std::optional<std::pair<uint64_t, uint64_t>> id;
+      if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        const uint64_t dev = (static_cast<uint64_t>(major(st.st_dev)) << 20) | minor(st.st_dev);
+        id = std::make_pair(dev, static_cast<uint64_t>(st.st_ino));
+      }
+      out.emplace_back(u.name + " exe " + path, id);
     }
   }
   return out;
 }
 
 bool UpgradeService::owners_changed(const policy::Policy& p) const {
-  return resolve_cgroups(p) != applied_cgroups_;
+  return resolve_owners(p) != applied_owners_;
 }
 
 void UpgradeService::apply(const policy::Policy& p) {
-  const CgroupResolution cgroups = resolve_cgroups(p);  // once: what is published is what is kept
-  const std::map<std::string, std::optional<uint64_t>> cgroup_ids(cgroups.begin(), cgroups.end());
+  const OwnerResolution owners = resolve_owners(p);  // once: what is published is what is kept
+  const std::map<std::string, std::optional<std::pair<uint64_t, uint64_t>>> owner_ids(
+      owners.begin(), owners.end());
   proxy::ProxyConfig pc;
   UpgradeSelection sel;
   auto names = std::make_shared<std::vector<std::string>>();
@@ -272,9 +287,18 @@ void UpgradeService::apply(const policy::Policy& p) {
     // nobody (re-resolved every second: owners_changed()).
     spec.cgroup_filter = !u.owners.cgroups.empty();
     for (const auto& path : u.owners.cgroups) {
-      const auto it = cgroup_ids.find(u.name + " " + path);
-      if (it != cgroup_ids.end() && it->second) {
-        spec.cgroups.emplace_back(*it->second, policy::cgroup_level(path));
+      const auto it = owner_ids.find(u.name + " cgroup " + path);
+      if (it != owner_ids.end() && it->second) {
+        spec.cgroups.emplace_back(it->second->first, policy::cgroup_level(path));
+      }
+    }
+    // Executables likewise: a file missing here selects nobody; a replaced
+    // one (new inode) is picked up within a second.
+    spec.exe_filter = !u.owners.executables.empty();
+    for (const auto& path : u.owners.executables) {
+      const auto it = owner_ids.find(u.name + " exe " + path);
+      if (it != owner_ids.end() && it->second) {
+        spec.exes.emplace_back(static_cast<uint32_t>(it->second->first), it->second->second);
       }
     }
     sel.rules.push_back(spec);
@@ -324,7 +348,7 @@ void UpgradeService::apply(const policy::Policy& p) {
     redirect_->publish(sel);
   }
   rules_ = sel.rules.size();
-  applied_cgroups_ = cgroups;
+  applied_owners_ = owners;
 }
 
 std::vector<proxy::RuleCounters> UpgradeService::rule_counters() const {

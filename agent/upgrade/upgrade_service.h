@@ -78,22 +78,26 @@ class UpgradeService {
   uint64_t worker_restarts() const;
   uint64_t worker_events_dropped() const;
 
-  // True if a cgroup an [[upgrades]] selector names appeared or went away
-  // since apply(): the caller applies `p` again.
+  // True if a cgroup or executable an [[upgrades]] selector names appeared,
+  // went away or (a file) was replaced since apply(): the caller applies `p`
+  // again.
   bool owners_changed(const policy::Policy& p) const;
 
  private:
   // (rule, cgroup path) -> its id on this host (nullopt: no such cgroup).
-  using CgroupResolution = std::vector<std::pair<std::string, std::optional<uint64_t>>>;
-  CgroupResolution resolve_cgroups(const policy::Policy& p) const;
+  // "rule cgroup PATH" -> (cgroup id, 0) and "rule exe PATH" -> (device,
+  // inode) on this host; nullopt: no such cgroup or file.
+  using OwnerResolution =
+      std::vector<std::pair<std::string, std::optional<std::pair<uint64_t, uint64_t>>>>;
+  OwnerResolution resolve_owners(const policy::Policy& p) const;
   UpgradeServiceOptions opts_;
   std::unique_ptr<UpgradeRedirect> redirect_;
   std::unique_ptr<proxy::WorkerProcess> worker_;
   std::shared_ptr<RedirectResolver> resolver_;  // kernel record -> rule name, for the proxy
   size_t rules_ = 0;
   size_t terminations_ = 0;
-  std::set<uint16_t> listening_;      // termination ports with a listener
-  CgroupResolution applied_cgroups_;  // as the last apply() resolved them
+  std::set<uint16_t> listening_;    // termination ports with a listener
+  OwnerResolution applied_owners_;  // as the last apply() resolved them
 };
 
 }  // namespace tlswall::agent::upgrade

@@ -18,6 +18,8 @@
  *   (rule, comm)        --hash--> 1               (twu_comms, if TWU_RULE_COMM)
  *   (rule, cgroup id)   --hash--> 1               (twu_cgroups, if TWU_RULE_CGROUP:
  *       the connecting task's ancestor at each level the rule names)
+ *   (rule, dev, inode)  --hash--> 1               (twu_exes, if TWU_RULE_EXE:
+ *       the file the connecting task executes)
  * A connect is redirected if its rule's owner filters all match.
  *
  * Connection records:
@@ -85,6 +87,7 @@ struct twu_port_key {
 	0x04 /* the owner's cgroup must be one listed in twu_cgroups, or                           \
 	      * below one: bits TWU_RULE_LEVEL_SHIFT.. of flags are the                            \
 	      * levels of those cgroups (bit L: level L) */
+#define TWU_RULE_EXE 0x08 /* the owner's executable (device, inode) must be in twu_exes */
 #define TWU_RULE_LEVEL_SHIFT 8
 #define TWU_MAX_CGROUP_LEVEL 24 /* levels 0..23 fit the flags above the shift */
 
@@ -109,6 +112,14 @@ struct twu_cgroup_key {
 	__u32 slot;
 	__u32 rule_id;
 	__u64 cgroup_id;
+};
+
+struct twu_exe_key {
+	__u32 slot;
+	__u32 rule_id;
+	__u64 ino;  /* inode number of task->mm->exe_file */
+	__u32 dev;  /* its superblock's s_dev, kernel encoding: major << 20 | minor */
+	__u32 pad;  /* 0 */
 };
 
 /* Generation held by each slot; a slot is used only for its generation. */

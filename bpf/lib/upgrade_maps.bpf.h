@@ -65,6 +65,15 @@ struct {
 	__type(value, __u8);
 } twu_cgroups SEC(".maps");
 
+/* (slot, rule, device, inode) -> 1: executables a TWU_RULE_EXE rule accepts. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, TWU_MAX_OWNER_KEYS *TWU_SLOTS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct twu_exe_key);
+	__type(value, __u8);
+} twu_exes SEC(".maps");
+
 /* Generation each slot holds (a slot is read only for its generation). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -9,6 +9,8 @@
 #ifndef TLSWALL_BPF_LIB_UPGRADE_SELECT_BPF_H
 #define TLSWALL_BPF_LIB_UPGRADE_SELECT_BPF_H
 
+#include <bpf/bpf_core_read.h>
+
 #include "lib/upgrade_maps.bpf.h"
 
 /* The current task, as far as the owner filters and the record need it. */
@@ -121,6 +123,18 @@ static __always_inline enum twu_select twu_select(__u8 family, const __u8 *daddr
 			}
 		}
 		if (!hit)
+			return TWU_SEL_OWNER_FILTERED;
+	}
+	if (r->flags & TWU_RULE_EXE) {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		struct twu_exe_key ek = {};
+
+		ek.slot = slot;
+		ek.rule_id = r->rule_id;
+		ek.ino = BPF_CORE_READ(t, mm, exe_file, f_inode, i_ino);
+		ek.dev = BPF_CORE_READ(t, mm, exe_file, f_inode, i_sb, s_dev);
+		/* A kernel thread (no mm) reads 0: never listed. */
+		if (!ek.ino || !bpf_map_lookup_elem(&twu_exes, &ek))
 			return TWU_SEL_OWNER_FILTERED;
 	}
 	*rule = *r;

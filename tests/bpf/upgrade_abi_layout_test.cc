@@ -33,6 +33,11 @@ static_assert(sizeof(twu_uid_key) == 12);
 static_assert(offsetof(twu_uid_key, uid) == 8);
 static_assert(sizeof(twu_comm_key) == 24);
 static_assert(offsetof(twu_comm_key, comm) == 8);
+static_assert(sizeof(twu_cgroup_key) == 16);
+static_assert(offsetof(twu_cgroup_key, cgroup_id) == 8);
+static_assert(sizeof(twu_exe_key) == 24);
+static_assert(offsetof(twu_exe_key, ino) == 8);
+static_assert(offsetof(twu_exe_key, dev) == 16);
 static_assert(sizeof(twu_slot_meta) == 8);
 static_assert(sizeof(twu_state) == 8);
 

@@ -17,6 +17,8 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -498,6 +500,40 @@ TEST_F(UpgradeRedirectTest, UidFilterSelectsOnlyListedUids) {
   EXPECT_EQ(redirect().counters().owner_filtered, 2u);
 }
 
+// (device in the kernel's encoding, inode) of a file, as the connect hook
+// reads task->mm->exe_file.
+std::pair<uint32_t, uint64_t> exe_id(const char* path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path, &st), 0) << path;
+  return {static_cast<uint32_t>((major(st.st_dev) << 20) | minor(st.st_dev)),
+          static_cast<uint64_t>(st.st_ino)};
+}
+
+TEST_F(UpgradeRedirectTest, ExecutableFilterSelectsOnlyThatFile) {
+  // The client is a fork of this test binary: it runs /proc/self/exe.
+  UpgradeRuleSpec r = rule(13, {"198.18.130.0/24", "2001:db8::/64"}, 80, 80);
+  r.exe_filter = true;
+  r.exes = {exe_id("/proc/self/exe"), exe_id("/bin/true")};
+  redirect().publish(UpgradeSelection{{r}});
+  auto o = expect_redirected(in_cgroup(make_addr(kDest4, 80)), lst4_.get(), "198.18.130.10:80");
+  ASSERT_TRUE(o);
+  EXPECT_EQ(o->rule_id, 13u);
+
+  r.exes = {exe_id("/bin/true")};  // another file
+  redirect().publish(UpgradeSelection{{r}});
+  expect_not_redirected(in_cgroup(make_addr(kDest6, 80)));
+  r.exes.clear();  // the named executables do not exist here: nobody
+  redirect().publish(UpgradeSelection{{r}});
+  expect_not_redirected(in_cgroup(make_addr(kDest4, 80)));
+  EXPECT_EQ(redirect().counters().owner_filtered, 2u);
+  EXPECT_THROW(compile_selection(UpgradeSelection{{[] {
+                 UpgradeRuleSpec x = rule(14, {"198.18.130.0/24"}, 80, 80);
+                 x.exes = {{1, 2}};  // rows without the filter flag
+                 return x;
+               }()}}),
+               std::invalid_argument);
+}
+
 TEST_F(UpgradeRedirectTest, CommFilterSelectsOnlyListedComms) {
   UpgradeRuleSpec r = rule(12, {"198.18.130.0/24", "2001:db8::/64"}, 80, 80);
   r.comms = {"twu-legacy"};
@@ -771,7 +807,7 @@ TEST_F(UpgradeRedirectTest, PinnedLinksAndMapsSurviveAndAreTakenOver) {
   EXPECT_EQ(second.publish(UpgradeSelection{}), 2u);
 
   const auto removed = UpgradeRedirect::remove_pins(bpffs.path());
-  EXPECT_EQ(removed.size(), 5u + 11u);  // five links, eleven maps
+  EXPECT_EQ(removed.size(), 5u + 12u);  // five links, twelve maps
   EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_INET4_CONNECT), 0u);
   EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_SOCK_OPS), 0u);
   EXPECT_EQ(programs_on(cgroup_.path(), BPF_CGROUP_INET6_GETPEERNAME), 0u);

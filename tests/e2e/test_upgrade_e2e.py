@@ -9,7 +9,8 @@ self-signed one (not from the rule's CA) fail closed (fast, an
 upgrade_failed event with the reason, no plaintext on the wire); a TLS
 client passes through unchanged; a client outside the cgroup is not upgraded
 (and plaintext to the boundary stays blocked); a rule with a `cgroups`
-selector upgrades clients of that sub-cgroup only. The upgraded event
+selector upgrades clients of that sub-cgroup only, one with `executables`
+only that program (curl, not python in the same cgroup). The upgraded event
 carries the session as fields (server name and subject, version, cipher,
 bytes). Server side: strict and permissive terminations, and one with a
 client CA: openssl s_client with a client certificate from that CA reaches
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,7 +49,8 @@ SRV = S.SRV_BOUNDARY_V4
 
 TERM_STRICT, TERM_PERMISSIVE, TERM_MTLS, BACKEND_PORT = 8443, 9443, 10443, 8080
 # Server-namespace TLS servers behind their own [[upgrades]] rules.
-REDIS_PORT, EXPIRED_PORT, SELF_SIGNED_PORT, TEAM_PORT = 6380, 7443, 7444, 7445
+REDIS_PORT, EXPIRED_PORT, SELF_SIGNED_PORT, TEAM_PORT, EXE_PORT = 6380, 7443, 7444, 7445, 7446
+CURL = os.path.realpath(shutil.which("curl") or "/usr/bin/curl")
 
 
 def openssl(args: list[str]) -> None:
@@ -170,6 +173,14 @@ ports = [{TEAM_PORT}]
 server_name = "{SRV}"
 ca_file = "{ca}"
 cgroups = ["{team_cgroup}"]
+
+[[upgrades]]
+name = "legacy-curl"
+boundary = "remote"
+ports = [{EXE_PORT}]
+server_name = "{SRV}"
+ca_file = "{ca}"
+executables = ["{CURL}"]
 """ + extra
 
 
@@ -260,14 +271,20 @@ class E2E:
         return ok, (f"curl http://{SRV}:443/ rc={r.rc} body={r.stdout.strip()[:40]!r} in {r.elapsed:.3f}s; "
                     f"event fields {fields}; plaintext_blocked events {len(blocked)}")
 
+    def status_page_server(self, port: int) -> S.Proc:
+        """openssl s_server -www on the boundary address: a GET over TLS
+        gets its status page (with "s_server" in it); plaintext gets nothing."""
+        srv = self.sb.spawn(self.sb.server_ns, f"s_server-{port}",
+                            ["openssl", "s_server", "-accept", f"{SRV}:{port}", "-cert", self.sb.cert,
+                             "-key", self.sb.key, "-www"])
+        self.sb.wait_listen(port)
+        return srv
+
     def cgroup_selector_takes_only_its_subtree(self):
         """legacy-team names legacy/team: a client there is upgraded, one in
         legacy itself (the attach cgroup, above the selector) is not."""
-        srv = self.sb.spawn(self.sb.server_ns, f"s_server-{TEAM_PORT}",
-                            ["openssl", "s_server", "-accept", f"{SRV}:{TEAM_PORT}", "-cert", self.sb.cert,
-                             "-key", self.sb.key, "-www"])
+        srv = self.status_page_server(TEAM_PORT)
         try:
-            self.sb.wait_listen(TEAM_PORT)
             start = len(self.d.read_events())
             team = self.sb.run_in_cgroup(self.sb.client_ns, self.cg_team,
                                          ["curl", "-sS", "--max-time", "8", f"http://{SRV}:{TEAM_PORT}/"])
@@ -286,6 +303,33 @@ class E2E:
             f"from {self.team_rel}: curl rc={team.rc}, page {'served' if 's_server' in team.stdout else 'missing'}, "
             f"upgraded event {'yes' if ev else 'NO'}; from {self.cg.rel('legacy')}: curl rc={outside.rc} "
             f"(not upgraded: plaintext to a TLS port), legacy-team events {len(later)}")
+
+    def executables_selector_takes_only_that_program(self):
+        """legacy-curl names curl's executable: curl is upgraded; python
+        from the same cgroup to the same port is not (and its plaintext
+        meets the TLS server)."""
+        srv = self.status_page_server(EXE_PORT)
+        try:
+            start = len(self.d.read_events())
+            by_curl = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:{EXE_PORT}/"])
+            ev = self.d.wait_event(lambda e: e.get("type") == "upgraded" and e.get("rule") == "legacy-curl",
+                                   5, start)
+            mid = len(self.d.read_events())
+            py = ("import socket\n"
+                  f"s=socket.create_connection(('{SRV}',{EXE_PORT}),timeout=3)\n"
+                  "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n')\n"
+                  "print(s.recv(200))\n")
+            by_python = self.in_cgroup([S.PYTHON, "-c", py], timeout=10)
+            time.sleep(0.3)
+            later = [e for e in self.d.read_events()[mid:] if e.get("rule") == "legacy-curl"]
+        finally:
+            srv.stop()
+        curl_ok = by_curl.rc == 0 and "s_server" in by_curl.stdout and ev is not None
+        python_ok = "s_server" not in by_python.stdout and not later
+        return curl_ok and python_ok, (
+            f"{CURL}: rc={by_curl.rc}, page {'served' if 's_server' in by_curl.stdout else 'missing'}, "
+            f"upgraded event {'yes' if ev else 'NO'}; python from the same cgroup: rc={by_python.rc} "
+            f"{(by_python.stdout or by_python.stderr).strip()[-50:]!r}, legacy-curl events {len(later)}")
 
     def redis_cli_is_upgraded(self):
         # A TLS-only redis-server (port 0: no plaintext port, client
@@ -628,6 +672,8 @@ def main() -> int:
                     checks.run("tls_client_passes_through_unchanged", t.tls_client_passes_through)
                     checks.run("client_outside_cgroup_not_upgraded_and_blocked", t.outside_cgroup_not_upgraded)
                     checks.run("cgroups_selector_upgrades_only_its_subtree", t.cgroup_selector_takes_only_its_subtree)
+                    checks.run("executables_selector_upgrades_only_that_program",
+                               t.executables_selector_takes_only_that_program)
                     checks.run("expired_server_cert_fails_closed_no_plaintext_on_wire", t.expired_cert_fails_closed)
                     checks.run("self_signed_server_cert_fails_closed_no_plaintext_on_wire",
                                t.self_signed_cert_fails_closed)

@@ -38,6 +38,7 @@ alpn = ["postgresql"]
 min_tls = "1.3"
 cgroups = ["/system.slice/billing.service"]
 users = ["postgres"]
+executables = ["/usr/bin/psql", "/opt/billing/bin/exporter"]
 )");
   ASSERT_TRUE(r.ok()) << All(r);
   ASSERT_EQ(r.policy->upgrades.size(), 1u);
@@ -56,6 +57,8 @@ users = ["postgres"]
   EXPECT_EQ(u.min_tls, 0x0304) << "1.3 is a valid minimum for an upgrade";
   EXPECT_EQ(u.owners.cgroups.size(), 1u);
   EXPECT_EQ(u.owners.users.size(), 1u);
+  EXPECT_EQ(u.owners.executables,
+            (std::vector<std::string>{"/usr/bin/psql", "/opt/billing/bin/exporter"}));
 }
 
 TEST(PolicyUpgrades, VerificationIsNeverOff) {
@@ -100,6 +103,9 @@ TEST(PolicyUpgrades, RejectsBadSettingsAtTheirPosition) {
       {R"(alpn = "h2")", "an array of protocol names"},
       {R"(server_names = { "198.18.160.300/32" = "x.example" })", "server_names of upgrade"},
       {R"(verify = false)", "unknown key \"verify\""},
+      {R"(executables = ["bin/psql"])", "must be an absolute path"},
+      {R"(executables = [])", "executables of upgrade"},
+      {R"(executables = "/usr/bin/psql")", "an array of absolute paths"},
   };
   for (const Case& c : cases) {
     const auto r = Load(
@@ -109,6 +115,19 @@ TEST(PolicyUpgrades, RejectsBadSettingsAtTheirPosition) {
     EXPECT_FALSE(r.ok()) << c.line;
     EXPECT_TRUE(HasDiag(r, "upg.toml:", c.fragment)) << c.line;
   }
+}
+
+// Enforcement rules match owners through the attribution records, which
+// carry no executable: only [[upgrades]] select by executable.
+TEST(PolicyUpgrades, ExecutablesAreForUpgradesOnly) {
+  const auto r = Load(R"([[rules]]
+name = "r"
+boundary = "db"
+ports = [5432]
+executables = ["/usr/bin/psql"]
+)");
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(HasDiag(r, "upg.toml:8:1: error: ", "unknown key \"executables\"")) << All(r);
 }
 
 TEST(PolicyUpgrades, UnknownBoundaryAndDuplicateNames) {
