@@ -516,10 +516,14 @@ checkHost = {host}
         self.d.start(log_level="warn")
         st = self.d.status()
         self.agent_version = st.get("version", "?")
-        pin_threads(self.d.proc.pid, int(self.proxy_cpu), self.a.nice)
-        cpus = thread_cpus(self.d.proc.pid)
-        if cpus != {self.proxy_cpu}:
-            raise BenchError(f"tlswalld threads not all on CPU {self.proxy_cpu}: {cpus}")
+        # The daemon and its proxy worker process (which does the proxying;
+        # the daemon answers its original-destination queries) share the
+        # proxy CPU, and both count as the proxy's CPU time.
+        for pid in self.tlswall_pids():
+            pin_threads(pid, int(self.proxy_cpu), self.a.nice)
+            cpus = thread_cpus(pid)
+            if cpus != {self.proxy_cpu}:
+                raise BenchError(f"tlswall threads of {pid} not all on CPU {self.proxy_cpu}: {cpus}")
         self.sb.wait_listen(PORT["tlswall"], ns=self.sb.client_ns)
 
     def tlswall_stop(self) -> None:
@@ -601,30 +605,47 @@ checkHost = {host}
             raise BenchError(f"{side}: latency client: {j}")
         return j
 
-    def proxy_pid(self, side: str) -> int | None:
+    def tlswall_pids(self) -> list[int]:
+        """tlswalld and its proxy worker (its child named tlswall-proxy)."""
+        pids = [self.d.proc.pid]
+        for _ in range(50):
+            for d in os.listdir("/proc"):
+                if not d.isdigit():
+                    continue
+                try:
+                    stat = open(f"/proc/{d}/stat").read()
+                except OSError:
+                    continue
+                comm = stat[stat.index("(") + 1:stat.rindex(")")]
+                if comm == "tlswall-proxy" and int(stat[stat.rindex(")") + 2:].split()[1]) == pids[0]:
+                    return pids + [int(d)]
+            time.sleep(0.1)
+        raise BenchError("tlswalld runs no proxy worker (tlswall-proxy)")
+
+    def proxy_pids(self, side: str) -> list[int]:
         if side == "tlswall":
-            return self.d.proc.pid
+            return self.tlswall_pids()
         if side in self.procs:
-            return self.procs[side].pid
-        return None
+            return [self.procs[side].pid]
+        return []
 
     def measure(self, side: str, seconds: float) -> dict:
         """All metrics for one side, back to back; with the proxy's CPU use."""
         a = self.a
-        pid = self.proxy_pid(side)
+        pids = self.proxy_pids(side)
         cpus = [a.load_cpu, a.proxy_cpu]
         out: dict = {}
 
         def timed(metric, fn):
-            if pid is not None and not os.path.exists(f"/proc/{pid}"):
+            if any(not os.path.exists(f"/proc/{pid}") for pid in pids):
                 raise BenchError(f"{side}: proxy process gone:\n{self.procs.get(side) and self.procs[side].log_tail()}")
-            c0 = proc_cpu_s(pid) if pid else 0.0
+            c0 = sum(proc_cpu_s(pid) for pid in pids)
             busy0 = cpu_busy_s(cpus)
             t0w, t0 = time.time(), time.monotonic()
             res = fn()
             dt = time.monotonic() - t0
             self.windows.append((side, metric, t0w, time.time()))
-            cpu = (proc_cpu_s(pid) - c0) if pid else None
+            cpu = (sum(proc_cpu_s(pid) for pid in pids) - c0) if pids else None
             busy = [(x - y) / dt for x, y in zip(cpu_busy_s(cpus), busy0)]
             out[f"{metric}_busy_load"], out[f"{metric}_busy_proxy"] = busy
             return res, cpu, dt
