@@ -322,11 +322,12 @@ void Daemon::periodic() {
         logging::get(Subsystem::kPolicy).error("republishing owner selectors: {}", ex.what());
       }
     }
-    if (upgrade_ && upgrade_->owners_changed(policy_->model)) {
+    if (upgrade_ && upgrade_->host_changed(policy_->model)) {
       try {
         upgrade_->apply(policy_->model);
         logging::get(Subsystem::kPolicy)
-            .info("upgrade cgroup selectors re-resolved: {}", upgrade_->summary());
+            .info("upgrade selectors or certificate files changed, re-applied: {}",
+                  upgrade_->summary());
       } catch (const std::exception& ex) {
         logging::get(Subsystem::kPolicy).error("re-applying upgrade selectors: {}", ex.what());
       }

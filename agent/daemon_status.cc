@@ -79,6 +79,12 @@ std::string Daemon::render_metrics() const {
             r.failures[i]);
       }
     }
+    m.family("tlswall_upgrade_worker_restarts_total", MetricType::kCounter,
+             "proxy worker processes started after one died")
+        .sample(upgrade_->worker_restarts());
+    m.family("tlswall_upgrade_worker_events_dropped_total", MetricType::kCounter,
+             "proxy events the worker could not hand to the daemon (queue full)")
+        .sample(upgrade_->worker_events_dropped());
   }
   return m.str();
 }

@@ -215,8 +215,30 @@ UpgradeService::~UpgradeService() = default;
 
 UpgradeService::OwnerResolution UpgradeService::resolve_owners(const policy::Policy& p) const {
   OwnerResolution out;
+  // Certificate, key and CA files: the worker has their contents, so a
+  // rotated file (new inode or mtime) means building the contexts again.
+  auto file = [&](const std::string& what, const std::string& path) {
+    struct stat st {};
+    if (path.empty()) return;
+    if (::stat(path.c_str(), &st) != 0) {
+      out.emplace_back(what + " file " + path, std::nullopt);
+      return;
+    }
+    const uint64_t mtime_ns = static_cast<uint64_t>(st.st_mtim.tv_sec) * 1000000000ull +
+                              static_cast<uint64_t>(st.st_mtim.tv_nsec);
+    out.emplace_back(what + " file " + path,
+                     std::make_pair(static_cast<uint64_t>(st.st_ino), mtime_ns ^ st.st_size));
+  };
+  for (const policy::Termination& t : p.terminations) {
+    file(t.name, t.cert);
+    file(t.name, t.key);
+    file(t.name, t.client_ca);
+  }
   if (!redirect_) return out;
   for (const policy::UpgradeRule& u : p.upgrades) {
+    file(u.name, u.ca_file);
+    file(u.name, u.client_cert);
+    file(u.name, u.client_key);
     for (const auto& path : u.owners.cgroups) {
       const auto id = opts_.owners.cgroup_id ? opts_.owners.cgroup_id(path) : std::nullopt;
       out.emplace_back(u.name + " cgroup " + path,
@@ -237,7 +259,7 @@ UpgradeService::OwnerResolution UpgradeService::resolve_owners(const policy::Pol
   return out;
 }
 
-bool UpgradeService::owners_changed(const policy::Policy& p) const {
+bool UpgradeService::host_changed(const policy::Policy& p) const {
   return resolve_owners(p) != applied_owners_;
 }
 
@@ -284,7 +306,7 @@ void UpgradeService::apply(const policy::Policy& p) {
     spec.comms = u.owners.comms;
     // Cgroups narrow the attach cgroup's clients to those subtrees. A rule
     // whose cgroups do not exist here keeps its destinations and selects
-    // nobody (re-resolved every second: owners_changed()).
+    // nobody (re-resolved every second: host_changed()).
     spec.cgroup_filter = !u.owners.cgroups.empty();
     for (const auto& path : u.owners.cgroups) {
       const auto it = owner_ids.find(u.name + " cgroup " + path);

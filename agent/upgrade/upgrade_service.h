@@ -78,15 +78,17 @@ class UpgradeService {
   uint64_t worker_restarts() const;
   uint64_t worker_events_dropped() const;
 
-  // True if a cgroup or executable an [[upgrades]] selector names appeared,
-  // went away or (a file) was replaced since apply(): the caller applies `p`
-  // again.
-  bool owners_changed(const policy::Policy& p) const;
+  // True if, since apply(), a cgroup or executable an [[upgrades]] selector
+  // names appeared, went away or (a file) was replaced, or a certificate,
+  // key or CA file of a rule or termination changed: the caller applies `p`
+  // again (the proxy rebuilds its contexts; live connections keep theirs).
+  bool host_changed(const policy::Policy& p) const;
 
  private:
   // (rule, cgroup path) -> its id on this host (nullopt: no such cgroup).
-  // "rule cgroup PATH" -> (cgroup id, 0) and "rule exe PATH" -> (device,
-  // inode) on this host; nullopt: no such cgroup or file.
+  // "rule cgroup PATH" -> (cgroup id, 0), "rule exe PATH" -> (device,
+  // inode), "rule file PATH" -> (inode, mtime ^ size) on this host;
+  // nullopt: no such cgroup or file.
   using OwnerResolution =
       std::vector<std::pair<std::string, std::optional<std::pair<uint64_t, uint64_t>>>>;
   OwnerResolution resolve_owners(const policy::Policy& p) const;

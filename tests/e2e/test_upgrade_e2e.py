@@ -489,6 +489,32 @@ class E2E:
         ok = ok and not terminated and served == 0
         return ok, "; ".join(parts) + f"; terminate events {len(terminated)}, backend served {served}"
 
+    def rotated_certificate_is_served(self):
+        """The strict termination's certificate and key are replaced in place
+        (same paths, no policy change): within a few seconds new TLS
+        clients get the new certificate."""
+        crt, key = self.sb.tmp / "host.crt", self.sb.tmp / "host.key"
+        new_crt, new_key = self.sb.tmp / "host-new.crt", self.sb.tmp / "host-new.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "2", "-subj", "/CN=tlswall-host-rotated", "-addext",
+                        f"subjectAltName=IP:{S.CLIENT_V4}", "-keyout", str(new_key), "-out", str(new_crt)],
+                       check=True, capture_output=True, timeout=30)
+        t0 = time.monotonic()
+        os.replace(new_key, key)  # a moment with a key that does not match: refused, retried
+        os.replace(new_crt, crt)
+        subject, r = "", None
+        while time.monotonic() - t0 < 8:
+            r = self.sb.server(["openssl", "s_client", "-connect", f"{S.CLIENT_V4}:{TERM_STRICT}",
+                                "-CAfile", crt, "-verify_ip", S.CLIENT_V4, "-verify_return_error"],
+                               input="", timeout=10)
+            subject = next((l for l in r.stdout.splitlines() if l.startswith("subject=")), "")
+            if r.rc == 0 and "tlswall-host-rotated" in subject:
+                break
+            time.sleep(0.2)
+        took = time.monotonic() - t0
+        ok = r is not None and r.rc == 0 and "tlswall-host-rotated" in subject and took < 5
+        return ok, f"after replacing cert and key in place: s_client rc={r and r.rc} {subject!r} after {took:.1f}s"
+
     def metrics_per_rule(self):
         r = self.sb.client(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:19465/metrics"])
         lines = [l for l in r.stdout.splitlines() if l.startswith("tlswall_upgrade_")]
@@ -503,10 +529,12 @@ class E2E:
         redis = value('tlswall_upgrade_connections_total{rule="legacy-redis",side="client"}')
         certs = value('tlswall_upgrade_failures_total{rule="legacy-certs",reason="certificate"}')
         redirected = value("tlswall_upgrade_redirected_total")
+        restarts = value("tlswall_upgrade_worker_restarts_total")
         ok = (r.rc == 0 and conns >= 3 and failed >= 1 and term >= 1 and redis >= 3 and certs >= 2
-              and redirected >= 8)
+              and redirected >= 8 and restarts == 1)
         return ok, (f"client conns {conns:g}, hostname failures {failed:g}, strict termination conns {term:g}, "
-                    f"redis conns {redis:g}, certificate failures {certs:g}, redirected {redirected:g}")
+                    f"redis conns {redis:g}, certificate failures {certs:g}, redirected {redirected:g}, "
+                    f"worker restarts {restarts:g}")
 
     def status_per_rule(self):
         """tlswallctl status --json: the proxy's counters per rule and termination."""
@@ -682,6 +710,8 @@ def main() -> int:
                                t.mtls_client_cert_accepted)
                     checks.run("termination_without_valid_client_cert_refused_and_reported",
                                t.mtls_without_valid_client_cert_refused)
+                    checks.run("termination_certificate_rotated_in_place_is_served",
+                               t.rotated_certificate_is_served)
                     checks.run("proxy_worker_unprivileged_no_capabilities_no_bpf",
                                t.worker_unprivileged_without_bpf)
                     checks.run("proxy_worker_killed_restarted_no_plaintext_on_wire",
