@@ -26,5 +26,6 @@ if(NOT TLSWALL_HAVE_LIBFUZZER)
 endif()
 
 add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
-                    -fno-omit-frame-pointer)
+                    -fno-omit-frame-pointer
+                    -fsanitize-ignorelist=${CMAKE_CURRENT_LIST_DIR}/fuzz_ignorelist.txt)
 add_link_options(-fsanitize=address,undefined)

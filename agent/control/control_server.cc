@@ -539,10 +539,16 @@ std::string ControlCalls::serve(const Peer& peer, const std::string& frame) {
     }
     return "";
   }
-  if (type != apache::thrift::protocol::T_CALL) {
+  // The type is the low byte of the version word the strict read just
+  // accepted (frame[3]). Read from the bytes: Thrift stores whatever byte
+  // came into `type`, and loading an enum outside its values is undefined
+  // behaviour (found by tests/fuzz).
+  (void)type;
+  const int type_byte = static_cast<uint8_t>(frame[3]);
+  if (type_byte != apache::thrift::protocol::T_CALL) {
     if (warn_allowed()) {
       log().warn("control: closing connection from {}: message type {} is not a call",
-                 peer.describe(), static_cast<int>(type));
+                 peer.describe(), type_byte);
     }
     return "";
   }

@@ -212,7 +212,7 @@ static __always_inline int tw_hello_on_data(void *src, __u32 payload_off, __u32 
 		st->data_pkts++;
 		if ((__s32)(seq - (st->isn + 1)) < TW_HELLO_PREFIX &&
 		    tw_hello_collect(src, payload_off, seq, syn, payload_len, st) ==
-			    TW_COLLECT_MISMATCH) {
+			TW_COLLECT_MISMATCH) {
 			tw_hello_reclassify(st, TW_REASON_OVERLAP_MISMATCH);
 			r |= TW_DATA_MISMATCH | TW_DATA_WAS_TLS;
 		}

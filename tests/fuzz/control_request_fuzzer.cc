@@ -10,10 +10,16 @@
 //    for the method and sequence id asked;
 //  - a state-changing call is audited exactly once, allowed only for root;
 //    the handler runs only for calls the caller may make.
+//
+// TLSWALL_FUZZ_WRITE_SEEDS=DIR: writes the seed corpus instead (what the
+// generated client, as tlswallctl uses it, sends for each method, and a
+// pipelined session; corpus/control_request/) and exits.
 #include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +36,7 @@ namespace {
 using namespace tlswall::control;  // NOLINT: one test file
 using apache::thrift::protocol::TBinaryProtocol;
 using apache::thrift::protocol::TMessageType;
+using apache::thrift::transport::TFramedTransport;
 using apache::thrift::transport::TMemoryBuffer;
 
 constexpr uid_t kMemberUid = 4242;
@@ -117,10 +124,65 @@ Setup* g_setup = nullptr;
 
 bool Audited(const std::string& m) { return m == "reload" || m == "set_mode" || m == "teardown"; }
 
+// The message header at the start of `bytes`; throws TException.
+void ReadHeader(const std::string& bytes, std::string* name, TMessageType* type, int32_t* seqid) {
+  auto buf =
+      std::make_shared<TMemoryBuffer>(reinterpret_cast<uint8_t*>(const_cast<char*>(bytes.data())),
+                                      static_cast<uint32_t>(bytes.size()), TMemoryBuffer::OBSERVE);
+  TBinaryProtocol(buf).readMessageBegin(*name, *type, *seqid);
+}
+
+void WriteSeeds(const std::string& out) {
+  auto mem = std::make_shared<TMemoryBuffer>();
+  api::TlswallControlClient client(
+      std::make_shared<TBinaryProtocol>(std::make_shared<TFramedTransport>(mem)));
+  std::string session;
+  auto take = [&](const std::string& name) {
+    const std::string bytes = mem->getBufferAsString();
+    mem->resetBuffer();
+    session += bytes;
+    std::FILE* f = std::fopen((out + "/" + name).c_str(), "wb");
+    FUZZ_CHECK(f && std::fwrite(bytes.data(), 1, bytes.size(), f) == bytes.size());
+    std::fclose(f);
+  };
+  client.send_ping();
+  take("ping");
+  client.send_status();
+  take("status");
+  api::FlowsQuery q;
+  client.send_flows(q);
+  take("flows");
+  q.__set_verdict("drop");
+  q.__set_rule("db-tls");
+  q.__set_pid(4242);
+  q.__set_limit(20);
+  client.send_flows(q);
+  take("flows-filtered");
+  client.send_events(0, 100);
+  take("events");
+  client.send_policy_show();
+  take("policy-show");
+  client.send_reload();
+  take("reload");
+  client.send_set_mode("db-tls", "enforce");
+  take("set-mode");
+  client.send_set_mode("all", "policy");
+  take("set-mode-all");
+  client.send_teardown(true);
+  take("teardown-open");
+  mem->write(reinterpret_cast<const uint8_t*>(session.data()),
+             static_cast<uint32_t>(session.size()));
+  take("session");
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   tlswall::logging::init("off");
+  if (const char* seeds = std::getenv("TLSWALL_FUZZ_WRITE_SEEDS")) {
+    WriteSeeds(seeds);
+    std::exit(0);
+  }
   g_setup = new Setup();
   return 0;
 }
@@ -149,24 +211,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
 
     // The request's header was readable: the reply answers it.
-    auto req_buf = std::make_shared<TMemoryBuffer>(
-        reinterpret_cast<uint8_t*>(const_cast<char*>(frame.data())),
-        static_cast<uint32_t>(frame.size()), TMemoryBuffer::OBSERVE);
-    TBinaryProtocol req(req_buf);
-    std::string method;
-    TMessageType type;
-    int32_t seqid = 0;
-    req.readMessageBegin(method, type, seqid);
+    std::string method, rmethod;
+    TMessageType type, rtype;
+    int32_t seqid = 0, rseqid = 0;
+    ReadHeader(frame, &method, &type, &seqid);
     FUZZ_CHECK(type == apache::thrift::protocol::T_CALL);
-
-    auto rep_buf = std::make_shared<TMemoryBuffer>(
-        reinterpret_cast<uint8_t*>(const_cast<char*>(reply.data())),
-        static_cast<uint32_t>(reply.size()), TMemoryBuffer::OBSERVE);
-    TBinaryProtocol rep(rep_buf);
-    std::string rmethod;
-    TMessageType rtype;
-    int32_t rseqid = 0;
-    rep.readMessageBegin(rmethod, rtype, rseqid);
+    ReadHeader(reply, &rmethod, &rtype, &rseqid);
     FUZZ_CHECK(rmethod == method);
     FUZZ_CHECK(rseqid == seqid);
     FUZZ_CHECK(rtype == apache::thrift::protocol::T_REPLY ||

@@ -10,6 +10,9 @@
 //    (its payload occurs in the input), or one of the two appended after;
 //  - after the appended records nothing is pending.
 // Files live in a private directory under $TMPDIR (or /tmp), removed at exit.
+//
+// TLSWALL_FUZZ_WRITE_SEEDS=DIR: writes the seed corpus instead (segment
+// files as DiskBuffer writes them; corpus/disk_buffer/) and exits.
 #include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -17,6 +20,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -49,6 +53,64 @@ void WriteFile(const std::string& path, const uint8_t* data, size_t size) {
   ::close(fd);
 }
 
+std::string ReadFile(const std::string& path) {
+  std::string bytes;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  FUZZ_CHECK(fd >= 0);
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) bytes.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  return bytes;
+}
+
+// The newest segment file of a buffer directory.
+std::string NewestSegment(const std::string& dir) {
+  std::string newest;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("seg-", 0) == 0 && name > fs::path(newest).filename().string()) {
+      newest = e.path().string();
+    }
+  }
+  FUZZ_CHECK(!newest.empty());
+  return newest;
+}
+
+void Seed(const std::string& out, const std::string& name, const std::string& bytes) {
+  WriteFile(out + "/" + name, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
+// Segment files as the writer leaves them: records of several sizes, an
+// empty segment, one that starts after records an earlier run delivered,
+// and one torn mid-record (a crash during append).
+void WriteSeeds(const std::string& out) {
+  const std::string dir = g_root + "/seeds";
+  DiskBufferOptions o;
+  o.dir = dir;
+  std::string error;
+  {
+    DiskBuffer b(o);
+    FUZZ_CHECK(b.open(&error));
+    Seed(out, "empty.twb", ReadFile(NewestSegment(dir)));
+    FUZZ_CHECK(b.append({R"({"type":"flow_verdict","rule":"db-tls"})", "second", ""}, &error));
+    const std::string three = ReadFile(NewestSegment(dir));
+    Seed(out, "three-records.twb", three);
+    Seed(out, "torn.twb", three.substr(0, three.size() - 7));
+    FUZZ_CHECK(b.append({std::string(1000, 'x')}, &error));
+    Seed(out, "large-record.twb", ReadFile(NewestSegment(dir)));
+    std::vector<std::string> got;
+    FUZZ_CHECK(b.peek(100, 1 << 20, &got, &error));
+    b.commit(got.size());
+  }
+  {
+    DiskBuffer b(o);  // a restart: the next segment continues the numbering
+    FUZZ_CHECK(b.open(&error));
+    FUZZ_CHECK(b.append({"after restart", "and one more"}, &error));
+    Seed(out, "after-restart.twb", ReadFile(NewestSegment(dir)));
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
@@ -57,6 +119,10 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   FUZZ_CHECK(::mkdtemp(tmpl.data()) != nullptr);
   g_root = tmpl;
   std::atexit(RemoveRoot);
+  if (const char* seeds = std::getenv("TLSWALL_FUZZ_WRITE_SEEDS")) {
+    WriteSeeds(seeds);
+    std::exit(0);
+  }
   return 0;
 }
 

@@ -8,9 +8,9 @@
 //    every owner selector resolved (as on a host where they all exist);
 //  - loading the same text twice gives the same hash and tables.
 #include <chrono>
-#include <cstdio>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <exception>
 #include <functional>
 #include <optional>

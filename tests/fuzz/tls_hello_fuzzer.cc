@@ -22,31 +22,11 @@
 #include <vector>
 
 #include "tests/fuzz/fuzz_check.h"
-
-extern "C" {
-#include "lib/hello_stream.h"
-}
+#include "tests/fuzz/hello_stream_buffer.h"
 
 namespace {
 
-// The byte source of hello_stream.h: one segment's payload.
-struct Payload {
-  const uint8_t* data;
-  uint32_t len;
-};
-
-}  // namespace
-
-extern "C" {
-static __always_inline int tw_hello_load(void* src, __u32 off, void* dst, const __u32 len) {
-  const Payload* p = static_cast<const Payload*>(src);
-  if (off > p->len || len > p->len - off) return -14;  // -EFAULT, as bpf_skb_load_bytes
-  std::memcpy(dst, p->data + off, len);
-  return 0;
-}
-}
-
-namespace {
+using tlswall::hello::Payload;
 
 constexpr uint32_t kPrefix = TW_HELLO_PREFIX;
 
@@ -99,7 +79,8 @@ void CheckVerdict(const Flow& f, const Expected& x) {
 class Choices {
  public:
   Choices(const uint8_t* data, size_t size)
-      : data_(data + (size > kPrefix ? kPrefix : size)), size_(size > kPrefix ? size - kPrefix : 0) {}
+      : data_(data + (size > kPrefix ? kPrefix : size)),
+        size_(size > kPrefix ? size - kPrefix : 0) {}
   uint32_t Next() {
     if (size_ == 0) return 0;
     const uint32_t v = data_[pos_ % size_] + 7 * static_cast<uint32_t>(pos_ / size_);
@@ -202,7 +183,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<uint8_t> exact(data, data + k);
   const Expected x = JudgeWhole(exact.data(), k);
   FUZZ_CHECK(x.judged == TW_HELLO_NEED_MORE || x.judged == TW_HELLO_VALID ||
-        (x.judged < 0 && x.judged >= -TW_REASON_OPAQUE_HEADERS));
+             (x.judged < 0 && x.judged >= -TW_REASON_OPAQUE_HEADERS));
   if (x.judged == TW_HELLO_NEED_MORE) FUZZ_CHECK(k < kPrefix);
   if (x.judged == TW_HELLO_VALID) FUZZ_CHECK(k == kPrefix);
 
