@@ -8,9 +8,11 @@ cd "$(dirname "$(readlink -f "$0")")"
 
 BUILD_DIR=${TLSWALL_BUILD_DIR:-$PWD/build}
 
-# Build: compilers, BPF toolchain, libraries. Run/test: the real peers.
+# Build: compilers, BPF toolchain (clang, also for the fuzz targets: its
+# libFuzzer and sanitizer runtimes are only "recommended" by clang-14, so
+# named here), libraries. Run/test: the real peers.
 PACKAGES=(
-  cmake make g++ pkg-config clang llvm bpftool
+  cmake make g++ pkg-config clang llvm bpftool libclang-rt-14-dev
   libbpf-dev libelf-dev zlib1g-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   libssl-dev libgtest-dev libgmock-dev libthrift-dev thrift-compiler libboost-dev
   iproute2 procps openssl curl socat nginx-light python3 python3-scapy

@@ -198,12 +198,20 @@ bool DiskBuffer::open(std::string* error) {
     const int fd = ::open(last.path.c_str(), O_RDONLY | O_CLOEXEC);
     std::string body;
     if (fd >= 0 && pread_all(fd, kSegmentHeaderBytes, last.size - kSegmentHeaderBytes, &body)) {
+      // Past corrupt bytes too, as peek() reads: a valid record after a
+      // corrupt one is delivered, so the next record written must come
+      // after it, or peek() would take the new records for delivered ones
+      // (found by tests/fuzz).
       size_t pos = 0;
       std::string payload;
       uint64_t bufseq, size;
-      while (parse_record(body, pos, body.size() - pos, &payload, &bufseq, &size)) {
-        next = std::max(next, bufseq + 1);
-        pos += size;
+      while (pos + kRecordHeaderBytes <= body.size()) {
+        if (parse_record(body, pos, body.size() - pos, &payload, &bufseq, &size)) {
+          next = std::max(next, bufseq + 1);
+          pos += size;
+        } else {
+          ++pos;
+        }
       }
     }
     if (fd >= 0) ::close(fd);
@@ -417,6 +425,9 @@ bool DiskBuffer::parse_record(const std::string& buf, size_t pos, uint64_t seg_r
   if (len > kMaxRecordBytes || kRecordHeaderBytes + len > seg_remaining) return false;
   if (pos + kRecordHeaderBytes + len > buf.size()) return false;
   const uint64_t seq = get_u64(p + 8);
+  // bufseq starts at 1 and counts records: UINT64_MAX is never written, and
+  // its successor would wrap.
+  if (seq == UINT64_MAX) return false;
   if (get_u32(p + 16) != record_crc(len, seq, p + kRecordHeaderBytes)) return false;
   payload->assign(p + kRecordHeaderBytes, len);
   *bufseq = seq;
@@ -448,7 +459,9 @@ bool DiskBuffer::peek(size_t max_records, size_t max_bytes, std::vector<std::str
           kRecordHeaderBytes + len <= rem) {
         std::string rec;
         if (!read_at(s, read_off_, kRecordHeaderBytes + len, &rec, error)) return false;
-        if (parse_record(rec, 0, rem, &payload, &bufseq, &rec_size)) {
+        // A record numbered beyond what this buffer has written is not
+        // one of its records: corrupt.
+        if (parse_record(rec, 0, rem, &payload, &bufseq, &rec_size) && bufseq < next_bufseq_) {
           if (bufseq < read_bufseq_) {  // delivered before a restart
             read_off_ += rec_size;
             continue;
@@ -474,7 +487,7 @@ bool DiskBuffer::peek(size_t max_records, size_t max_bytes, std::vector<std::str
     for (size_t p = 0; p + kRecordHeaderBytes <= rest.size(); ++p) {
       if (get_u32(rest.data() + p) != kRecMagic) continue;
       if (parse_record(rest, p, rest.size() - p, &payload, &bufseq, &rec_size) &&
-          bufseq >= read_bufseq_) {
+          bufseq >= read_bufseq_ && bufseq < next_bufseq_) {
         found = p;
         break;
       }
@@ -498,7 +511,7 @@ bool DiskBuffer::peek(size_t max_records, size_t max_bytes, std::vector<std::str
   uint64_t expected = read_bufseq_;
   while (out->size() < max_records &&
          parse_record(chunk, pos, s.size - read_off_ - pos, &payload, &bufseq, &rec_size) &&
-         bufseq == expected) {
+         bufseq == expected && bufseq < next_bufseq_) {
     if (!out->empty() && bytes + payload.size() > max_bytes) break;
     bytes += payload.size();
     pos += rec_size;

@@ -270,10 +270,17 @@ bool is_expired(const Exemption& e, std::chrono::system_clock::time_point now) {
 }
 
 std::chrono::system_clock::time_point end_of_day(const Date& d) {
+  using Clock = std::chrono::system_clock;
   const int64_t days = days_from_civil(d.year, d.month, d.day) + 1;
-  return std::chrono::system_clock::time_point(
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(
-          std::chrono::seconds(days * 86400)));
+  // The clock counts nanoseconds in 64 bits: about 1677-2262. A TOML date
+  // may say year 9999 (found by tests/fuzz); beyond the clock is "never"
+  // (or "always", before it), not a signed overflow.
+  constexpr int64_t kMaxDays =
+      std::chrono::duration_cast<std::chrono::seconds>(Clock::duration::max()).count() / 86400;
+  if (days >= kMaxDays) return Clock::time_point::max();
+  if (days <= -kMaxDays) return Clock::time_point::min();
+  return Clock::time_point(
+      std::chrono::duration_cast<Clock::duration>(std::chrono::seconds(days * 86400)));
 }
 
 // ---- names ----

@@ -266,7 +266,7 @@ std::string Peer::describe() const {
 // Answers every call with AccessDenied: the processor for callers who may
 // not make the call they sent (the generated processor then writes the
 // declared exception with the right method name and sequence id).
-class ControlServer::DenyingHandler : public api::TlswallControlIf {
+class ControlCalls::DenyingHandler : public api::TlswallControlIf {
  public:
   std::string message;
 
@@ -306,7 +306,7 @@ struct ControlServer::Conn {
 
 ControlServer::ControlServer(const ControlServerOptions& options, ControlHandler& handler,
                              AuditHook on_audit)
-    : options_(options), handler_(handler), on_audit_(std::move(on_audit)) {
+    : options_(options) {
   const std::string& path = options_.path;
   const sockaddr_un addr = make_addr(path);
   if (!options_.group.empty()) {
@@ -366,12 +366,7 @@ ControlServer::ControlServer(const ControlServerOptions& options, ControlHandler
   ev.data.u64 = kTimerId;
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, timer_.get(), &ev) != 0) fail("epoll_ctl");
 
-  denier_ = std::make_unique<DenyingHandler>();
-  // Non-owning: the handler and the denier outlive the processors.
-  processor_ = std::make_unique<api::TlswallControlProcessor>(
-      std::shared_ptr<api::TlswallControlIf>(&handler_, [](api::TlswallControlIf*) {}));
-  deny_processor_ = std::make_unique<api::TlswallControlProcessor>(
-      std::shared_ptr<api::TlswallControlIf>(denier_.get(), [](api::TlswallControlIf*) {}));
+  calls_ = std::make_unique<ControlCalls>(options_, has_group_, handler, std::move(on_audit));
 }
 
 ControlServer::~ControlServer() {
@@ -471,22 +466,24 @@ void ControlServer::read_some(Conn& c) {
 
 void ControlServer::serve_frames(Conn& c) {
   while (!c.dead && c.out_pending() < kOutHighWater && c.in_pending() >= 4) {
-    uint32_t be;
-    std::memcpy(&be, c.in.data() + c.in_off, 4);
-    const uint32_t len = ntohl(be);
-    if (len == 0 || len > options_.max_frame_bytes) {
+    const int64_t len = calls_->frame_length(c.in.data() + c.in_off, c.in_pending());
+    if (len < 0) {
+      uint32_t be;
+      std::memcpy(&be, c.in.data() + c.in_off, 4);
       ++stats_.closed_bad_frame;
       if (warn_allowed()) {
         log().warn("control: closing connection from {}: request frame of {} bytes (limit {})",
-                   c.peer.describe(), len, options_.max_frame_bytes);
+                   c.peer.describe(), ntohl(be), options_.max_frame_bytes);
       }
       c.dead = true;
       return;
     }
-    if (c.in_pending() < 4 + size_t{len}) break;
-    const std::string frame = c.in.substr(c.in_off + 4, len);
-    c.in_off += 4 + size_t{len};
-    const std::string reply = serve_call(c, frame);
+    if (len == 0) break;
+    const std::string frame = c.in.substr(c.in_off + 4, static_cast<size_t>(len));
+    c.in_off += 4 + static_cast<size_t>(len);
+    const std::string reply = calls_->serve(c.peer, frame);
+    stats_.calls = calls_->calls();
+    stats_.denied = calls_->denied();
     if (reply.empty()) {
       ++stats_.closed_bad_frame;
       c.dead = true;
@@ -506,7 +503,30 @@ void ControlServer::serve_frames(Conn& c) {
   }
 }
 
-std::string ControlServer::serve_call(Conn& c, const std::string& frame) {
+ControlCalls::ControlCalls(const ControlServerOptions& options, bool has_group,
+                           ControlHandler& handler, AuditHook on_audit)
+    : options_(options), has_group_(has_group), handler_(handler), on_audit_(std::move(on_audit)) {
+  denier_ = std::make_unique<DenyingHandler>();
+  // Non-owning: the handler and the denier outlive the processors.
+  processor_ = std::make_unique<api::TlswallControlProcessor>(
+      std::shared_ptr<api::TlswallControlIf>(&handler_, [](api::TlswallControlIf*) {}));
+  deny_processor_ = std::make_unique<api::TlswallControlProcessor>(
+      std::shared_ptr<api::TlswallControlIf>(denier_.get(), [](api::TlswallControlIf*) {}));
+}
+
+ControlCalls::~ControlCalls() = default;
+
+int64_t ControlCalls::frame_length(const char* in, size_t n) const {
+  if (n < 4) return 0;
+  uint32_t be;
+  std::memcpy(&be, in, 4);
+  const uint32_t len = ntohl(be);
+  if (len == 0 || len > options_.max_frame_bytes) return -1;
+  if (n < 4 + size_t{len}) return 0;
+  return len;
+}
+
+std::string ControlCalls::serve(const Peer& peer, const std::string& frame) {
   std::string method;
   TMessageType type;
   int32_t seqid = 0;
@@ -514,20 +534,25 @@ std::string ControlServer::serve_call(Conn& c, const std::string& frame) {
     reader(frame)->readMessageBegin(method, type, seqid);
   } catch (const TException& e) {
     if (warn_allowed()) {
-      log().warn("control: closing connection from {}: unreadable request: {}", c.peer.describe(),
+      log().warn("control: closing connection from {}: unreadable request: {}", peer.describe(),
                  e.what());
     }
     return "";
   }
-  if (type != apache::thrift::protocol::T_CALL) {
+  // The type is the low byte of the version word the strict read just
+  // accepted (frame[3]). Read from the bytes: Thrift stores whatever byte
+  // came into `type`, and loading an enum outside its values is undefined
+  // behaviour (found by tests/fuzz).
+  (void)type;
+  const int type_byte = static_cast<uint8_t>(frame[3]);
+  if (type_byte != apache::thrift::protocol::T_CALL) {
     if (warn_allowed()) {
       log().warn("control: closing connection from {}: message type {} is not a call",
-                 c.peer.describe(), static_cast<int>(type));
+                 peer.describe(), type_byte);
     }
     return "";
   }
   const MethodAccess access = access_of(method);
-  const Peer& peer = c.peer;
   bool allowed = peer.uid == options_.privileged_uid;
   std::string why;
   if (!allowed && access.access == Access::kGroup) {
@@ -539,9 +564,9 @@ std::string ControlServer::serve_call(Conn& c, const std::string& frame) {
   } else if (!allowed) {
     why = method + " changes the daemon's state: root only";
   }
-  ++stats_.calls;
+  ++calls_;
   if (!allowed) {
-    ++stats_.denied;
+    ++denied_;
     denier_->message = "permission denied: " + why;
     if (!access.audited && warn_allowed()) {
       log().warn("control: denied {} to {}: {}", method, peer.describe(), why);

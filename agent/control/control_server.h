@@ -53,7 +53,7 @@ class ControlHandler : public api::TlswallControlIf {
   const Peer& current_peer() const { return current_peer_; }
 
  private:
-  friend class ControlServer;
+  friend class ControlCalls;
   Peer current_peer_;
 };
 
@@ -83,9 +83,54 @@ struct ControlServerOptions {
   std::chrono::milliseconds timeout{5000};
 };
 
+using AuditHook = std::function<void(const AuditRecord&)>;
+
+// What the server does with the bytes a connection sent, without sockets:
+// frame splitting, request decoding, the access decision, the call, the
+// audit record. The server owns one; the control request fuzzer
+// (tests/fuzz/) drives one directly with arbitrary bytes.
+class ControlCalls {
+ public:
+  // `handler` is borrowed and must outlive this. `has_group`: a control
+  // group is configured (membership is each Peer's in_group, known when it
+  // connected).
+  ControlCalls(const ControlServerOptions& options, bool has_group, ControlHandler& handler,
+               AuditHook on_audit);
+  ~ControlCalls();
+  ControlCalls(const ControlCalls&) = delete;
+  ControlCalls& operator=(const ControlCalls&) = delete;
+
+  // Frames are a 4-byte big-endian length, then that many bytes. For the
+  // `n` bytes at `in`: the length of the first frame's body if it is all
+  // there, 0 if more bytes are needed, -1 if the frame is empty or larger
+  // than max_frame_bytes (the connection is closed).
+  int64_t frame_length(const char* in, size_t n) const;
+
+  // Serves one request frame (its body) from `peer`: the reply to send, or
+  // "" if the frame is not a readable call (the connection is closed).
+  // Never throws.
+  std::string serve(const Peer& peer, const std::string& frame);
+
+  uint64_t calls() const { return calls_; }
+  uint64_t denied() const { return denied_; }
+
+ private:
+  class DenyingHandler;
+
+  ControlServerOptions options_;
+  bool has_group_;
+  ControlHandler& handler_;
+  AuditHook on_audit_;
+  std::unique_ptr<DenyingHandler> denier_;
+  std::unique_ptr<api::TlswallControlProcessor> processor_;
+  std::unique_ptr<api::TlswallControlProcessor> deny_processor_;
+  uint64_t calls_ = 0;
+  uint64_t denied_ = 0;
+};
+
 class ControlServer {
  public:
-  using AuditHook = std::function<void(const AuditRecord&)>;
+  using AuditHook = control::AuditHook;
 
   // Binds options.path like the first release's server did: refuses to
   // start if another daemon answers there, replaces a stale socket, refuses
@@ -121,13 +166,11 @@ class ControlServer {
 
  private:
   struct Conn;
-  class DenyingHandler;
 
   void accept_pending();
   void on_event(uint64_t id, uint32_t events);
   void read_some(Conn& c);
   void serve_frames(Conn& c);
-  std::string serve_call(Conn& c, const std::string& frame);
   void write_some(Conn& c);
   void update_interest(Conn& c);
   void close_conn(uint64_t id);
@@ -135,16 +178,12 @@ class ControlServer {
   void arm_timer();
 
   ControlServerOptions options_;
-  ControlHandler& handler_;
-  AuditHook on_audit_;
   gid_t group_gid_ = static_cast<gid_t>(-1);
   bool has_group_ = false;
   agent::OwnedFd listen_;
   agent::OwnedFd epoll_;
   agent::OwnedFd timer_;
-  std::unique_ptr<DenyingHandler> denier_;
-  std::unique_ptr<api::TlswallControlProcessor> processor_;
-  std::unique_ptr<api::TlswallControlProcessor> deny_processor_;
+  std::unique_ptr<ControlCalls> calls_;
   std::map<uint64_t, std::unique_ptr<Conn>> conns_;
   uint64_t next_id_ = 16;  // ids below are the listen socket and the timer
   Stats stats_;

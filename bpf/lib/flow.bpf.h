@@ -4,9 +4,11 @@
  *
  * Every TCP flow's first TW_HELLO_PREFIX payload bytes are collected in
  * sequence order (across segments, TFO SYN data and non-linear skbs) and
- * judged by tw_hello_judge(); the class is kept per flow. The policy
- * decision is cached with the generation it was made under and redone when
- * the daemon publishes a new one, so a reload applies to live flows too.
+ * judged by tw_hello_judge(); the class is kept per flow. That part knows
+ * nothing of packets and maps: lib/hello_stream.h, shared with user space.
+ * The policy decision is cached with the generation it was made under and
+ * redone when the daemon publishes a new one, so a reload applies to live
+ * flows too.
  *
  * While a flow is undecided only bytes that extend a valid ClientHello
  * prefix leave (at most 10 constrained header bytes); the first bad byte
@@ -17,9 +19,9 @@
 #define TLSWALL_BPF_LIB_FLOW_BPF_H
 
 #include "lib/events.bpf.h"
+#include "lib/hello_stream.h"
 #include "lib/parse.bpf.h"
 #include "lib/policy.bpf.h"
-#include "lib/tls_hello.h"
 
 static __always_inline void tw_apply_decision(struct tw_flow_state *st, const struct tw_decision *d,
 					      __u64 generation)
@@ -34,129 +36,35 @@ static __always_inline void tw_apply_decision(struct tw_flow_state *st, const st
 	st->mode = d->mode;
 }
 
-/* A flow whose judged bytes turned out not to be what the receiver gets.
- * Counters stay balanced: a flow counted TLS is moved to not-TLS (per-CPU
- * values are summed modulo 2^64, so the decrement may land on any CPU). */
-TW_COLD void tw_reclassify_not_tls(struct tw_flow_state *st, __u8 reason)
+/* The byte source of lib/hello_stream.h: the packet's payload. */
+static __always_inline int tw_hello_load(void *src, __u32 off, void *dst, const __u32 len)
 {
-	if (st->cls == TW_CLASS_TLS) {
+	return tw_load((struct __sk_buff *)src, off, dst, len);
+}
+
+/* Counters after tw_hello_on_data(). A flow reclassified from TLS to not
+ * TLS keeps them balanced: per-CPU values are summed modulo 2^64, so the
+ * decrement may land on any CPU. */
+TW_COLD void tw_count_reclassified(int was_tls)
+{
+	if (was_tls) {
 		__u32 k = TW_CNT_FLOWS_TLS;
 		__u64 *v = bpf_map_lookup_elem(&tw_counters, &k);
 
 		if (v)
 			*v -= 1;
 	}
-	st->cls = TW_CLASS_NOT_TLS;
-	st->reason = reason;
 	tw_count(TW_CNT_FLOWS_NOT_TLS);
 }
 
-/* Appends payload bytes to the hello prefix; on a decided flow only checks
- * that retransmitted prefix bytes equal the ones judged. Returns 1 if the packet carries
- * data beyond what has been collected (out of order), else 0. */
-/* Where a segment's payload lies relative to the stream's first data byte
- * (ISN + 1): `start` is the first stream index it covers, `skip` how many of
- * its bytes come before the stream (a segment may begin at or before the
- * ISN; the receiver trims those). Returns 0 if it covers none of the judged
- * prefix, 1 if it does, 2 if it starts beyond what has been collected. */
-#define TW_SEQ_BEFORE_MAX 65536 /* further back than any window: ignored */
-static __always_inline int tw_locate(const struct tw_pkt *p, const struct tw_flow_state *st,
-				     __u32 *start, __u32 *skip)
+static __always_inline void tw_count_data(int r)
 {
-	__u32 data_seq = p->seq + ((p->tcp_flags & TCP_FLAG_SYN) ? 1 : 0);
-	__s32 off = (__s32)(data_seq - (st->isn + 1));
-
-	if (off < 0) {
-		if (off < -TW_SEQ_BEFORE_MAX || (__u32)(-off) >= p->payload_len)
-			return 0;
-		*skip = (__u32)(-off);
-		*start = 0;
-		return 1;
-	}
-	*skip = 0;
-	*start = (__u32)off;
-	if (*start >= TW_HELLO_PREFIX)
-		return st->hello_len < TW_HELLO_PREFIX ? 2 : 0;
-	return *start > st->hello_len ? 2 : 1;
-}
-
-/* Appends payload bytes to the hello prefix; on a decided flow only checks
- * that retransmitted prefix bytes equal the ones judged. Returns 1 if the
- * packet carries data beyond what has been collected (out of order). */
-static __always_inline int tw_collect(struct __sk_buff *skb, const struct tw_pkt *p,
-				      struct tw_flow_state *st)
-{
-	__u32 have = st->hello_len;
-	__u32 start = 0, skip = 0;
-	__u32 j;
-	__u8 b;
-	int where;
-
-	if (have > TW_HELLO_PREFIX)
-		return 0;
-	where = tw_locate(p, st, &start, &skip);
-	if (where != 1)
-		return where == 2;
-	/* The usual case: the first segment carries the whole prefix. */
-	if (!start && !skip && !have && st->cls == TW_CLASS_PENDING &&
-	    p->payload_len >= TW_HELLO_PREFIX &&
-	    !tw_load(skb, p->payload_off, st->hello, TW_HELLO_PREFIX)) {
-		st->hello_len = TW_HELLO_PREFIX;
-		return 0;
-	}
-	for (j = 0; j < TW_HELLO_PREFIX; j++) {
-		__u32 idx = start + j;
-		__u32 at = skip + j;
-
-		if (at >= p->payload_len || idx >= TW_HELLO_PREFIX)
-			break;
-		/* The checks above bound idx and at, but clang may rewrite
-		 * them so the verifier loses the bounds: re-bound them. */
-		barrier_var(idx);
-		idx &= 0xf; /* for the verifier only: idx < TW_HELLO_PREFIX above */
-		barrier_var(at);
-		at &= 0x1ffff; /* skip < TW_SEQ_BEFORE_MAX */
-		if (tw_load(skb, p->payload_off + at, &b, 1) < 0)
-			break;
-		if (idx < have) {
-			/* Retransmitted byte: must equal the copy we judged,
-			 * or the receiver may see something else. */
-			if (st->hello[idx] != b) {
-				tw_reclassify_not_tls(st, TW_REASON_OVERLAP_MISMATCH);
-				return 0;
-			}
-			continue;
-		}
-		if (st->cls != TW_CLASS_PENDING)
-			break; /* decided: only re-check what was judged */
-		st->hello[idx] = b;
-		have = idx + 1;
-	}
-	st->hello_len = have;
-	return 0;
-}
-
-static __always_inline void tw_judge(struct tw_flow_state *st)
-{
-	__u16 version = 0;
-	int r;
-
-	if (st->cls != TW_CLASS_PENDING)
-		return;
-	r = tw_hello_judge(st->hello, st->hello_len, &version);
-	if (r == TW_HELLO_VALID) {
-		st->cls = TW_CLASS_TLS;
-		st->hello_version = version;
+	if (r & TW_DATA_MISMATCH)
+		tw_count_reclassified(r & TW_DATA_WAS_TLS);
+	if (r & TW_DATA_TLS)
 		tw_count(TW_CNT_FLOWS_TLS);
-	} else if (r < 0) {
-		st->cls = TW_CLASS_NOT_TLS;
-		st->reason = -r;
+	if (r & TW_DATA_NOT_TLS)
 		tw_count(TW_CNT_FLOWS_NOT_TLS);
-	} else if (st->data_pkts >= TW_MAX_PENDING_PKTS) {
-		st->cls = TW_CLASS_NOT_TLS;
-		st->reason = TW_REASON_UNDECIDABLE;
-		tw_count(TW_CNT_FLOWS_NOT_TLS);
-	}
 }
 
 /* The verdict for a protected, non-exempt, decided flow. */
@@ -328,28 +236,19 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 		tw_apply_decision(st, &d, generation);
 	}
 
-	if (st->cls == TW_CLASS_PENDING && p->payload_len) {
-		int ahead = tw_collect(skb, p, st);
+	if (p->payload_len) {
+		/* Collect and judge the hello prefix while pending; early in a
+		 * TLS flow, re-check retransmissions of it (lib/hello_stream.h). */
+		int r = tw_hello_on_data(skb, p->payload_off, p->seq, p->tcp_flags & TCP_FLAG_SYN,
+					 p->payload_len, st);
 
-		if (st->data_pkts < 255)
-			st->data_pkts++;
-		tw_judge(st);
-		if (st->cls == TW_CLASS_PENDING && ahead && st->protected_ && !st->exempt &&
-		    st->mode == TW_MODE_ENFORCE) {
+		tw_count_data(r);
+		if ((r & TW_DATA_AHEAD) && st->cls == TW_CLASS_PENDING && st->protected_ &&
+		    !st->exempt && st->mode == TW_MODE_ENFORCE) {
 			tw_count(TW_CNT_HELD_OUT_OF_WINDOW);
 			tw_count_drop(TW_REASON_OUT_OF_WINDOW);
 			return TC_ACT_SHOT;
 		}
-	} else if (st->cls == TW_CLASS_TLS && p->payload_len && st->data_pkts < TW_RECHECK_PKTS) {
-		/* A segment overlapping the judged prefix (a retransmission,
-		 * or one starting before it) must carry the same bytes there:
-		 * raw sockets or TCP_REPAIR could send others. Only early in
-		 * the flow: a retransmission of the prefix comes before much
-		 * else, and after 4 GiB the sequence numbers wrap around and
-		 * name other bytes. */
-		st->data_pkts++;
-		if ((__s32)(p->seq - (st->isn + 1)) < TW_HELLO_PREFIX)
-			tw_collect(skb, p, st);
 	}
 
 	if (!st->protected_)

@@ -4,9 +4,16 @@
 // (remote, min TLS 1.2). Expected: dropped iff the judge rejects the first
 // TW_HELLO_PREFIX bytes, or accepts them with a client_version below the
 // rule's minimum; the flow's class and reason are the judge's.
+// Every fixture here and every seed and regression input of the hello
+// fuzzer (tests/fuzz/corpus/tls_hello, tests/fuzz/regressions/tls_hello:
+// real ClientHellos from openssl, curl and python, and what the fuzzer
+// found) runs through both, whole and in 1-byte segments.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -81,6 +88,38 @@ std::vector<FirstBytes> Fixtures() {
   };
 }
 
+#ifndef TLSWALL_SOURCE_DIR
+#error "TLSWALL_SOURCE_DIR must be defined by the build (tests/bpf/CMakeLists.txt)"
+#endif
+
+// The hello fuzzer's seeds and regression inputs, by file name; the first
+// 1200 bytes of each (one packet: BPF_PROG_TEST_RUN takes at most a page,
+// and only the first TW_HELLO_PREFIX bytes are judged).
+std::vector<FirstBytes> FuzzInputs() {
+  namespace fs = std::filesystem;
+  std::vector<FirstBytes> out;
+  const fs::path fuzz = fs::path(TLSWALL_SOURCE_DIR) / "tests" / "fuzz";
+  for (const char* sub : {"corpus/tls_hello", "regressions/tls_hello"}) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(fuzz / sub, ec)) {
+      std::ifstream in(e.path(), std::ios::binary);
+      Bytes b(std::istreambuf_iterator<char>(in), {});
+      if (b.size() > 1200) b.resize(1200);
+      out.push_back({std::string(sub) + "/" + e.path().filename().string(), std::move(b)});
+    }
+  }
+  std::sort(out.begin(), out.end(),
+            [](const FirstBytes& a, const FirstBytes& b) { return a.name < b.name; });
+  return out;
+}
+
+// Fixtures() and FuzzInputs().
+std::vector<FirstBytes> AllFixtures() {
+  std::vector<FirstBytes> all = Fixtures();
+  for (auto& f : FuzzInputs()) all.push_back(std::move(f));
+  return all;
+}
+
 // What the classifier must do once it has the first `n` bytes of `b`.
 struct Expect {
   int judged;  // tw_hello_judge() result
@@ -137,15 +176,24 @@ class HelloDifferentialTest : public ClassifierTest {
   int flows_ = 0;
 };
 
+TEST_F(HelloDifferentialTest, FuzzCorpusIsThere) {
+  // Guards the fixture loop below against a moved corpus directory.
+  EXPECT_GE(FuzzInputs().size(), 20u);
+}
+
 TEST_F(HelloDifferentialTest, FixturesInOneSegment) {
-  for (const auto& fx : Fixtures()) CheckWhole(fx.name, fx.bytes);
+  for (const auto& fx : AllFixtures()) {
+    if (fx.bytes.empty()) continue;  // no payload, no packet to judge
+    CheckWhole(fx.name, fx.bytes);
+  }
 }
 
 TEST_F(HelloDifferentialTest, FixturesInOneByteSegments) {
   // The classifier decides at the first bad byte: segment i (byte i) is
   // dropped iff the judge rejects the first i+1 bytes.
-  for (const auto& fx : Fixtures()) {
+  for (const auto& fx : AllFixtures()) {
     SCOPED_TRACE(fx.name);
+    if (fx.bytes.empty()) continue;
     const FlowSpec f = NextFlow();
     ASSERT_EQ(h().verdict(f.segment(kSyn, 1000)), kPass);
     const size_t n = std::min<size_t>(fx.bytes.size(), TW_HELLO_PREFIX + 2);

@@ -246,6 +246,33 @@ uint64_t RecordOffset(const std::vector<std::string>& recs, size_t k) {
   return off;
 }
 
+// Found by the disk_buffer fuzzer (tests/fuzz/regressions/disk_buffer/):
+// at a restart the newest segment has a corrupt record and a good one after
+// it. The reader delivers the good one; what is appended after the restart
+// must be numbered after it, or the reader takes it for delivered and skips
+// it without a trace.
+TEST(DiskBuffer, RecordsAppendedAfterACorruptTailAreDelivered) {
+  TempDir t;
+  std::string err;
+  const auto recs = Records(0, 3, 10);
+  {
+    DiskBuffer b(Opts(t.str()));
+    ASSERT_TRUE(b.open(&err));
+    ASSERT_TRUE(b.append(recs, &err));
+  }
+  const auto segs = Segments(t.path());
+  ASSERT_EQ(segs.size(), 1u);
+  Corrupt(segs.front(), RecordOffset(recs, 1) + 5);  // the second record's length
+
+  DiskBuffer b(Opts(t.str()));
+  ASSERT_TRUE(b.open(&err)) << err;
+  EXPECT_EQ(Drain(b), (std::vector<std::string>{recs[0], recs[2]}));
+  EXPECT_EQ(b.lost_to_corruption(), 1u);
+  ASSERT_TRUE(b.append(Records(3, 2, 10), &err));
+  EXPECT_EQ(b.pending_records(), 2u);
+  EXPECT_EQ(Drain(b), Records(3, 2, 10));
+}
+
 TEST(DiskBuffer, CorruptRunToTheSegmentEndLosesOnlyThatRun) {
   TempDir t;
   std::string err;

@@ -296,6 +296,26 @@ TEST(PolicyCompiler, NextExpiryIsTheEndOfTheEarliestDay) {
   EXPECT_EQ(last.exemption_names.size(), 3u);
 }
 
+// Found by the policy_loader fuzzer (tests/fuzz/regressions/policy_loader/):
+// a TOML date may be as late as 9999-12-31, beyond what the nanosecond clock
+// holds (2262); such an expiry is "never", not a signed overflow.
+TEST(PolicyCompiler, ExpiryBeyondTheClockIsNever) {
+  const Policy p = MustLoad(R"(version = "1"
+[boundaries.b]
+cidrs = ["198.18.0.0/15"]
+[[exemptions]]
+name = "far"
+ports = [443]
+reason = "r"
+owner = "o"
+expires = 9999-12-31
+)");
+  const auto c = compile_policy(p, kNow);
+  ASSERT_TRUE(c.next_expiry.has_value());
+  EXPECT_EQ(*c.next_expiry, std::chrono::system_clock::time_point::max());
+  EXPECT_EQ(c.exemption_names.size(), 1u);
+}
+
 TEST(PolicyCompiler, ExpiredExemptionsAreLeftOut) {
   const Policy p = MustLoad(kExpiring);
   const auto c = compile_policy(p, Utc(2026, 12, 2, 0, 0, 0));

@@ -1,0 +1,219 @@
+// libFuzzer target: the ClientHello judge (bpf/lib/tls_hello.h) and the
+// classifier's reassembly of a flow's first bytes (bpf/lib/hello_stream.h),
+// the very headers the BPF program compiles, built for user space.
+//
+// The input is the first payload of a TCP flow. Checked, besides the
+// sanitizers:
+//  - the verdict on the whole input (tw_hello_judge over its first
+//    TW_HELLO_PREFIX bytes) is what the flow state machine decides when the
+//    same bytes arrive as one segment, as a TCP Fast Open SYN, in 1-byte
+//    segments, and in a schedule of segments drawn from the input's bytes
+//    after the judged prefix (those never change the verdict): random sizes,
+//    out of order (not taken, sent again later, as TCP does), retransmitted
+//    and overlapping, starting before the stream;
+//  - a retransmission that changes a judged byte makes the flow not TLS
+//    (overlap_mismatch), unless it was decided not TLS already;
+//  - NEED_MORE only for a prefix that some continuation makes a hello
+//    (decided at the first bad byte, never later).
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "tests/fuzz/fuzz_check.h"
+#include "tests/fuzz/hello_stream_buffer.h"
+
+namespace {
+
+using tlswall::hello::Payload;
+
+constexpr uint32_t kPrefix = TW_HELLO_PREFIX;
+
+// A flow as the classifier tracks it, from its SYN on.
+struct Flow {
+  tw_flow_state st{};
+  uint32_t data_segments = 0;
+
+  explicit Flow(uint32_t isn) {
+    st.isn = isn;
+    st.cls = TW_CLASS_PENDING;
+  }
+  // One data segment: `len` bytes at sequence number `seq` (a SYN's data
+  // starts at seq + 1).
+  int Segment(uint32_t seq, bool syn, const uint8_t* data, uint32_t len) {
+    if (len == 0) return 0;  // no stream bytes: the classifier returns before
+    ++data_segments;
+    Payload p{data, len};
+    return tw_hello_on_data(&p, 0, seq, syn ? 1 : 0, len, &st);
+  }
+};
+
+struct Expected {
+  int judged;
+  uint16_t version = 0;
+};
+
+Expected JudgeWhole(const uint8_t* data, size_t size) {
+  Expected e{};
+  e.judged = tw_hello_judge(data, static_cast<__u32>(size < kPrefix ? size : kPrefix), &e.version);
+  return e;
+}
+
+void CheckVerdict(const Flow& f, const Expected& x) {
+  FUZZ_CHECK(f.data_segments < TW_MAX_PENDING_PKTS);  // schedules stay below undecidable
+  if (x.judged == TW_HELLO_VALID) {
+    FUZZ_CHECK(f.st.cls == TW_CLASS_TLS);
+    FUZZ_CHECK(f.st.hello_version == x.version);
+    FUZZ_CHECK(f.st.hello_len == kPrefix);
+  } else if (x.judged < 0) {
+    FUZZ_CHECK(f.st.cls == TW_CLASS_NOT_TLS);
+    FUZZ_CHECK(f.st.reason == static_cast<uint8_t>(-x.judged));
+  } else {
+    FUZZ_CHECK(f.st.cls == TW_CLASS_PENDING);
+  }
+  FUZZ_CHECK(f.st.hello_len <= kPrefix);
+}
+
+// Deterministic choices drawn from the bytes after the judged prefix.
+class Choices {
+ public:
+  Choices(const uint8_t* data, size_t size)
+      : data_(data + (size > kPrefix ? kPrefix : size)),
+        size_(size > kPrefix ? size - kPrefix : 0) {}
+  uint32_t Next() {
+    if (size_ == 0) return 0;
+    const uint32_t v = data_[pos_ % size_] + 7 * static_cast<uint32_t>(pos_ / size_);
+    ++pos_;
+    return v;
+  }
+  uint32_t Next(uint32_t n) { return Next() % n; }
+
+ private:
+  const uint8_t* data_;
+  size_t size_;
+  size_t pos_ = 0;
+};
+
+// Sends the stream as TCP would in a lossy, reordering network: segments of
+// random sizes, some out of order (the classifier does not take them; they
+// are sent again), some retransmitted, some starting before the stream.
+// Ends by sending everything from the first byte not yet taken, so the
+// whole stream has arrived.
+void ScheduledSegments(const uint8_t* data, size_t size, const Expected& x) {
+  Choices ch(data, size);
+  const uint32_t n = static_cast<uint32_t>(size < 64 ? size : 64);  // stream bytes in play
+  // ISNs near the wrap of the sequence space too.
+  const uint32_t isn = (ch.Next(2) ? 0xffffffffu - ch.Next(24) : 1000u + ch.Next());
+  Flow f(isn);
+  uint32_t sent = 0;  // stream bytes sent in order so far
+  for (int i = 0; i < 24 && sent < n; ++i) {
+    const uint32_t c = ch.Next();
+    const uint32_t len = 1 + ch.Next(c & 0x40 ? 12 : 4);
+    switch (c % 5) {
+      case 0: {  // ahead of what was sent: not taken
+        const uint32_t at = sent + 1 + ch.Next(4);
+        if (at < n) {
+          const uint32_t l = len < n - at ? len : n - at;
+          const int r = f.Segment(isn + 1 + at, false, data + at, l);
+          if (f.st.cls == TW_CLASS_PENDING && at < kPrefix) FUZZ_CHECK(r & TW_DATA_AHEAD);
+        }
+        break;
+      }
+      case 1: {  // retransmission of bytes sent before (same bytes), maybe more
+        if (sent == 0) break;
+        const uint32_t at = ch.Next(sent);
+        const uint32_t l = len < n - at ? len : n - at;
+        f.Segment(isn + 1 + at, false, data + at, l);
+        if (at + l > sent) sent = at + l;
+        break;
+      }
+      case 2: {  // starts up to 3 bytes before the stream (the receiver trims them)
+        const uint32_t before = 1 + ch.Next(3);
+        std::vector<uint8_t> seg(before, static_cast<uint8_t>(c));
+        const uint32_t l = len < n ? len : n;
+        seg.insert(seg.end(), data, data + l);
+        f.Segment(isn + 1 - before, false, seg.data(), static_cast<uint32_t>(seg.size()));
+        if (l > sent) sent = l;
+        break;
+      }
+      default: {  // the next bytes in order
+        const uint32_t l = len < n - sent ? len : n - sent;
+        f.Segment(isn + 1 + sent, false, data + sent, l);
+        sent += l;
+        break;
+      }
+    }
+  }
+  // TCP sends again whatever the receiver did not get.
+  const uint32_t from = f.st.hello_len < n ? f.st.hello_len : n;
+  if (from < n) f.Segment(isn + 1 + from, false, data + from, n - from);
+  CheckVerdict(f, x);
+
+  // A retransmission that changes a judged byte.
+  if (f.st.hello_len > 0 && f.st.cls != TW_CLASS_NOT_TLS) {
+    const uint32_t at = ch.Next(f.st.hello_len);
+    const uint8_t other = static_cast<uint8_t>(data[at] ^ (1 + ch.Next(255)));
+    const int r = f.Segment(isn + 1 + at, false, &other, 1);
+    FUZZ_CHECK(r & TW_DATA_MISMATCH);
+    FUZZ_CHECK(f.st.cls == TW_CLASS_NOT_TLS);
+    FUZZ_CHECK(f.st.reason == TW_REASON_OVERLAP_MISMATCH);
+  }
+}
+
+// True if buf[0..k) (judged NEED_MORE) can be completed into a prefix the
+// judge accepts. Depth-first, pruned by the judge.
+bool Completable(uint8_t* buf, uint32_t k) {
+  for (int v = 0; v < 256; ++v) {
+    buf[k] = static_cast<uint8_t>(v);
+    __u16 version = 0;
+    const int r = tw_hello_judge(buf, k + 1, &version);
+    if (r == TW_HELLO_VALID) return true;
+    if (r == TW_HELLO_NEED_MORE && Completable(buf, k + 1)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // The judge reads only what it is given: an exact-size copy lets ASan see
+  // any read past `len`.
+  const size_t k = size < kPrefix ? size : kPrefix;
+  std::vector<uint8_t> exact(data, data + k);
+  const Expected x = JudgeWhole(exact.data(), k);
+  FUZZ_CHECK(x.judged == TW_HELLO_NEED_MORE || x.judged == TW_HELLO_VALID ||
+             (x.judged < 0 && x.judged >= -TW_REASON_OPAQUE_HEADERS));
+  if (x.judged == TW_HELLO_NEED_MORE) FUZZ_CHECK(k < kPrefix);
+  if (x.judged == TW_HELLO_VALID) FUZZ_CHECK(k == kPrefix);
+
+  const uint32_t n = static_cast<uint32_t>(size < 4096 ? size : 4096);
+  {  // one segment
+    Flow f(1000);
+    f.Segment(1001, false, data, n);
+    CheckVerdict(f, x);
+  }
+  {  // data in the SYN (TCP Fast Open): the SYN's sequence number is the ISN
+    Flow f(0xfffffffeu);
+    f.Segment(0xfffffffeu, true, data, n);
+    CheckVerdict(f, x);
+  }
+  {  // 1-byte segments: decided at the first bad byte
+    Flow f(7);
+    for (uint32_t i = 0; i < n && i < kPrefix + 2; ++i) {
+      f.Segment(8 + i, false, data + i, 1);
+      const Expected at = JudgeWhole(data, i + 1);
+      if (at.judged < 0) FUZZ_CHECK(f.st.cls == TW_CLASS_NOT_TLS && f.st.reason == -at.judged);
+      if (at.judged == TW_HELLO_NEED_MORE) FUZZ_CHECK(f.st.cls == TW_CLASS_PENDING);
+    }
+    CheckVerdict(f, x);
+  }
+  ScheduledSegments(data, size, x);
+
+  if (x.judged == TW_HELLO_NEED_MORE) {
+    uint8_t buf[kPrefix + 1] = {};
+    std::memcpy(buf, data, k);
+    FUZZ_CHECK(Completable(buf, static_cast<uint32_t>(k)));
+  }
+  return 0;
+}
