@@ -30,8 +30,10 @@ comparison that still holds when nginx and the client, not the proxy, are
 the bottleneck), and what nginx saw (TLS version, cipher, resumed sessions).
 
 CPU budget: every proxy gets one CPU (--proxy-cpu, all its threads pinned;
-tlswall [upgrade] workers = 1, haproxy nbthread 1, stunnel4 as packaged: a
-thread per connection); nginx (1 worker) and the load generator share the
+tlswall [upgrade] workers = 1: the daemon and its unprivileged proxy worker
+process, which asks the daemon for each connection's original destination,
+both pinned and both counted as the proxy's CPU; haproxy nbthread 1,
+stunnel4 as packaged: a thread per connection); nginx (1 worker) and the load generator share the
 other (--load-cpu). After each tlswall run the daemon's Prometheus counters
 must show the connections went through the upgrade proxy (else the run
 aborts).
