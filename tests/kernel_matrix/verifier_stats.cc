@@ -143,7 +143,7 @@ Result load_one(const ObjectDef& def, const std::string& prog_name, uint32_t log
   if (err) {
     r.error = std::string("load failed: ") + std::strerror(-err);
     const std::string warn = tail_lines(g_libbpf_warnings, 6);
-    if (!warn.empty()) r.error += "; libbpf: " + warn;
+    if (!warn.empty()) r.error += "; " + warn;
     const std::string vlog = tail_lines(text, 6);
     if (!vlog.empty()) r.error += "; verifier: " + vlog;
     return r;
