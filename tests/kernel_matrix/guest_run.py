@@ -132,7 +132,10 @@ def run_step(step: dict) -> dict:
                     pass
     if rc is None:
         res["error"] = "timed out"
-    log(f"step {name}: {'PASS' if res['ok'] else 'FAIL'} (rc={rc}, {dt:.1f} s)")
+    verdict = "PASS" if res["ok"] else "FAIL"
+    if step.get("json_lines"):
+        verdict = "done, judged by the host"  # known rejections are the host's table
+    log(f"step {name}: {verdict} (rc={rc}, {dt:.1f} s)")
     return res
 
 

@@ -296,7 +296,15 @@ def resolve_kernel(spec: KernelSpec, cache: Path, mirror: str) -> Kernel:
     """linux-image-amd64 of the suite -> (package, version), downloaded and
     unpacked (once per version) with modules.dep, plus its initramfs."""
     k = Kernel(spec)
+    host_knows = False
     if spec.host_apt:
+        r = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True,
+                           text=True, timeout=120)
+        host_knows = r.returncode == 0 and "Depends: linux-image-" in r.stdout
+        if not host_knows:
+            log(f"{spec.suite}: the host's apt does not know linux-image-amd64 (no lists?): "
+                "using a private apt directory")
+    if host_knows:
         cache_fn, download = host_apt_cache, None
     else:
         apt = PrivateApt(cache / f"apt-{spec.suite}", spec.suite, mirror)
@@ -490,8 +498,9 @@ def build_rootfs(cache: Path, mirror: str, binaries: list[Path]) -> Path:
     img = d / "rootfs.img"
     if (d / ".complete").exists():
         return img
-    # Stale images (another recipe) go; only ours are touched.
-    for old in cache.glob(f"rootfs-{ROOTFS_SUITE}-*"):
+    # Stale images (another recipe) and targets of interrupted builds go
+    # (the cache lock is held: nobody else is building); only ours are touched.
+    for old in list(cache.glob(f"rootfs-{ROOTFS_SUITE}-*")) + list(cache.glob("kmatrix-rootfs-*")):
         if old != d:
             log(f"removing stale rootfs cache {old.name}")
             remove_tree(old)
@@ -662,7 +671,8 @@ def judge_verifier(res: dict) -> None:
     for a known, handled reason (the tool's own exit status counts every
     rejection)."""
     for st in res["steps"]:
-        if st["name"] != "verifier" or st.get("error") or not st.get("records"):
+        # rc 1: some program rejected; anything else (a crash) stays a failure.
+        if st["name"] != "verifier" or st.get("error") or not st.get("records") or st.get("rc") not in (0, 1):
             continue
         unknown = [r for r in st["records"] if not r.get("loaded") and not known_rejection(r)]
         st["ok"] = not unknown
@@ -718,28 +728,64 @@ def verifier_table(results: dict[str, dict], kernels: dict[str, Kernel],
     return "\n".join(lines)
 
 
-def report(results: dict[str, dict], kernels: dict[str, Kernel], host: list[dict]) -> str:
-    out = ["## Kernel matrix", ""]
-    out.append("| kernel | package | accel | boot to runner | wall | " +
-               " | ".join(s["name"] for s in next(iter(results.values()))["steps"]) + " |")
-    out.append("|" + "---|" * (5 + len(next(iter(results.values()))["steps"])))
+def status_table(results: dict[str, dict]) -> str:
+    names = [s["name"] for s in next(iter(results.values()))["steps"]]
+    out = ["| kernel | package | accel | boot to runner | guest wall | " + " | ".join(names) + " |",
+           "|" + "---|" * (5 + len(names))]
     for kk, r in results.items():
         cells = [f"{'PASS' if s['ok'] else 'FAIL'} ({s['seconds']} s)" for s in r["steps"]]
         boot_s = r.get("boot_to_runner_s")
         out.append(f"| {r.get('kernel', kk)} | {r.get('package', '')} | {r.get('accel', '')} | "
                    f"{boot_s if boot_s is not None else '-'} s | {r.get('wall_s', '-')} s | " +
                    " | ".join(cells) + " |")
-    out += ["", "Verifier-processed instructions per program (`verified_insns` from "
-            "bpf_prog_info on 5.16+; `(log)`: the verifier log's \"processed N insns\" "
-            "on older kernels):", "", verifier_table(results, kernels, host)]
+    return "\n".join(out)
+
+
+def verifier_reason(rec: dict) -> str:
+    """The verifier's own last word on a rejected program (the line before
+    its "processed N insns" statistics), else the error's start."""
+    err = rec.get("error", "")
+    parts = [x.strip() for x in err.split("verifier:", 1)[-1].split(" | ")]
+    words = [x for x in parts if x and not x.startswith("processed ")]
+    return words[-1] if "verifier:" in err and words else err[:200]
+
+
+def rejection_notes(results: dict[str, dict], full: bool) -> list[str]:
+    out = []
     for kk, r in results.items():
-        rejected = [rec for s in r["steps"] if s["name"] == "verifier"
-                    for rec in s.get("records", []) if not rec.get("loaded")]
-        for rec in rejected:
-            known = known_rejection(rec)
-            out.append(f"\n- {r.get('kernel', kk)}: {rec['object']}/{rec['program']} rejected"
-                       f"{' (known: ' + known + ')' if known else ''}: {rec.get('error', '')[:600]}")
+        for st in r["steps"]:
+            if st["name"] != "verifier":
+                continue
+            for rec in st.get("records", []):
+                if rec.get("loaded"):
+                    continue
+                known = known_rejection(rec)
+                detail = rec.get("error", "")[:600] if full else f"`{verifier_reason(rec)}`"
+                out.append(f"- {r.get('kernel', kk)}: {rec['object']}/{rec['program']} rejected"
+                           f"{' (known: ' + known + ')' if known else ' (NOT known)'}: {detail}")
+    return out
+
+
+INSNS_NOTE = ("Verifier-processed instructions per program (`verified_insns` from bpf_prog_info "
+              "on 5.16+; `(log)`: the verifier log's \"processed N insns\" where bpf_prog_info "
+              "has no such field):")
+
+
+def report(results: dict[str, dict], kernels: dict[str, Kernel], host: list[dict]) -> str:
+    out = ["## Kernel matrix", "", status_table(results), "", INSNS_NOTE, "",
+           verifier_table(results, kernels, host), ""]
+    out += rejection_notes(results, full=True)
     return "\n".join(out) + "\n"
+
+
+def benchmarks_body(results: dict[str, dict], kernels: dict[str, Kernel], host: list[dict]) -> str:
+    accels = sorted({f"{r.get('accel', '')}: {r.get('accel_why', '')}" for r in results.values()})
+    out = [f"Kernel matrix (`tests/kernel_matrix/run_matrix.py`, {time.strftime('%Y-%m-%d')}): stock "
+           f"Debian kernels under qemu ({'; '.join(accels)}), a debootstrapped bookworm rootfs, "
+           "the build shared in over 9p. Steps per kernel: tests/kernel_matrix/README.md.", "",
+           status_table(results), "", INSNS_NOTE, "", verifier_table(results, kernels, host), ""]
+    out += rejection_notes(results, full=False)
+    return "\n".join(out)
 
 
 def main() -> int:
@@ -802,6 +848,7 @@ def main() -> int:
         log(f"prepared rootfs and kernels in {prep_s:.0f} s")
         for kk, k in kernels.items():
             r = boot(k, rootfs, bdir, out, a.fast, accel, timeout)
+            r["accel_why"] = why
             results[kk] = r
             if r.get("error"):
                 failures.append(f"{kk}: {r['error']}")
@@ -830,10 +877,7 @@ def main() -> int:
         (out / "results.json").write_text(json.dumps(results, indent=1))
         print(text, flush=True)
         if a.write:
-            body = (f"Kernel matrix (`tests/kernel_matrix/run_matrix.py`, {time.strftime('%Y-%m-%d')}): "
-                    "stock Debian kernels under qemu/KVM, every program tlswalld embeds loaded "
-                    "through each kernel's verifier, one at a time.\n\n" + verifier_table(results, kernels, host))
-            path = bench_report.write_section(VERIFIER_SECTION, body)
+            path = bench_report.write_section(VERIFIER_SECTION, benchmarks_body(results, kernels, host))
             log(f"wrote section {VERIFIER_SECTION} of {path}")
     log(f"total {time.monotonic() - t_start:.0f} s")
     for f in failures:
