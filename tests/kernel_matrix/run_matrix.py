@@ -42,6 +42,7 @@ kernel-matrix-verifier).
 from __future__ import annotations
 
 import argparse
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -175,6 +176,13 @@ class Cleanup:
 
 
 CLEANUP = Cleanup()
+
+
+def die_with_parent() -> None:
+    """In a child before exec: SIGKILL it when this runner dies, even by
+    SIGKILL (e.g. a ctest timeout), so no qemu outlives its run."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def _on_signal(signum, _frame):
@@ -580,7 +588,11 @@ def boot(k: Kernel, rootfs: Path, bdir: Path, out: Path, fast: bool, accel: str,
          timeout: float) -> dict:
     """Boots `k`, runs the steps, returns the guest's results (plus host-side
     timings). The console goes to out/console-<kernel>.log."""
-    job = Path(tempfile.mkdtemp(prefix=f"kmatrix-job-{k.spec.key}-"))
+    # In the build tree, so that a runner killed outright leaves nothing in
+    # /tmp and the next run replaces it.
+    job = out / f"job-{k.spec.key}"
+    remove_tree(job)
+    job.mkdir()
     CLEANUP.dirs.append(job)
     steps = guest_steps(k, bdir, fast)
     (job / "job.json").write_text(json.dumps({"steps": steps}, indent=1))
@@ -610,7 +622,8 @@ def boot(k: Kernel, rootfs: Path, bdir: Path, out: Path, fast: bool, accel: str,
     first_guest_line: list[float] = []
     with open(console, "w") as con:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, errors="replace")
+                             stderr=subprocess.STDOUT, text=True, errors="replace",
+                             preexec_fn=die_with_parent)
         CLEANUP.procs.append(p)
 
         def pump() -> None:
@@ -829,7 +842,8 @@ def main() -> int:
         mirror = a.mirror or debian_mirror()
         accel, why = pick_accel()
         log(f"accelerator {accel}: {why}" + (" (TCG: slower)" if accel == "tcg" else ""))
-        timeout = a.timeout or (1200 if accel == "kvm" else 5400)
+        # Per guest; the fast subset stays inside ctest's TIMEOUT (1500 s).
+        timeout = a.timeout or (600 if accel == "kvm" else 900 if a.fast else 2400)
         # One run at a time per cache (rootfs and kernels are built in place).
         lock = open(cache / ".lock", "w")
         fcntl.flock(lock, fcntl.LOCK_EX)
