@@ -14,7 +14,8 @@ initramfs loads the kernel's virtio/ext4/9p modules and switches to it. The
 source tree and the build tree are shared read-only into the guest over 9p
 at the same paths, the kernel's own modules at /lib/modules, and a job
 directory read-write; the guest (guest_run.py) runs the steps and writes
-results there. KVM when /dev/kvm opens, else TCG (slow).
+results there. KVM when /dev/kvm opens and the CPU has vmx/svm, else TCG
+(multi-threaded; the project's VMs, whose /dev/kvm is kvm-pvm).
 
 Steps per kernel (--fast: bookworm only, without e2e_enforce/bpf_fixtures):
   verifier        every program of the three shipped objects through the
@@ -30,8 +31,9 @@ Steps per kernel (--fast: bookworm only, without e2e_enforce/bpf_fixtures):
 
 Downloads, the rootfs image and each kernel's initramfs are cached in
 --cache-dir (default /var/cache/tlswall-kmatrix), keyed by the kernel
-package's version and by a hash of the rootfs recipe (suite, mirror,
-package list), so a stale cache is rebuilt, never reused. A missing tool or
+package's version, by a hash of the rootfs recipe (suite, mirror, package
+list) and by a hash of the initramfs (init script, modules, busybox), so a
+stale cache is rebuilt, never reused. A missing tool or
 package is a failure, never a skip. Only qemu processes, temp directories
 and mounts this run made are cleaned up (also on failure and on signals).
 Results: printed, and <build>/kernel_matrix/{results.json,report.md};
@@ -351,10 +353,9 @@ def resolve_kernel(spec: KernelSpec, cache: Path, mirror: str) -> Kernel:
         run(["dpkg-deb", "-x", str(debs[0]), str(k.dir / "root")], timeout=600)
         debs[0].unlink()  # the unpacked tree is what is kept
         run(["depmod", "-b", str(k.dir / "root"), k.release], timeout=600)
-        build_initramfs(k)
         done.write_text(f"{k.package} {k.version}\n")
     k.vmlinuz = k.dir / "root" / "boot" / f"vmlinuz-{k.release}"
-    k.initramfs = k.dir / "initramfs.cpio"
+    k.initramfs = build_initramfs(k)
     for line in (k.dir / "root" / "boot" / f"config-{k.release}").read_text().splitlines():
         if line.startswith("CONFIG_") and "=" in line:
             a, b = line.split("=", 1)
@@ -451,14 +452,22 @@ def module_closure(k: Kernel, wanted: list[str]) -> list[str]:
     return order
 
 
-def build_initramfs(k: Kernel) -> None:
+def build_initramfs(k: Kernel) -> Path:
+    """The kernel's initramfs, built unless one of the same recipe exists."""
     base = modules_dir(k) / k.release
     mods = module_closure(k, INITRAMFS_MODULES)
+    busybox = Path(BUSYBOX).read_bytes()
+    key = hashlib.sha256(INIT_SCRIPT.encode() + "\n".join(mods).encode() + busybox).hexdigest()[:16]
+    path = k.dir / f"initramfs-{key}.cpio"
+    if path.exists():
+        return path
+    for old in k.dir.glob("initramfs*.cpio"):
+        old.unlink()
     entries: list[tuple[str, int, bytes, int, int]] = []
     for d in ("bin", "dev", "proc", "sys", "newroot", "mods"):
         entries.append((d, 0o040755, b"", 0, 0))
     entries.append(("dev/console", 0o020600, b"", 5, 1))
-    entries.append(("bin/busybox", 0o100755, Path(BUSYBOX).read_bytes(), 0, 0))
+    entries.append(("bin/busybox", 0o100755, busybox, 0, 0))
     entries.append(("init", 0o100755, INIT_SCRIPT.encode(), 0, 0))
     names = []
     for m in mods:
@@ -468,7 +477,8 @@ def build_initramfs(k: Kernel) -> None:
     entries.append(("modules.list", 0o100644, ("\n".join(names) + "\n").encode(), 0, 0))
     tmp = k.dir / "initramfs.cpio.tmp"
     tmp.write_bytes(cpio_newc(entries))
-    os.replace(tmp, k.dir / "initramfs.cpio")
+    os.replace(tmp, path)
+    return path
 
 
 # --- root filesystem ------------------------------------------------------------
