@@ -11,12 +11,14 @@ BUILD_DIR=${TLSWALL_BUILD_DIR:-$PWD/build}
 # Build: compilers, BPF toolchain (clang, also for the fuzz targets: its
 # libFuzzer and sanitizer runtimes are only "recommended" by clang-14, so
 # named here), libraries. Run/test: the real peers.
+# Kernel matrix (tests/kernel_matrix/): qemu, debootstrap, busybox, depmod, mke2fs.
 PACKAGES=(
   cmake make g++ pkg-config clang llvm bpftool libclang-rt-14-dev
   libbpf-dev libelf-dev zlib1g-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   libssl-dev libgtest-dev libgmock-dev libthrift-dev thrift-compiler libboost-dev
   iproute2 procps openssl curl socat nginx-light python3 python3-scapy
   iperf3 wrk stunnel4 haproxy rsyslog jq tcpdump gdb util-linux redis-server redis-tools
+  qemu-system-x86 debootstrap busybox-static kmod e2fsprogs
 )
 
 die() { echo "quickstart: $*" >&2; exit 1; }

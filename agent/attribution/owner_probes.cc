@@ -225,6 +225,7 @@ OwnerProbes::OwnerProbes(const OwnerProbesOptions& opts) : opts_(opts) {
       r.state = BackendState::kActive;
       r.why = "attached";
       if (!pins_.empty()) r.why += ", pinned as " + pins_.front();
+      if (!unpinned_why_.empty()) r.why += ", not pinned: " + unpinned_why_;
       if (!replaced_.empty()) {
         r.why += ", took over from " + std::to_string(replaced_.size()) + " old owner link(s)";
       }
@@ -316,6 +317,22 @@ bool OwnerProbes::pin_and_take_over(OwnerBackend b, Attached& a, std::string* wh
     return false;
   }
 
+  // Before Linux 5.15 a kprobe attachment is a perf event, not a BPF link
+  // (libbpf then hands out the perf event fd): it cannot be pinned. The
+  // backend still runs, unpinned (an old daemon's attachment of that kind
+  // ends with that daemon, so there is nothing to take over either).
+  for (const auto& l : a.links) {
+    bpf_link_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(bpf_link__fd(l.get()), &info, &len) != 0) {
+      unpinned_why_ =
+          "this kernel attaches it as a perf event, not a BPF link (BPF perf-event links "
+          "came with Linux 5.15): recording pauses while the daemon restarts";
+      logging::get(logging::Subsystem::kBpf)
+          .warn("owner probes: {} {}", backend_name(b), unpinned_why_);
+      return true;
+    }
+  }
   // 1. Ours under temporary names (old links keep recording meanwhile).
   std::vector<std::string> temps;
   for (size_t i = 0; i < a.links.size(); ++i) {

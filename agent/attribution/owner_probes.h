@@ -23,7 +23,10 @@
 // owner links a previous daemon pinned, so recording never stops; both run
 // for a moment, which is harmless (they write the same record). Destroying
 // an OwnerProbes closes its fds but leaves its pinned link recording for the
-// next daemon; remove_pins() is the teardown.
+// next daemon; remove_pins() is the teardown. A kernel that attaches the
+// backend as something other than a BPF link (kprobes before Linux 5.15 are
+// perf events) cannot pin it: the backend then runs unpinned and report()
+// says so.
 #pragma once
 
 #include <cstdint>
@@ -160,6 +163,8 @@ class OwnerProbes {
   std::vector<BackendReport> report_;
   std::vector<std::string> pins_;
   std::vector<std::string> replaced_;
+  // Why the active backend runs without a pin ("" when pinned or no pin_dir).
+  std::string unpinned_why_;
 };
 
 }  // namespace tlswall::agent::attribution

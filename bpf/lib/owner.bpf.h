@@ -41,10 +41,14 @@ struct task_struct___pre_5_5 {
 
 /* Start time of the current process (its thread group leader), the value
  * /proc/<tgid>/stat shows in field 22 (in clock ticks). Tracing programs
- * only: other types cannot reach the task. */
+ * only: other types cannot reach the task. bpf_get_current_task(), not
+ * bpf_get_current_task_btf(): the BTF variant came with Linux 5.11 (a 5.10
+ * verifier rejects the call, "invalid func unknown#158"; found by the
+ * kernel matrix, tests/kernel_matrix/), and every read below is a CO-RE
+ * probe read anyway. */
 static __always_inline __u64 tw_probe_start_boottime(void)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct task_struct *leader = BPF_CORE_READ(task, group_leader);
 	struct task_struct___pre_5_5 *old = (void *)leader;
 

@@ -40,6 +40,17 @@ NEW_PEER = "twp0"
 NEW_NET_CLIENT = "198.19.10.1"
 NEW_NET_SERVER = "198.19.10.2"
 METRICS_PORT = 19464
+BACKENDS = ["kprobe", "fentry", "tp_btf", "sock_ops"]  # the agent's default preference
+
+
+def expected_backend(arg: str) -> str:
+    """The backend the daemon must pick here: kprobe where the kernel has
+    kprobes (its kprobe PMU exists), else tp_btf (fentry is not permitted
+    on the project's VMs); or what --expect-backend names. The kernel
+    matrix (tests/kernel_matrix/) passes it from the kernel's config."""
+    if arg != "auto":
+        return arg
+    return "kprobe" if os.path.exists("/sys/bus/event_source/devices/kprobe") else "tp_btf"
 
 # A plaintext client that names itself (comm), prints its pid, sends a line
 # and says what happened; it stays alive a moment so the daemon finds it.
@@ -108,8 +119,9 @@ expires = {expires}
 
 
 class E2E:
-    def __init__(self, sb: S.Sandbox, bdir: Path, cg: S.Cgroups):
+    def __init__(self, sb: S.Sandbox, bdir: Path, cg: S.Cgroups, backend: str):
         self.sb = sb
+        self.backend = backend
         self.bdir = bdir
         self.cg = cg
         self.d: S.Daemon | None = None
@@ -174,19 +186,26 @@ class E2E:
         self.d.start()
         st = self.d.status()
         att = st.get("attribution", {})
-        ok = att.get("active_backend") == "tp_btf"
-        return ok, f"attribution {json.dumps(att)[:400]}"
+        ok = att.get("active_backend") == self.backend
+        return ok, f"expected {self.backend}; attribution {json.dumps(att)[:400]}"
 
     def backends_reported(self):
         st = self.d.status()
         backends = {b["name"]: b for b in st.get("attribution", {}).get("backends", [])}
-        ok = (backends.get("tp_btf", {}).get("state") == "active"
-              and backends.get("kprobe", {}).get("state") == "unavailable"
-              and "kprobe" in backends["kprobe"].get("reason", "").lower()
-              and backends.get("fentry", {}).get("state") == "unavailable"
-              and backends["fentry"].get("reason", "")
-              and backends.get("sock_ops", {}).get("reason", ""))
-        return ok, "; ".join(f"{n}: {b.get('state')} ({b.get('reason', '')})" for n, b in backends.items())
+        # The expected one is active; every one preferred to it is
+        # unavailable and says why (a missing kprobe says "kprobe"); every
+        # other one says why it is not chosen.
+        ok = backends.get(self.backend, {}).get("state") == "active"
+        for name in BACKENDS:
+            b = backends.get(name, {})
+            if name == self.backend:
+                continue
+            ok = ok and bool(b.get("reason", ""))
+            if BACKENDS.index(name) < BACKENDS.index(self.backend):
+                ok = ok and b.get("state") == "unavailable"
+        if self.backend != "kprobe":
+            ok = ok and "kprobe" in backends.get("kprobe", {}).get("reason", "").lower()
+        return bool(ok), "; ".join(f"{n}: {b.get('state')} ({b.get('reason', '')})" for n, b in backends.items())
 
     def event_names_owner(self):
         start = len(self.d.read_events())
@@ -196,7 +215,7 @@ class E2E:
             return False, f"no event for pid {pid} (client: {outcome})"
         want = {"action": "drop", "rule": "web-enforce", "pid": pid, "uid": UID_PLAIN,
                 "comm": "tw-billing", "cgroup": self.cg.rel("billing"), "attribution": "recorded",
-                "attribution_backend": "tp_btf", "process": "live"}
+                "attribution_backend": self.backend, "process": "live"}
         bad = {k: (e.get(k), v) for k, v in want.items() if e.get(k) != v}
         if not str(e.get("exe", "")).startswith("/usr/bin/python3"):
             bad["exe"] = (e.get("exe"), "/usr/bin/python3*")
@@ -374,7 +393,8 @@ class E2E:
         text = r.stdout
         blocked = [l for l in text.splitlines() if l.startswith('tlswall_classifier_total{counter="plaintext_blocked"}')]
         ok = r.rc == 0 and "# TYPE tlswall_classifier_total counter" in text and blocked \
-            and int(float(blocked[0].split()[-1])) >= 1 and 'tlswall_attribution_backend_active{backend="tp_btf"} 1' in text
+            and int(float(blocked[0].split()[-1])) >= 1 \
+            and f'tlswall_attribution_backend_active{{backend="{self.backend}"}} 1' in text
         return ok, f"rc={r.rc}; {blocked[:1]}; {len(text)} bytes"
 
     def close(self):
@@ -385,7 +405,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-dir", default=None, help="tlswall build dir (default $TLSWALL_BUILD_DIR or ./build)")
     ap.add_argument("-v", "--verbose", action="store_true", help="echo every sandbox command")
+    ap.add_argument("--expect-backend", default="auto", choices=["auto"] + BACKENDS,
+                    help="attribution backend the daemon must pick (auto: kprobe where the kernel "
+                         "has kprobes, else tp_btf)")
     a = ap.parse_args()
+    backend = expected_backend(a.expect_backend)
 
     S.install_signal_handlers()
     checks = S.Checks(timed=True)
@@ -397,13 +421,14 @@ def main() -> int:
             raise S.ToolMissing("setpriv missing: apt-get install util-linux")
         bdir = S.build_dir(a.build_dir)
         S.daemon_binaries(bdir)
-        print(f"tlswall attribution e2e: build dir {bdir}, kernel {os.uname().release}", flush=True)
+        print(f"tlswall attribution e2e: build dir {bdir}, kernel {os.uname().release}, "
+              f"expected backend {backend}", flush=True)
         cg = S.Cgroups()
         with S.Sandbox("attr", verbose=a.verbose) as sb:
             print(f"sandbox: client ns {sb.client_ns}, server ns {sb.server_ns}, cgroups {cg.root}", flush=True)
             sb.start_echo(80)
             sb.start_echo(6379)
-            t = E2E(sb, bdir, cg)
+            t = E2E(sb, bdir, cg, backend)
             try:
                 if checks.run("daemon_start_picks_a_backend", t.start_daemon):
                     checks.run("status_reports_every_backend_and_why", t.backends_reported)
