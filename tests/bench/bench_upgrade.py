@@ -953,15 +953,15 @@ def report(a, b: Bench, vals, view, info, rounds, seconds, wall, load_start, loa
         print(f"BELOW TARGET: {', '.join(misses)}")
 
     if a.write:
-        write_section(a, b, info, rounds, seconds, wall, load_start, load_end, cmd_line,
-                      values, ratios, lat, cpu, notes, runs, tls_lines, checks)
+        write_report(a, b, info, rounds, seconds, wall, load_start, load_end, cmd_line,
+                     values, ratios, lat, cpu, notes, runs, tls_lines, checks)
     if a.strict and misses:
         return 1
     return 0
 
 
-def write_section(a, b, info, rounds, seconds, wall, load_start, load_end, cmd_line,
-                  values, ratios, lat, cpu, notes, runs, tls_lines, checks) -> None:
+def write_report(a, b, info, rounds, seconds, wall, load_start, load_end, cmd_line,
+                 values, ratios, lat, cpu, notes, runs, tls_lines, checks) -> None:
     md = f"""## Transparent upgrade proxy: tlswall against haproxy and stunnel4
 
 A plaintext HTTP client reaching HTTPS nginx through tlswall's upgrade proxy,
@@ -1058,9 +1058,12 @@ curl, haproxy, stunnel4, which the script installs with apt-get if missing.)
   name must fail (so verification is really on).
 - Same CPU budget for every proxy: all its threads pinned to one CPU
   (`--proxy-cpu`, here CPU {a.proxy_cpu}; threads made later inherit it).
-  tlswall: `[upgrade] workers = 1` (one proxy thread; the daemon's other
-  threads, e.g. the event pipeline writing one JSON event per upgraded
-  connection as shipped, share that CPU); haproxy `nbthread 1`; stunnel4 as
+  tlswall: `[upgrade] workers = 1` (one proxy thread in the unprivileged
+  proxy worker process, which asks the daemon for every accepted
+  connection's original destination over a Unix socket: one round trip per
+  connection; the daemon's threads, e.g. the one answering those queries and
+  the event pipeline writing one JSON event per upgraded connection as
+  shipped, share that CPU and count as the proxy's CPU); haproxy `nbthread 1`; stunnel4 as
   packaged (one thread per connection). nginx (one worker, its default TLS
   1.3 session tickets) and the load generator (wrk, or the latency client)
   share the other CPU (`--load-cpu`, here CPU {a.load_cpu}). haproxy logs

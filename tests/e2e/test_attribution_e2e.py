@@ -119,9 +119,13 @@ expires = {expires}
 
 
 class E2E:
-    def __init__(self, sb: S.Sandbox, bdir: Path, cg: S.Cgroups, backend: str):
+    def __init__(self, sb: S.Sandbox, bdir: Path, cg: S.Cgroups, backend: str,
+                 configured: list[str] | None = None):
         self.sb = sb
         self.backend = backend
+        # [attribution] backends for the daemon; None: the shipped default.
+        self.configured = configured
+        self.order = (configured or []) + [b for b in BACKENDS if b not in (configured or [])]
         self.bdir = bdir
         self.cg = cg
         self.d: S.Daemon | None = None
@@ -182,6 +186,7 @@ class E2E:
             "control": {"group": self.group},
             "events": {"aggregate_window_ms": 0},
             "metrics": {"listen": f"127.0.0.1:{METRICS_PORT}"},
+            **({"attribution": {"backends": self.configured}} if self.configured else {}),
         })
         self.d.start()
         st = self.d.status()
@@ -201,9 +206,9 @@ class E2E:
             if name == self.backend:
                 continue
             ok = ok and bool(b.get("reason", ""))
-            if BACKENDS.index(name) < BACKENDS.index(self.backend):
+            if self.order.index(name) < self.order.index(self.backend):
                 ok = ok and b.get("state") == "unavailable"
-        if self.backend != "kprobe":
+        if self.order.index("kprobe") < self.order.index(self.backend):
             ok = ok and "kprobe" in backends.get("kprobe", {}).get("reason", "").lower()
         return bool(ok), "; ".join(f"{n}: {b.get('state')} ({b.get('reason', '')})" for n, b in backends.items())
 
@@ -408,8 +413,14 @@ def main() -> int:
     ap.add_argument("--expect-backend", default="auto", choices=["auto"] + BACKENDS,
                     help="attribution backend the daemon must pick (auto: kprobe where the kernel "
                          "has kprobes, else tp_btf)")
+    ap.add_argument("--backends", default="",
+                    help="comma-separated [attribution] backends for the daemon (default: the "
+                         "shipped preference), e.g. 'fentry' to require fentry where kprobes exist")
     a = ap.parse_args()
     backend = expected_backend(a.expect_backend)
+    configured = [b for b in a.backends.split(",") if b] or None
+    if configured and any(b not in BACKENDS for b in configured):
+        ap.error(f"--backends: each of {BACKENDS}")
 
     S.install_signal_handlers()
     checks = S.Checks(timed=True)
@@ -428,7 +439,7 @@ def main() -> int:
             print(f"sandbox: client ns {sb.client_ns}, server ns {sb.server_ns}, cgroups {cg.root}", flush=True)
             sb.start_echo(80)
             sb.start_echo(6379)
-            t = E2E(sb, bdir, cg, backend)
+            t = E2E(sb, bdir, cg, backend, configured)
             try:
                 if checks.run("daemon_start_picks_a_backend", t.start_daemon):
                     checks.run("status_reports_every_backend_and_why", t.backends_reported)

@@ -24,6 +24,9 @@ Steps per kernel (--fast: bookworm only, without e2e_enforce/bpf_fixtures):
                   the kernel offers (kprobe where CONFIG_KPROBES=y): the
                   daemon's status must show it active, and an event must
                   name pid/comm of a real connection recorded by it
+  e2e_attribution_fentry  the same with [attribution] backends = ["fentry"],
+                  on kernels with BPF trampolines and 5.11+ (Debian 6.1): fentry
+                  must be active and attributing too
   e2e_enforce     tests/e2e/test_enforce_e2e.py
   missing_btf     test_missing_btf.py: no BTF -> one clear error, nothing
                   attached or pinned
@@ -561,6 +564,13 @@ def build_rootfs(cache: Path, mirror: str, binaries: list[Path]) -> Path:
 
 # --- guest --------------------------------------------------------------------
 
+def fentry_expected(k: Kernel) -> bool:
+    """fentry attaches (BPF trampolines) and may use socket storage (5.11+)."""
+    major, minor = (int(x) for x in re.match(r"(\d+)\.(\d+)", k.release).groups())
+    return (k.config.get("CONFIG_DYNAMIC_FTRACE_WITH_DIRECT_CALLS") == "y"
+            and (major, minor) >= (5, 11))
+
+
 def expected_backend(k: Kernel) -> str:
     """From the kernel's config, not from the agent: kprobe with
     CONFIG_KPROBES=y, else fentry with BPF trampolines, else tp_btf."""
@@ -582,6 +592,13 @@ def guest_steps(k: Kernel, bdir: Path, fast: bool) -> list[dict]:
         {"name": "missing_btf",
          "argv": [py, str(HERE / "test_missing_btf.py"), "--build-dir", str(bdir)], "timeout": 120},
     ]
+    if fentry_expected(k) and expected_backend(k) != "fentry":
+        # The preferred backend is kprobe there; fentry must work too when
+        # it is the one configured (a fleet may prefer it).
+        steps.insert(2, {"name": "e2e_attribution_fentry",
+                         "argv": [py, str(REPO / "tests" / "e2e" / "test_attribution_e2e.py"),
+                                  "--build-dir", str(bdir), "--backends", "fentry",
+                                  "--expect-backend", "fentry"], "timeout": 600})
     if not fast:
         steps += [
             {"name": "e2e_enforce",
@@ -752,11 +769,17 @@ def verifier_table(results: dict[str, dict], kernels: dict[str, Kernel],
 
 
 def status_table(results: dict[str, dict]) -> str:
-    names = [s["name"] for s in next(iter(results.values()))["steps"]]
+    names: list[str] = []  # every step of any kernel, in order (some run on some kernels only)
+    for r in results.values():
+        for s in r["steps"]:
+            if s["name"] not in names:
+                names.append(s["name"])
     out = ["| kernel | package | accel | boot to runner | guest wall | " + " | ".join(names) + " |",
            "|" + "---|" * (5 + len(names))]
     for kk, r in results.items():
-        cells = [f"{'PASS' if s['ok'] else 'FAIL'} ({s['seconds']} s)" for s in r["steps"]]
+        by_name = {s["name"]: s for s in r["steps"]}
+        cells = [f"{'PASS' if by_name[n]['ok'] else 'FAIL'} ({by_name[n]['seconds']} s)"
+                 if n in by_name else "-" for n in names]
         boot_s = r.get("boot_to_runner_s")
         out.append(f"| {r.get('kernel', kk)} | {r.get('package', '')} | {r.get('accel', '')} | "
                    f"{boot_s if boot_s is not None else '-'} s | {r.get('wall_s', '-')} s | " +
