@@ -40,9 +40,23 @@ def sh(*argv: str, check: bool = False) -> subprocess.CompletedProcess:
     return r
 
 
+def mounted_below(path: str) -> list[str]:
+    """Mount points under path (e.g. the 9p shares of a build tree that
+    lives in /tmp on the host): a tmpfs on path would hide them."""
+    try:
+        with open("/proc/mounts") as f:
+            return [l.split()[1] for l in f if l.split()[1].startswith(path.rstrip("/") + "/")]
+    except OSError:
+        return []
+
+
 def mount(fstype: str, target: str, source: str | None = None, opts: str = "") -> None:
     os.makedirs(target, exist_ok=True)
     if os.path.ismount(target):
+        return
+    if fstype == "tmpfs" and mounted_below(target):
+        log(f"no tmpfs on {target}: the shares {mounted_below(target)} are below it "
+            f"(it stays on the root image, writes go to the snapshot)")
         return
     argv = ["mount", "-t", fstype] + (["-o", opts] if opts else []) + [source or fstype, target]
     r = sh(*argv)
