@@ -9,6 +9,7 @@
 #include <stdexcept>
 
 #include "agent/daemon.h"
+#include "agent/file_trust.h"
 #include "logging/log.h"
 
 namespace tlswall::agent {
@@ -63,7 +64,16 @@ std::string overrides_path(const AgentConfig& c) {
 void Daemon::apply_policy(bool initial) {
   auto& log = logging::get(Subsystem::kPolicy);
   const auto now = std::chrono::system_clock::now();
-  policy::LoadResult r = policy::load_policy(config_.policy_path, now);
+  policy::LoadResult r;
+  if (auto bad = untrusted_policy_path(config_.policy_path)) {
+    // Whoever can write the policy controls what is blocked: refused like
+    // an invalid policy (the last good one stays; at start: no start).
+    r.diagnostics.push_back(policy::Diagnostic{policy::Diagnostic::Severity::kError,
+                                               policy::SourceLocation{config_.policy_path, 0, 0},
+                                               "untrusted policy: " + *bad});
+  } else {
+    r = policy::load_policy(config_.policy_path, now);
+  }
   for (const auto& d : r.diagnostics) {
     if (d.severity == policy::Diagnostic::Severity::kWarning) log.warn("{}", d.render());
   }

@@ -461,6 +461,29 @@ class E2E:
                     f"generation {gen0}->{gen1}, hash {'unchanged' if hash1 == hash0 else 'CHANGED'}, "
                     f"last_error={last_err[:120]!r}; plaintext still blocked={still_blocks} ({p.elapsed:.3f}s), TLS ok={tls_ok}")
 
+    def writable_policy_refused(self):
+        """A valid policy file that others could write is not trusted: the
+        reload is refused with the reason and the last good policy stays."""
+        self.need_daemon()
+        st0 = self.d.status()
+        gen0 = int(st0["policy"]["generation"])
+        self.write_policy(policy_text("enforce", "world-writable"))
+        os.chmod(self.policy_file, 0o666)
+        start = len(self.d.read_events())
+        rr = self.d.ctl(["policy", "reload"])
+        rej = self.d.wait_event(lambda e: e.get("type") == "policy_rejected", timeout=5, start_index=start)
+        st1 = self.d.status()
+        os.chmod(self.policy_file, 0o644)
+        rr2 = self.d.ctl(["policy", "reload"])
+        st2 = self.d.wait_generation(gen0, timeout=5)
+        msg = (rej or {}).get("message", "")
+        ok = (rr.rc not in (0, None) and rej is not None and "writable by everyone" in msg
+              and int(st1["policy"]["generation"]) == gen0 and rr2.rc == 0 and st2 is not None
+              and st2["policy"].get("version") == "world-writable")
+        return ok, (f"mode 0666: reload rc={rr.rc}, policy_rejected {msg[:110]!r}, generation "
+                    f"{gen0}->{st1['policy']['generation']}; mode 0644: reload rc={rr2.rc}, version "
+                    f"{st2 and st2['policy'].get('version')!r}")
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -506,6 +529,7 @@ def main() -> int:
                     checks.run("monitor_mode_passes_and_reports", t.monitor_reports)
                     checks.run("hot_reload_under_live_traffic", t.hot_reload)
                     checks.run("bad_policy_rejected_old_policy_stays", t.bad_policy)
+                    checks.run("world_writable_policy_refused_old_policy_stays", t.writable_policy_refused)
             finally:
                 if t.d:
                     t.d.stop()
