@@ -52,7 +52,8 @@ std::string Daemon::render_metrics() const {
         .sample(owner_probes_->probe_failures());
   }
   if (upgrade_) {
-    const auto rules = upgrade_->rule_counters();
+    const auto counters = upgrade_->proxy_counters();
+    const auto& rules = counters.rules;
     m.family("tlswall_upgrade_redirected_total", MetricType::kCounter,
              "connects the kernel redirected to the upgrade proxy")
         .sample(upgrade_->redirected());
@@ -84,7 +85,7 @@ std::string Daemon::render_metrics() const {
         .sample(upgrade_->worker_restarts());
     m.family("tlswall_upgrade_worker_events_dropped_total", MetricType::kCounter,
              "proxy events the worker could not hand to the daemon (queue full)")
-        .sample(upgrade_->worker_events_dropped());
+        .sample(counters.events_dropped);
   }
   return m.str();
 }
@@ -135,9 +136,10 @@ StatusReport Daemon::status() const {
   }
   if (upgrade_) {
     s.upgrade.running = true;
-    s.upgrade.summary = upgrade_->summary();
+    const auto counters = upgrade_->proxy_counters();
+    s.upgrade.summary = upgrade_->summary(counters);
     s.upgrade.redirected = upgrade_->redirected();
-    for (const auto& r : upgrade_->rule_counters()) {
+    for (const auto& r : counters.rules) {
       UpgradeRuleStatus u;
       u.name = r.rule;
       u.side = r.terminator ? "server" : "client";

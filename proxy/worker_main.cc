@@ -40,12 +40,8 @@ class RemoteResolver : public OriginalDestinationResolver {
                                              const SocketAddress& local) override {
     std::lock_guard<std::mutex> l(mu_);
     const uint64_t seq = ++seq_;
-    wire::Writer w(wire::Msg::kResolve);
-    w(seq);
-    w(peer);
-    w(local);
     try {
-      wire::send_message(fd_, w.bytes());
+      wire::send_message(fd_, wire::encode(wire::Msg::kResolve, wire::Resolve{seq, peer, local}));
       const auto deadline = std::chrono::steady_clock::now() + kResolveTimeout;
       for (;;) {
         const auto left =
@@ -53,19 +49,10 @@ class RemoteResolver : public OriginalDestinationResolver {
         if (left.count() <= 0) break;
         auto m = wire::recv_message(fd_, left, 0);
         if (!m) return std::nullopt;  // daemon gone: fail closed
-        wire::Reader r(m->bytes);
-        if (r.type() != wire::Msg::kResolved) continue;
-        uint64_t got = 0;
-        bool found = false;
-        OriginalDestination o;
-        r(got);
-        r(found);
-        r(o.address);
-        r(o.rule_id);
-        r.finish();
-        if (got != seq) continue;  // the answer to a request that timed out
-        if (!found) return std::nullopt;
-        return o;
+        const auto a = wire::decode<wire::Resolved>(m->bytes, wire::Msg::kResolved);
+        if (a.seq != seq) continue;  // the answer to a request that timed out
+        if (!a.found) return std::nullopt;
+        return OriginalDestination{a.destination, a.rule};
       }
     } catch (const std::exception&) {
       // timeout or channel error: fail closed below
@@ -84,11 +71,7 @@ class RemoteResolver : public OriginalDestinationResolver {
 };
 
 void reply(int fd, uint64_t seq, bool ok, const std::string& error) {
-  wire::Writer w(wire::Msg::kReply);
-  w(seq);
-  w(ok);
-  w(error);
-  wire::send_message(fd, w.bytes());
+  wire::send_message(fd, wire::encode(wire::Msg::kReply, wire::Reply{seq, ok, error}));
 }
 
 struct Worker {
@@ -97,16 +80,13 @@ struct Worker {
   std::shared_ptr<RemoteResolver> resolver;
   std::unique_ptr<Engine> engine;  // last: stopped before what its threads use
 
-  wire::Writer counters_message(uint64_t seq) const {
-    wire::WorkerCounters c;
-    c.rules = engine->rule_counters();
-    c.engine = engine->engine_counters();
-    c.events_dropped = events_dropped.load(std::memory_order_relaxed);
-    c.resolve_timeouts = resolver->timeouts();
-    wire::Writer w(wire::Msg::kCounters);
-    w(seq);
-    wire::put(w, c);
-    return w;
+  std::string counters_message(uint64_t seq) const {
+    wire::Counters m{seq, {}};
+    m.counters.rules = engine->rule_counters();
+    m.counters.engine = engine->engine_counters();
+    m.counters.events_dropped = events_dropped.load(std::memory_order_relaxed);
+    m.counters.resolve_timeouts = resolver->timeouts();
+    return wire::encode(wire::Msg::kCounters, m);
   }
 
   // Pushes the counters to the daemon when they changed, every
@@ -115,10 +95,10 @@ struct Worker {
   void push_counters_until(std::future<void> stop) {
     std::string pushed;
     while (stop.wait_for(wire::kCounterPush) == std::future_status::timeout) {
-      wire::Writer w = counters_message(0);
-      if (w.bytes() == pushed) continue;
+      std::string m = counters_message(0);
+      if (m == pushed) continue;
       try {
-        if (wire::send_message(control, w.bytes(), {}, true)) pushed = w.bytes();
+        if (wire::send_message(control, m, {}, true)) pushed = std::move(m);
       } catch (const std::exception&) {
         return;  // the daemon is gone; the main loop sees it too
       }
@@ -127,43 +107,31 @@ struct Worker {
 
   // One message from the daemon; returns true for kStart.
   bool handle(wire::Message& m, const wire::Hello& hello, spdlog::logger& log) {
-    wire::Reader r(m.bytes);
-    switch (r.type()) {
+    switch (wire::Reader(m.bytes).type()) {
       case wire::Msg::kListener: {
-        uint8_t kind = 0;
-        std::string id;
-        r(kind);
-        r(id);
-        r.finish();
-        if (m.fds.size() != 1 || kind > 1) throw wire::WireError("bad listener message");
-        if (kind == 0) {
-          engine->add_upgrade_listener(std::move(m.fds[0]), resolver);
+        const auto l = wire::decode<wire::Listener>(m.bytes, wire::Msg::kListener);
+        if (m.fds.size() != 1) throw wire::WireError("a listener message without its fd");
+        if (l.terminator) {
+          engine->add_terminator_listener(std::move(m.fds[0]), l.id);
         } else {
-          engine->add_terminator_listener(std::move(m.fds[0]), id);
+          engine->add_upgrade_listener(std::move(m.fds[0]), resolver);
         }
         return false;
       }
       case wire::Msg::kConfig: {
-        uint64_t seq = 0;
-        ProxyConfig c;
-        r(seq);
-        wire::get(r, c);
-        r.finish();
+        auto c = wire::decode<wire::Config>(m.bytes, wire::Msg::kConfig);
         OPENSSL_cleanse(m.bytes.data(), m.bytes.size());
         try {
-          engine->apply_config(c);
-          wipe_pem_files(c);
-          reply(control, seq, true, "");
+          engine->apply_config(c.config);
+          reply(control, c.seq, true, "");
         } catch (const std::exception& ex) {
-          wipe_pem_files(c);
-          reply(control, seq, false, ex.what());
+          reply(control, c.seq, false, ex.what());
         }
+        wipe_pem_files(c.config);
         return false;
       }
       case wire::Msg::kStart: {
-        uint64_t seq = 0;
-        r(seq);
-        r.finish();
+        const uint64_t seq = wire::decode<wire::Request>(m.bytes, wire::Msg::kStart).seq;
         try {
           drop_privileges(hello.uid, hello.gid);
           // A credential change clears the parent-death signal: set it again.
@@ -179,10 +147,8 @@ struct Worker {
         return true;
       }
       case wire::Msg::kCountersQuery: {
-        uint64_t seq = 0;
-        r(seq);
-        r.finish();
-        wire::send_message(control, counters_message(seq).bytes());
+        const uint64_t seq = wire::decode<wire::Request>(m.bytes, wire::Msg::kCountersQuery).seq;
+        wire::send_message(control, counters_message(seq));
         return false;
       }
       default:
@@ -202,11 +168,7 @@ int run_proxy_worker(int control_fd, int resolve_fd) {
     if (::chdir("/") != 0) throw std::system_error(errno, std::generic_category(), "chdir /");
     auto first = wire::recv_message(control_fd, kSetupTimeout, 0);
     if (!first) return 0;
-    wire::Reader hr(first->bytes);
-    if (hr.type() != wire::Msg::kHello) throw wire::WireError("expected hello");
-    wire::Hello hello;
-    wire::get(hr, hello);
-    hr.finish();
+    const auto hello = wire::decode<wire::Hello>(first->bytes, wire::Msg::kHello);
     if (hello.version != wire::kVersion) {
       throw wire::WireError("protocol version " + std::to_string(hello.version) + ", expected " +
                             std::to_string(wire::kVersion));
@@ -225,11 +187,10 @@ int run_proxy_worker(int control_fd, int resolve_fd) {
     eo.idle_timeout = hello.idle_timeout;
     eo.logger = log.get();
     eo.on_event = [&w, control_fd](const ProxyEvent& ev) {
-      wire::Writer m(wire::Msg::kEvent);
-      wire::put(m, ev);
+      const std::string m = wire::encode(wire::Msg::kEvent, ev);
       try {
         // Never block a connection on the daemon: a full queue drops (counted).
-        if (!wire::send_message(control_fd, m.bytes(), {}, true)) {
+        if (!wire::send_message(control_fd, m, {}, true)) {
           w.events_dropped.fetch_add(1, std::memory_order_relaxed);
         }
       } catch (const std::exception&) {

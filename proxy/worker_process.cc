@@ -107,6 +107,7 @@ wire::WorkerCounters add_counters(const wire::WorkerCounters& a, const wire::Wor
 struct Pending {
   bool done = false;
   bool ok = false;
+  bool worker_died = false;  // no answer: the worker ended first
   std::string error;
   wire::WorkerCounters counters;
 };
@@ -132,13 +133,12 @@ struct WorkerProcess::Impl {
   OwnedFd control, resolve;  // daemon ends, valid while a worker runs
   uint64_t next_seq = 1;
   std::map<uint64_t, Pending> pending;
-  struct Listener {
-    bool terminator = false;
-    std::string id;
+  struct KeptListener {
+    wire::Listener what;
     OwnedFd fd;
   };
-  std::vector<Listener> listeners;
-  std::optional<ProxyConfig> config;  // last accepted, with its PEM files
+  std::vector<KeptListener> listeners;  // passed to every worker
+  std::optional<ProxyConfig> config;    // last accepted, with its PEM files
   // Counters: what dead workers counted, and the running one's latest (it
   // pushes them when they change, at most every wire::kCounterPush).
   wire::WorkerCounters base, last;
@@ -178,21 +178,13 @@ struct WorkerProcess::Impl {
 
   // Sends a request during start-up and waits for its reply (no events can
   // arrive before the engine starts).
-  void startup_request(const wire::Writer& w, uint64_t seq, const char* what) {
-    wire::send_message(control.get(), w.bytes());
+  void startup_request(const std::string& message, uint64_t seq, const char* what) {
+    wire::send_message(control.get(), message);
     auto m = wire::recv_message(control.get(), opts.request_timeout, 0);
     if (!m) throw std::runtime_error(std::string("the worker closed its channel during ") + what);
-    wire::Reader r(m->bytes);
-    if (r.type() != wire::Msg::kReply) throw std::runtime_error("unexpected message at start-up");
-    uint64_t got = 0;
-    bool ok = false;
-    std::string error;
-    r(got);
-    r(ok);
-    r(error);
-    r.finish();
-    if (got != seq) throw std::runtime_error("reply out of order at start-up");
-    if (!ok) throw std::runtime_error(std::string(what) + ": " + error);
+    const auto reply = wire::decode<wire::Reply>(m->bytes, wire::Msg::kReply);
+    if (reply.seq != seq) throw std::runtime_error("reply out of order at start-up");
+    if (!reply.ok) throw std::runtime_error(std::string(what) + ": " + reply.error);
   }
 
   // Starts one worker with everything it needs; running on success. Throws
@@ -217,26 +209,18 @@ struct WorkerProcess::Impl {
     control = std::move(ctl_d);
     resolve = std::move(res_d);
     try {
-      wire::Writer hello(wire::Msg::kHello);
-      wire::put(hello, opts.hello);
-      wire::send_message(control.get(), hello.bytes());
-      for (const Listener& l : listeners) {
-        wire::Writer w(wire::Msg::kListener);
-        w(static_cast<uint8_t>(l.terminator ? 1 : 0));
-        w(l.id);
-        wire::send_message(control.get(), w.bytes(), {l.fd.get()});
+      wire::send_message(control.get(), wire::encode(wire::Msg::kHello, opts.hello));
+      for (const KeptListener& l : listeners) {
+        wire::send_message(control.get(), wire::encode(wire::Msg::kListener, l.what), {l.fd.get()});
       }
       if (config) {
         const uint64_t seq = next_seq++;
-        wire::Writer w(wire::Msg::kConfig);
-        w(seq);
-        wire::put(w, *config);
-        startup_request(w, seq, "rules");
+        std::string message = wire::encode(wire::Msg::kConfig, wire::Config{seq, *config});
+        startup_request(message, seq, "rules");
+        OPENSSL_cleanse(message.data(), message.size());
       }
       const uint64_t seq = next_seq++;
-      wire::Writer w(wire::Msg::kStart);
-      w(seq);
-      startup_request(w, seq, "start");
+      startup_request(wire::encode(wire::Msg::kStart, wire::Request{seq}), seq, "start");
     } catch (const std::exception& ex) {
       control.reset();
       resolve.reset();
@@ -263,6 +247,7 @@ struct WorkerProcess::Impl {
       for (auto& [seq, p] : pending) {
         p.done = true;
         p.ok = false;
+        p.worker_died = true;
         p.error = "the proxy worker died";
       }
       cv.notify_all();
@@ -283,35 +268,28 @@ struct WorkerProcess::Impl {
   // ---- messages from the worker (supervisor thread) ----
 
   void on_control(wire::Message& m) {
-    wire::Reader r(m.bytes);
-    switch (r.type()) {
+    switch (wire::Reader(m.bytes).type()) {
       case wire::Msg::kEvent: {
-        ProxyEvent ev;
-        wire::get(r, ev);
-        r.finish();
+        const auto ev = wire::decode<ProxyEvent>(m.bytes, wire::Msg::kEvent);
         if (opts.on_event) opts.on_event(ev);
         return;
       }
-      case wire::Msg::kReply:
-      case wire::Msg::kCounters: {
-        uint64_t seq = 0;
-        r(seq);
+      case wire::Msg::kReply: {
+        auto reply = wire::decode<wire::Reply>(m.bytes, wire::Msg::kReply);
         Pending got;
-        if (r.type() == wire::Msg::kReply) {
-          r(got.ok);
-          r(got.error);
-        } else {
-          got.ok = true;
-          wire::get(r, got.counters);
-        }
-        r.finish();
+        got.ok = reply.ok;
+        got.error = std::move(reply.error);
+        deliver(reply.seq, std::move(got));
+        return;
+      }
+      case wire::Msg::kCounters: {
+        auto c = wire::decode<wire::Counters>(m.bytes, wire::Msg::kCounters);
+        Pending got;
+        got.ok = true;
+        got.counters = std::move(c.counters);
         std::lock_guard<std::mutex> l(mu);
-        if (r.type() == wire::Msg::kCounters) last = got.counters;
-        auto it = pending.find(seq);
-        if (it == pending.end()) return;  // its requester gave up
-        got.done = true;
-        it->second = std::move(got);
-        cv.notify_all();
+        last = got.counters;  // asked for or pushed: the latest
+        deliver_locked(c.seq, std::move(got));
         return;
       }
       default:
@@ -319,23 +297,43 @@ struct WorkerProcess::Impl {
     }
   }
 
+  // Hands a reply to the request waiting for it, if it still waits.
+  void deliver(uint64_t seq, Pending got) {
+    std::lock_guard<std::mutex> l(mu);
+    deliver_locked(seq, std::move(got));
+  }
+  void deliver_locked(uint64_t seq, Pending got) {
+    auto it = pending.find(seq);
+    if (it == pending.end()) return;  // pushed, or its requester gave up
+    got.done = true;
+    it->second = std::move(got);
+    cv.notify_all();
+  }
+
   void on_resolve(wire::Message& m) {
-    wire::Reader r(m.bytes);
-    if (r.type() != wire::Msg::kResolve) throw wire::WireError("unexpected resolve message");
-    uint64_t seq = 0;
-    SocketAddress peer, local;
-    r(seq);
-    r(peer);
-    r(local);
-    r.finish();
+    const auto q = wire::decode<wire::Resolve>(m.bytes, wire::Msg::kResolve);
     std::optional<OriginalDestination> o;
-    if (opts.resolve) o = opts.resolve(peer, local);
-    wire::Writer w(wire::Msg::kResolved);
-    w(seq);
-    w(o.has_value());
-    w(o ? o->address : SocketAddress());
-    w(o ? o->rule_id : std::string());
-    wire::send_message(resolve.get(), w.bytes());
+    if (opts.resolve) o = opts.resolve(q.peer, q.local);
+    wire::Resolved a;
+    a.seq = q.seq;
+    if (o) {
+      a.found = true;
+      a.destination = o->address;
+      a.rule = o->rule_id;
+    }
+    wire::send_message(resolve.get(), wire::encode(wire::Msg::kResolved, a));
+  }
+
+  // Reads one message from fd and handles it; false when the worker closed
+  // the channel (then it is reaped).
+  bool take(int fd, void (Impl::*handle)(wire::Message&)) {
+    auto m = wire::recv_message(fd, milliseconds(0), 0);
+    if (!m) {
+      worker_gone("");
+      return false;
+    }
+    (this->*handle)(*m);
+    return true;
   }
 
   // Serves one worker until it ends or we stop. Returns false when stopping.
@@ -356,23 +354,10 @@ struct WorkerProcess::Impl {
         if (stopping) return false;
       }
       try {
-        // Requests first: a worker thread waits on each.
-        if (p[2].revents != 0) {
-          auto m = wire::recv_message(resolve.get(), milliseconds(0), 0);
-          if (!m) {
-            worker_gone("");
-            return true;
-          }
-          on_resolve(*m);
-        }
-        if (p[1].revents != 0) {
-          auto m = wire::recv_message(control.get(), milliseconds(0), 0);
-          if (!m) {
-            worker_gone("");
-            return true;
-          }
-          on_control(*m);
-        }
+        // Requests first: a worker thread waits on each. A closed channel:
+        // the worker ended.
+        if (p[2].revents != 0 && !take(resolve.get(), &Impl::on_resolve)) return true;
+        if (p[1].revents != 0 && !take(control.get(), &Impl::on_control)) return true;
       } catch (const wire::WireError& ex) {
         // Never trust the worker: a malformed message ends it.
         worker_gone(std::string("sent a malformed message (") + ex.what() + "), killed");
@@ -451,10 +436,10 @@ struct WorkerProcess::Impl {
     }
   }
 
-  Pending request(wire::Writer& w, uint64_t seq, std::unique_lock<std::mutex>& l) {
+  Pending request(const std::string& message, uint64_t seq, std::unique_lock<std::mutex>& l) {
     pending[seq];
     try {
-      wire::send_message(control.get(), w.bytes());
+      wire::send_message(control.get(), message);
     } catch (const std::system_error& ex) {
       pending.erase(seq);
       throw std::runtime_error(std::string("proxy worker channel: ") + ex.what());
@@ -468,13 +453,11 @@ struct WorkerProcess::Impl {
 
   void add_listener(bool terminator, const std::string& id, OwnedFd fd) {
     std::lock_guard<std::mutex> l(mu);
-    listeners.push_back({terminator, id, std::move(fd)});
+    listeners.push_back({{terminator, id}, std::move(fd)});
     if (!running) return;  // the next worker gets it
-    wire::Writer w(wire::Msg::kListener);
-    w(static_cast<uint8_t>(terminator ? 1 : 0));
-    w(id);
     try {
-      wire::send_message(control.get(), w.bytes(), {listeners.back().fd.get()});
+      wire::send_message(control.get(), wire::encode(wire::Msg::kListener, listeners.back().what),
+                         {listeners.back().fd.get()});
     } catch (const std::system_error& ex) {
       // The worker is going away; its successor gets the listener.
       if (log() != nullptr) log()->warn("passing a listener to the proxy worker: {}", ex.what());
@@ -537,14 +520,14 @@ void WorkerProcess::apply_config(ProxyConfig config) {
   std::unique_lock<std::mutex> l(d.mu);
   d.await_running(l);
   const uint64_t seq = d.next_seq++;
-  wire::Writer w(wire::Msg::kConfig);
-  w(seq);
-  wire::put(w, config);
-  Pending p = d.request(w, seq, l);
-  OPENSSL_cleanse(const_cast<char*>(w.bytes().data()), w.bytes().size());
+  wire::Config message{seq, std::move(config)};
+  std::string bytes = wire::encode(wire::Msg::kConfig, message);
+  config = std::move(message.config);
+  Pending p = d.request(bytes, seq, l);
+  OPENSSL_cleanse(bytes.data(), bytes.size());
   if (!p.ok) {
     wipe_pem_files(config);
-    if (p.error == "the proxy worker died") throw std::runtime_error(p.error);
+    if (p.worker_died) throw std::runtime_error(p.error);
     throw ConfigError(p.error);
   }
   if (d.config) wipe_pem_files(*d.config);
@@ -556,9 +539,7 @@ wire::WorkerCounters WorkerProcess::counters() {
   std::unique_lock<std::mutex> l(d.mu);
   d.await_running(l);
   const uint64_t seq = d.next_seq++;
-  wire::Writer w(wire::Msg::kCountersQuery);
-  w(seq);
-  Pending p = d.request(w, seq, l);
+  Pending p = d.request(wire::encode(wire::Msg::kCountersQuery, wire::Request{seq}), seq, l);
   if (!p.ok) throw std::runtime_error(p.error);
   return add_counters(d.base, p.counters);
 }

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <map>
 #include <system_error>
 #include <type_traits>
 #include <variant>
@@ -39,6 +40,24 @@ void io_enum(A& a, E& e, E last) {
 }
 
 template <class A>
+void io_map(A& a, std::map<std::string, std::string>& m) {
+  if constexpr (std::is_same_v<A, Writer>) {
+    a(static_cast<uint32_t>(m.size()));
+    for (const auto& [k, v] : m) {
+      a(k);
+      a(v);
+    }
+  } else {
+    for (size_t n = a.count(); n > 0; --n) {
+      std::string k, v;
+      a(k);
+      a(v);
+      m[k] = std::move(v);
+    }
+  }
+}
+
+template <class A>
 void io_size(A& a, size_t& v) {
   if constexpr (std::is_same_v<A, Writer>) {
     a(static_cast<uint64_t>(v));
@@ -55,20 +74,7 @@ template <class A>
 void io(A& a, UpgradeRule& r) {
   a(r.id);
   a(r.server_name);
-  if constexpr (std::is_same_v<A, Writer>) {
-    a(static_cast<uint32_t>(r.server_names.size()));
-    for (const auto& [k, v] : r.server_names) {
-      a(k);
-      a(v);
-    }
-  } else {
-    for (size_t n = a.count(); n > 0; --n) {
-      std::string k, v;
-      a(k);
-      a(v);
-      r.server_names[k] = v;
-    }
-  }
+  io_map(a, r.server_names);
   a(r.ca_file);
   a(r.ca_dir);
   a(r.cert_file);
@@ -215,6 +221,66 @@ void io_vector(A& a, std::vector<T>& v) {
   }
 }
 
+template <class A>
+void io(A& a, ProxyConfig& c) {
+  io_vector(a, c.upgrade);
+  io_vector(a, c.terminators);
+  io_map(a, c.pem_files);
+}
+
+template <class A>
+void io(A& a, WorkerCounters& c) {
+  io_vector(a, c.rules);
+  io(a, c.engine);
+  a(c.events_dropped);
+  a(c.resolve_timeouts);
+}
+
+template <class A>
+void io(A& a, Listener& m) {
+  a(m.terminator);
+  a(m.id);
+}
+
+template <class A>
+void io(A& a, Config& m) {
+  a(m.seq);
+  io(a, m.config);
+}
+
+template <class A>
+void io(A& a, Request& m) {
+  a(m.seq);
+}
+
+template <class A>
+void io(A& a, Reply& m) {
+  a(m.seq);
+  a(m.ok);
+  a(m.error);
+}
+
+template <class A>
+void io(A& a, Counters& m) {
+  a(m.seq);
+  io(a, m.counters);
+}
+
+template <class A>
+void io(A& a, Resolve& m) {
+  a(m.seq);
+  a(m.peer);
+  a(m.local);
+}
+
+template <class A>
+void io(A& a, Resolved& m) {
+  a(m.seq);
+  a(m.found);
+  a(m.destination);
+  a(m.rule);
+}
+
 }  // namespace
 
 void Writer::operator()(const std::string& v) {
@@ -287,30 +353,21 @@ size_t Reader::count() {
   return n;
 }
 
-void put(Writer& w, const Hello& h) { io(w, const_cast<Hello&>(h)); }
-void get(Reader& r, Hello& h) { io(r, h); }
-
-void put(Writer& w, const ProxyConfig& c) {
-  auto& m = const_cast<ProxyConfig&>(c);
-  io_vector(w, m.upgrade);
-  io_vector(w, m.terminators);
-  w(static_cast<uint32_t>(c.pem_files.size()));
-  for (const auto& [path, text] : c.pem_files) {
-    w(path);
-    w(text);
-  }
-}
-
-void get(Reader& r, ProxyConfig& c) {
-  io_vector(r, c.upgrade);
-  io_vector(r, c.terminators);
-  for (size_t n = r.count(); n > 0; --n) {
-    std::string path, text;
-    r(path);
-    r(text);
-    c.pem_files[path] = std::move(text);
-  }
-}
+// The Writer never modifies what io() hands it.
+#define TLSWALL_WIRE_CODEC(T)                                   \
+  void put(Writer& w, const T& v) { io(w, const_cast<T&>(v)); } \
+  void get(Reader& r, T& v) { io(r, v); }
+TLSWALL_WIRE_CODEC(Hello)
+TLSWALL_WIRE_CODEC(Listener)
+TLSWALL_WIRE_CODEC(Config)
+TLSWALL_WIRE_CODEC(Request)
+TLSWALL_WIRE_CODEC(Reply)
+TLSWALL_WIRE_CODEC(Counters)
+TLSWALL_WIRE_CODEC(Resolve)
+TLSWALL_WIRE_CODEC(Resolved)
+TLSWALL_WIRE_CODEC(ProxyConfig)
+TLSWALL_WIRE_CODEC(WorkerCounters)
+#undef TLSWALL_WIRE_CODEC
 
 void put(Writer& w, const ProxyEvent& e) {
   w(static_cast<uint8_t>(e.index()));
@@ -343,21 +400,6 @@ void get(Reader& r, ProxyEvent& e) {
       throw WireError("unknown event type");
   }
   static_assert(std::variant_size_v<ProxyEvent> == 6, "a new event needs a case here");
-}
-
-void put(Writer& w, const WorkerCounters& c) {
-  auto& m = const_cast<WorkerCounters&>(c);
-  io_vector(w, m.rules);
-  io(w, m.engine);
-  w(c.events_dropped);
-  w(c.resolve_timeouts);
-}
-
-void get(Reader& r, WorkerCounters& c) {
-  io_vector(r, c.rules);
-  io(r, c.engine);
-  r(c.events_dropped);
-  r(c.resolve_timeouts);
 }
 
 bool send_message(int fd, const std::string& bytes, const std::vector<int>& fds, bool dontwait) {

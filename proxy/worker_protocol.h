@@ -37,20 +37,21 @@ inline constexpr std::chrono::milliseconds kCounterPush{100};
 // Largest message either side accepts (a config with its PEM files).
 inline constexpr size_t kMaxMessageBytes = 16u << 20;
 
+// Each type carries the struct named here (below).
 enum class Msg : uint8_t {
   // control, daemon -> worker
   kHello = 1,          // Hello
-  kListener = 2,       // u8 kind (0 upgrade, 1 terminator), str terminator id; 1 fd
-  kConfig = 3,         // u64 seq, ProxyConfig
-  kStart = 4,          // u64 seq: drop privileges, start the engine, reply
-  kCountersQuery = 5,  // u64 seq
+  kListener = 2,       // Listener, with the listening socket's fd attached
+  kConfig = 3,         // Config
+  kStart = 4,          // Request: drop privileges, start the engine, Reply
+  kCountersQuery = 5,  // Request: Counters
   // control, worker -> daemon
-  kReply = 6,     // u64 seq, u8 ok, str error
-  kCounters = 7,  // u64 seq (0: pushed unasked), WorkerCounters
+  kReply = 6,     // Reply (to kConfig, kStart)
+  kCounters = 7,  // Counters (seq 0: pushed unasked when they changed)
   kEvent = 8,     // ProxyEvent
   // resolve channel
-  kResolve = 9,    // u64 seq, addr peer, addr local
-  kResolved = 10,  // u64 seq, u8 found, addr destination, str rule
+  kResolve = 9,    // Resolve
+  kResolved = 10,  // Resolved
 };
 
 class WireError : public std::runtime_error {
@@ -78,6 +79,38 @@ struct WorkerCounters {
   EngineCounters engine;
   uint64_t events_dropped = 0;    // events the daemon was too slow to take
   uint64_t resolve_timeouts = 0;  // original-destination queries unanswered
+};
+
+struct Listener {
+  bool terminator = false;  // else the upgrade listener
+  std::string id;           // the terminator rule's id
+};
+struct Config {
+  uint64_t seq = 0;
+  ProxyConfig config;
+};
+struct Request {
+  uint64_t seq = 0;
+};
+struct Reply {
+  uint64_t seq = 0;
+  bool ok = false;
+  std::string error;  // why not ok
+};
+struct Counters {
+  uint64_t seq = 0;
+  WorkerCounters counters;
+};
+// "Where was the connection from `peer`, accepted on `local`, going?"
+struct Resolve {
+  uint64_t seq = 0;
+  SocketAddress peer, local;
+};
+struct Resolved {
+  uint64_t seq = 0;
+  bool found = false;  // else: unknown to the kernel, reset the client
+  SocketAddress destination;
+  std::string rule;
 };
 
 class Writer {
@@ -128,17 +161,49 @@ class Reader {
   Msg type_;
 };
 
-// Codec for the structured messages. encode_* returns a whole message;
-// decode_* reads one from a Reader positioned after the header fields the
-// caller read (seq), and finishes it.
-void put(Writer& w, const Hello& h);
-void put(Writer& w, const ProxyConfig& c);
-void put(Writer& w, const ProxyEvent& e);
-void put(Writer& w, const WorkerCounters& c);
-void get(Reader& r, Hello& h);
-void get(Reader& r, ProxyConfig& c);
-void get(Reader& r, ProxyEvent& e);
-void get(Reader& r, WorkerCounters& c);
+// The codec of every message body (and of the parts tests look at alone).
+void put(Writer& w, const Hello& v);
+void put(Writer& w, const Listener& v);
+void put(Writer& w, const Config& v);
+void put(Writer& w, const Request& v);
+void put(Writer& w, const Reply& v);
+void put(Writer& w, const Counters& v);
+void put(Writer& w, const ProxyEvent& v);
+void put(Writer& w, const Resolve& v);
+void put(Writer& w, const Resolved& v);
+void put(Writer& w, const ProxyConfig& v);
+void put(Writer& w, const WorkerCounters& v);
+void get(Reader& r, Hello& v);
+void get(Reader& r, Listener& v);
+void get(Reader& r, Config& v);
+void get(Reader& r, Request& v);
+void get(Reader& r, Reply& v);
+void get(Reader& r, Counters& v);
+void get(Reader& r, ProxyEvent& v);
+void get(Reader& r, Resolve& v);
+void get(Reader& r, Resolved& v);
+void get(Reader& r, ProxyConfig& v);
+void get(Reader& r, WorkerCounters& v);
+
+// A whole message of `type` carrying `v`.
+template <class T>
+std::string encode(Msg type, const T& v) {
+  Writer w(type);
+  put(w, v);
+  return w.bytes();
+}
+
+// The body of a whole message, which must be of `type` and end where the
+// body does. Throws WireError.
+template <class T>
+T decode(const std::string& bytes, Msg type) {
+  Reader r(bytes);
+  if (r.type() != type) throw WireError("unexpected message type");
+  T v;
+  get(r, v);
+  r.finish();
+  return v;
+}
 
 // One received message with the fds that came with it.
 struct Message {

@@ -373,9 +373,9 @@ void UpgradeService::apply(const policy::Policy& p) {
   applied_owners_ = owners;
 }
 
-std::vector<proxy::RuleCounters> UpgradeService::rule_counters() const {
+proxy::wire::WorkerCounters UpgradeService::proxy_counters() const {
   try {
-    return worker_->counters().rules;
+    return worker_->counters();
   } catch (const std::exception& ex) {
     logging::get(logging::Subsystem::kProxy).warn("proxy worker counters: {}", ex.what());
     return {};
@@ -384,22 +384,14 @@ std::vector<proxy::RuleCounters> UpgradeService::rule_counters() const {
 
 uint64_t UpgradeService::worker_restarts() const { return worker_->status().restarts; }
 
-uint64_t UpgradeService::worker_events_dropped() const {
-  try {
-    return worker_->counters().events_dropped;
-  } catch (const std::exception&) {
-    return 0;
-  }
-}
-
 uint64_t UpgradeService::redirected() const {
   return redirect_ ? redirect_->counters().redirected : 0;
 }
 
-std::string UpgradeService::summary() const {
+std::string UpgradeService::summary(const proxy::wire::WorkerCounters& counters) const {
   const UpgradeRedirectCounters c = redirect_ ? redirect_->counters() : UpgradeRedirectCounters{};
   uint64_t connections = 0, failures = 0, active = 0;
-  for (const auto& r : rule_counters()) {
+  for (const auto& r : counters.rules) {
     connections += r.connections;
     active += r.active;
     for (uint64_t f : r.failures) failures += f;

@@ -24,6 +24,7 @@
 #include "policy/policy.h"
 
 #include "proxy/events.h"
+#include "proxy/worker_protocol.h"
 
 namespace tlswall::proxy {
 class WorkerProcess;
@@ -66,17 +67,20 @@ class UpgradeService {
   // Throws std::runtime_error (the previous rules stay in force).
   void apply(const policy::Policy& p);
 
-  // "N rules; redirected R, upgraded U, failed F; worker pid P" for status.
-  std::string summary() const;
+  // What the proxy worker counts, per rule (upgrade and termination:
+  // connections, active, bytes, failures by reason) and for itself (events
+  // it could not hand over, ...): one round trip to the worker, empty if it
+  // does not answer.
+  proxy::wire::WorkerCounters proxy_counters() const;
 
-  // Per rule (upgrade and termination): connections, active, bytes, failures
-  // by reason, as the proxy worker counts them (since it started; empty if
-  // it does not answer).
-  std::vector<proxy::RuleCounters> rule_counters() const;
+  // "N rules; redirected R, proxied P, failed F; worker pid W" for status
+  // and logs, from `counters` (or a fresh proxy_counters()).
+  std::string summary(const proxy::wire::WorkerCounters& counters) const;
+  std::string summary() const { return summary(proxy_counters()); }
+
   uint64_t redirected() const;
-  // Workers started after one died; events the worker could not hand over.
+  // Workers started after one died.
   uint64_t worker_restarts() const;
-  uint64_t worker_events_dropped() const;
 
   // True if, since apply(), a cgroup or executable an [[upgrades]] selector
   // names appeared, went away or (a file) was replaced, or a certificate,

@@ -609,18 +609,10 @@ checkHost = {host}
 
     def tlswall_pids(self) -> list[int]:
         """tlswalld and its proxy worker (its child named tlswall-proxy)."""
-        pids = [self.d.proc.pid]
         for _ in range(50):
-            for d in os.listdir("/proc"):
-                if not d.isdigit():
-                    continue
-                try:
-                    stat = open(f"/proc/{d}/stat").read()
-                except OSError:
-                    continue
-                comm = stat[stat.index("(") + 1:stat.rindex(")")]
-                if comm == "tlswall-proxy" and int(stat[stat.rindex(")") + 2:].split()[1]) == pids[0]:
-                    return pids + [int(d)]
+            worker = self.d.proxy_worker_pid()
+            if worker is not None:
+                return [self.d.proc.pid, worker]
             time.sleep(0.1)
         raise BenchError("tlswalld runs no proxy worker (tlswall-proxy)")
 

@@ -758,6 +758,22 @@ class Daemon:
             raise SandboxError(f"tlswallctl status failed rc={r.rc}: {r.brief()}")
         return json.loads(r.stdout)
 
+    def proxy_worker_pid(self) -> int | None:
+        """The daemon's upgrade proxy worker: its child process named
+        tlswall-proxy (proxy/worker_process.h); None if there is none."""
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                stat = (d / "stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1:stat.rindex(")")]
+            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+            if comm == "tlswall-proxy" and self.proc and ppid == self.proc.pid:
+                return int(d.name)
+        return None
+
     def sighup(self) -> None:
         assert self.proc is not None and self.proc.alive(), "daemon not running"
         os.kill(self.proc.pid, signal.SIGHUP)

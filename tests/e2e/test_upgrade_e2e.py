@@ -550,21 +550,6 @@ class E2E:
         return ok, (f"running {up.get('running')}, redirected {up.get('redirected')}; legacy-web {web}; "
                     f"legacy-app-strict {strict}; legacy-certs failures {certs.get('failures')}")
 
-    def worker_pid(self) -> int | None:
-        """The daemon's child process named tlswall-proxy (the proxy worker)."""
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
-            try:
-                stat = (d / "stat").read_text()
-            except OSError:
-                continue
-            comm = stat[stat.index("(") + 1:stat.rindex(")")]
-            ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-            if comm == "tlswall-proxy" and ppid == self.d.proc.pid:
-                return int(d.name)
-        return None
-
     @staticmethod
     def proc_status(pid: int) -> dict:
         out = {}
@@ -589,7 +574,7 @@ class E2E:
         """The proxy that reads network input runs as tlswall-proxy with no
         capabilities, no way to regain them and no BPF object or control
         socket of the daemon; the daemon itself holds BPF fds."""
-        pid = self.worker_pid()
+        pid = self.d.proxy_worker_pid()
         if pid is None:
             return False, f"no tlswall-proxy child of the daemon (pid {self.d.proc.pid})"
         st = self.proc_status(pid)
@@ -612,7 +597,7 @@ class E2E:
         """SIGKILL to the worker: an upgraded connection in flight ends at
         once, an event says why, a new worker takes the same port and the
         next client is upgraded again; nothing leaves in plaintext."""
-        first = self.worker_pid()
+        first = self.d.proxy_worker_pid()
         start = len(self.d.read_events())
         tcpdump, cap = self.capture("worker-kill", "tcp port 443")
         # In flight: half a request, then wait for the server.
@@ -636,7 +621,7 @@ class E2E:
         r = self.in_cgroup(["curl", "-sS", "--max-time", "8", f"http://{SRV}:443/"])
         wire = self.captured(tcpdump, cap)
         died = self.wait_events(lambda e: e.get("reason") == "proxy_worker_died", 1, 5, start)
-        second = self.worker_pid()
+        second = self.d.proxy_worker_pid()
         summary = self.d.status().get("upgrade", {}).get("summary", "")
         held_s = float(held_out.split()[0]) - killed_at if held_out[:1].isdigit() else 99.0
         ok = (first is not None and held_s < 2.0 and len(died) == 1 and second not in (None, first)

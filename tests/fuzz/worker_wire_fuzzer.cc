@@ -22,64 +22,27 @@ namespace {
 
 using namespace tlswall::proxy;  // NOLINT: one test file
 
+// Decodes as the daemon does; a message that decodes must encode back to
+// the same bytes.
+template <class T>
+void round_trip(const std::string& bytes, wire::Msg type) {
+  const T v = wire::decode<T>(bytes, type);
+  FUZZ_CHECK(wire::encode(type, v) == bytes);
+}
+
 void decode(const std::string& bytes) {
-  wire::Reader r(bytes);
-  std::string again;
-  switch (r.type()) {
-    case wire::Msg::kEvent: {
-      ProxyEvent e;
-      wire::get(r, e);
-      r.finish();
-      wire::Writer w(wire::Msg::kEvent);
-      wire::put(w, e);
-      again = w.bytes();
-      break;
-    }
-    case wire::Msg::kCounters: {
-      uint64_t seq = 0;
-      wire::WorkerCounters c;
-      r(seq);
-      wire::get(r, c);
-      r.finish();
-      wire::Writer w(wire::Msg::kCounters);
-      w(seq);
-      wire::put(w, c);
-      again = w.bytes();
-      break;
-    }
-    case wire::Msg::kReply: {
-      uint64_t seq = 0;
-      bool ok = false;
-      std::string error;
-      r(seq);
-      r(ok);
-      r(error);
-      r.finish();
-      wire::Writer w(wire::Msg::kReply);
-      w(seq);
-      w(ok);
-      w(error);
-      again = w.bytes();
-      break;
-    }
-    case wire::Msg::kResolve: {
-      uint64_t seq = 0;
-      SocketAddress peer, local;
-      r(seq);
-      r(peer);
-      r(local);
-      r.finish();
-      wire::Writer w(wire::Msg::kResolve);
-      w(seq);
-      w(peer);
-      w(local);
-      again = w.bytes();
-      break;
-    }
+  switch (wire::Reader(bytes).type()) {
+    case wire::Msg::kEvent:
+      return round_trip<ProxyEvent>(bytes, wire::Msg::kEvent);
+    case wire::Msg::kCounters:
+      return round_trip<wire::Counters>(bytes, wire::Msg::kCounters);
+    case wire::Msg::kReply:
+      return round_trip<wire::Reply>(bytes, wire::Msg::kReply);
+    case wire::Msg::kResolve:
+      return round_trip<wire::Resolve>(bytes, wire::Msg::kResolve);
     default:
       return;  // the daemon refuses any other type
   }
-  FUZZ_CHECK(again == bytes);
 }
 
 void write_seeds(const std::string& dir) {
@@ -96,43 +59,28 @@ void write_seeds(const std::string& dir) {
   up.tls_version = "TLSv1.3";
   up.cipher = "TLS_AES_128_GCM_SHA256";
   up.bytes_up = 81;
-  wire::Writer e1(wire::Msg::kEvent);
-  wire::put(e1, ProxyEvent(up));
-  put("event-upgraded", e1.bytes());
+  put("event-upgraded", wire::encode(wire::Msg::kEvent, ProxyEvent(up)));
   UpgradeFailure f;
   f.rule = "web";
   f.reason = FailureReason::kHostname;
   f.client = client;
-  wire::Writer e2(wire::Msg::kEvent);
-  wire::put(e2, ProxyEvent(f));
-  put("event-failure", e2.bytes());
+  put("event-failure", wire::encode(wire::Msg::kEvent, ProxyEvent(f)));
   Terminated t;
   t.rule = "t";
   t.client_subject = "CN=client";
   t.local = dst;
-  wire::Writer e3(wire::Msg::kEvent);
-  wire::put(e3, ProxyEvent(t));
-  put("event-terminated", e3.bytes());
-  wire::WorkerCounters c;
+  put("event-terminated", wire::encode(wire::Msg::kEvent, ProxyEvent(t)));
+  wire::Counters c{7, {}};
   RuleCounters rc;
   rc.rule = "web";
   rc.connections = 3;
   rc.failures[1] = 1;
-  c.rules = {rc};
-  wire::Writer m(wire::Msg::kCounters);
-  m(uint64_t{7});
-  wire::put(m, c);
-  put("counters", m.bytes());
-  wire::Writer rep(wire::Msg::kReply);
-  rep(uint64_t{3});
-  rep(false);
-  rep(std::string("upgrade rule 'web': key /k: bad"));
-  put("reply", rep.bytes());
-  wire::Writer res(wire::Msg::kResolve);
-  res(uint64_t{9});
-  res(client);
-  res(*SocketAddress::parse("127.0.0.1:15443"));
-  put("resolve", res.bytes());
+  c.counters.rules = {rc};
+  put("counters", wire::encode(wire::Msg::kCounters, c));
+  put("reply",
+      wire::encode(wire::Msg::kReply, wire::Reply{3, false, "upgrade rule 'web': key /k: bad"}));
+  put("resolve", wire::encode(wire::Msg::kResolve,
+                              wire::Resolve{9, client, *SocketAddress::parse("127.0.0.1:15443")}));
 }
 
 }  // namespace

@@ -43,14 +43,7 @@ ProxyConfig full_config() {
 
 template <typename T>
 T round_trip(const T& in, wire::Msg type) {
-  wire::Writer w(type);
-  wire::put(w, in);
-  wire::Reader r(w.bytes());
-  EXPECT_EQ(r.type(), type);
-  T out;
-  wire::get(r, out);
-  r.finish();
-  return out;
+  return wire::decode<T>(wire::encode(type, in), type);
 }
 
 TEST(ProxyWorkerProtocolTest, ConfigRoundTripsFieldForField) {
