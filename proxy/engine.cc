@@ -813,28 +813,35 @@ void Worker::on_established(Conn& c, SSL* ssl) {
 }
 
 bool Worker::read_into(Conn& c, Side& s, Buffer& buf, bool from_client) {
-  if (s.read_eof || buf.full()) return false;
-  char* p = buf.space_ptr();
-  size_t got = 0;
-  std::string err;
-  switch (io_read(s, p, buf.space(), &got, &err)) {
-    case Io::kOk:
-      buf.produced(got);
-      c.last_activity = Clock::now();
-      return true;
-    case Io::kAgain:
-      return false;
-    case Io::kTruncated:
-      c.counters->truncated.fetch_add(1);
-      [[fallthrough]];
-    case Io::kEof:
-      s.read_eof = true;
-      return true;
-    case Io::kError:
-      abort(c, std::string(from_client ? "client: " : "server: ") + err);
-      return false;
-  }
-  return false;
+  bool progress = false;
+  // After a TLS read, go on decrypting the records OpenSSL has read ahead
+  // while there is room, so the plaintext side gets one larger write instead
+  // of one per record.
+  do {
+    if (s.read_eof || buf.full()) return progress;
+    char* p = buf.space_ptr();  // compacts first, then space() is the room
+    size_t got = 0;
+    std::string err;
+    switch (io_read(s, p, buf.space(), &got, &err)) {
+      case Io::kOk:
+        buf.produced(got);
+        c.last_activity = Clock::now();
+        progress = true;
+        break;
+      case Io::kAgain:
+        return progress;
+      case Io::kTruncated:
+        c.counters->truncated.fetch_add(1);
+        [[fallthrough]];
+      case Io::kEof:
+        s.read_eof = true;
+        return true;
+      case Io::kError:
+        abort(c, std::string(from_client ? "client: " : "server: ") + err);
+        return false;
+    }
+  } while (s.ssl && SSL_has_pending(s.ssl.get()));
+  return progress;
 }
 
 bool Worker::write_from(Conn& c, Buffer& buf, Side& s, bool to_server) {

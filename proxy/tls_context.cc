@@ -59,6 +59,9 @@ int on_alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const
   return SSL_TLSEXT_ERR_OK;
 }
 
+// The TLS read buffer of a connection while it has data (released when idle).
+constexpr size_t kReadAheadBytes = 64 * 1024;
+
 SslCtxPtr new_ctx(const SSL_METHOD* method, TlsVersion min, const std::string& what) {
   SslCtxPtr ctx(SSL_CTX_new(method));
   if (!ctx) throw ConfigError(what + ": SSL_CTX_new: " + drain_openssl_errors());
@@ -69,6 +72,12 @@ SslCtxPtr new_ctx(const SSL_METHOD* method, TlsVersion min, const std::string& w
   // released while idle keep per-connection memory small.
   SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                                   SSL_MODE_RELEASE_BUFFERS);
+  // Read ahead: one recv takes up to kReadAheadBytes (several records)
+  // instead of a header and a body per record; the engine then decrypts every
+  // buffered record before it writes (see read_into), so a bulk stream costs
+  // fewer syscalls and fewer wake-ups of the plaintext peer.
+  SSL_CTX_set_read_ahead(ctx.get(), 1);
+  SSL_CTX_set_default_read_buffer_len(ctx.get(), kReadAheadBytes);
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
   return ctx;
 }

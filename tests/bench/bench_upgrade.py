@@ -54,6 +54,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -635,9 +636,19 @@ checkHost = {host}
                 raise BenchError(f"{side}: proxy process gone:\n{self.procs.get(side) and self.procs[side].log_tail()}")
             c0 = sum(proc_cpu_s(pid) for pid in pids)
             busy0 = cpu_busy_s(cpus)
+            rec = None
+            if a.perf and metric in ("bulk", "conn"):
+                # perf on the proxy CPU only, for this side and metric
+                os.makedirs(a.perf, exist_ok=True)
+                rec = subprocess.Popen(["perf", "record", "-q", "-g", "-C", str(a.proxy_cpu), "-o",
+                                        os.path.join(a.perf, f"{side}-{metric}.data")],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             t0w, t0 = time.time(), time.monotonic()
             res = fn()
             dt = time.monotonic() - t0
+            if rec:
+                rec.send_signal(signal.SIGINT)
+                rec.wait(timeout=60)
             self.windows.append((side, metric, t0w, time.time()))
             cpu = (sum(proc_cpu_s(pid) for pid in pids) - c0) if pids else None
             busy = [(x - y) / dt for x, y in zip(cpu_busy_s(cpus), busy0)]
@@ -744,6 +755,8 @@ def main() -> int:
     ap.add_argument("--nice", type=int, default=-10,
                     help="niceness of proxies, nginx and load generator (default -10; 0 = unchanged)")
     ap.add_argument("--write", action="store_true", help="write the bench_upgrade section of BENCHMARKS.md")
+    ap.add_argument("--perf", metavar="DIR", default="",
+                    help="record perf profiles of the proxy CPU during bulk and conn into DIR/<side>-<metric>.data")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a target is missed")
     ap.add_argument("-v", "--verbose", action="store_true")
     a = ap.parse_args()
