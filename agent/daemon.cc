@@ -181,6 +181,21 @@ Daemon::Daemon(AgentConfig config)
   attribution::ProcessInfoOptions pio;
   pio.cgroup2_mount = cgroup2_;
   process_info_ = std::make_unique<attribution::ProcessInfoResolver>(pio);
+  // Blind spots: AF_PACKET / AF_XDP sockets can send past the classifier;
+  // say who opens one (observe only).
+  try {
+    ensure_tracefs();  // the tracepoint backend attaches through it
+  } catch (const std::exception& ex) {
+    log.warn("{}: the tracepoint raw socket probe cannot attach", ex.what());
+  }
+  raw_sockets_ = std::make_unique<attribution::RawSocketProbes>(
+      [this](const tw_raw_socket_event& r) { on_raw_socket(r); });
+  for (const auto& b : raw_sockets_->report()) {
+    log.info("raw socket probe {}: {}{}{}", b.name, b.state, b.why.empty() ? "" : " - ", b.why);
+  }
+  if (raw_sockets_->active().empty()) {
+    log.warn("no raw socket probe runs here: AF_PACKET/AF_XDP sockets go unreported");
+  }
   // Events the kernel queued while no daemon ran carry the previous run's
   // generation: name them with this policy if it is the same one.
   if (ad.previous && policy_->model.hash == ad.previous->policy_hash) {
@@ -392,6 +407,8 @@ int Daemon::run() {
   add(sfd.get());
   add(tfd.get());
   add(ring_fd);
+  const int raw_fd = raw_sockets_->fd();
+  if (raw_fd >= 0) add(raw_fd);
   add(control_->fd());
   add(links_->fd());
   if (policy_watcher_ && policy_watcher_->fd() >= 0) add(policy_watcher_->fd());
@@ -431,6 +448,8 @@ int Daemon::run() {
       const int fd = evs[i].data.fd;
       if (fd == ring_fd) {
         ring_buffer__consume(ring_);
+      } else if (raw_fd >= 0 && fd == raw_fd) {
+        raw_sockets_->consume();
       } else if (fd == sfd.get()) {
         signalfd_siginfo si;
         while (::read(sfd.get(), &si, sizeof(si)) == sizeof(si)) {

@@ -12,6 +12,7 @@
 #include "agent/agent_config.h"
 #include "agent/attribution/owner_probes.h"
 #include "agent/attribution/process_info.h"
+#include "agent/attribution/raw_socket_probes.h"
 #include "agent/bpf_classifier.h"
 #include "agent/control/control_server.h"
 #include "agent/control/recent_events.h"
@@ -109,6 +110,8 @@ class Daemon {
   std::unique_ptr<PolicyWatcher> policy_watcher_;
   std::unique_ptr<MetricsHttpServer> metrics_;
   std::unique_ptr<attribution::OwnerProbes> owner_probes_;
+  std::unique_ptr<attribution::RawSocketProbes> raw_sockets_;
+  void on_raw_socket(const tw_raw_socket_event& r);
   std::unique_ptr<upgrade::UpgradeService> upgrade_;
   void apply_upgrades();
   void start_upgrade();

@@ -168,6 +168,47 @@ logging::Owner Daemon::owner_of(const tw_flow_event& fe) {
   return o;
 }
 
+void Daemon::on_raw_socket(const tw_raw_socket_event& r) {
+  using attribution::RawSocketProbes;
+  Event e;
+  e.type = EventType::kRawSocketOpened;
+  e.severity = Severity::kWarning;
+  e.action = "report";
+  e.reason = "af_" + RawSocketProbes::family_name(r.family);
+  logging::Owner o;
+  o.attribution = "recorded";
+  o.pid = r.tgid;
+  o.tid = r.pid;
+  o.uid = r.uid;
+  o.gid = r.gid;
+  o.comm.assign(r.comm, strnlen(r.comm, sizeof(r.comm)));
+  o.cgroup_id = r.cgroup_id;
+  const char* backends[] = {"", "fentry", "kprobe", "tracepoint"};
+  if (r.backend < std::size(backends)) o.backend = backends[r.backend];
+  if (process_info_) {
+    const attribution::ProcessInfo info = process_info_->resolve(r.tgid, 0, r.cgroup_id);
+    o.cgroup = info.cgroup_path;
+    o.container = info.origin.container_id;
+    o.unit = info.origin.systemd_unit;
+    if (info.status == attribution::ProcessStatus::kLive) {
+      o.process = "live";
+      o.exe = info.exe;
+      o.cmdline = info.cmdline;
+    } else {
+      o.process = "exited";
+    }
+  }
+  e.owner = std::move(o);
+  e.message = "opened an AF_" + std::string(r.family == TW_AF_XDP ? "XDP" : "PACKET") +
+              " socket (type " + RawSocketProbes::type_name(r.type) + ", protocol " +
+              std::to_string(r.protocol) + ", netns " + std::to_string(r.netns_ino) +
+              "): frames sent through it can bypass the tc egress classifier";
+  logging::get(Subsystem::kAgent)
+      .info("raw socket: {} pid {} ({}) uid {} {}", e.reason, r.tgid, e.owner->comm, r.uid,
+            e.message);
+  emit(std::move(e));
+}
+
 void Daemon::on_link_changes(const std::vector<LinkChange>& changes) {
   auto& log = logging::get(Subsystem::kBpf);
   for (const LinkChange& c : changes) {

@@ -51,6 +51,12 @@ std::string Daemon::render_metrics() const {
              "connections whose owner a probe failed to record")
         .sample(owner_probes_->probe_failures());
   }
+  m.family("tlswall_raw_sockets_opened_total", MetricType::kCounter,
+           "AF_PACKET/AF_XDP sockets opened by processes (egress blind spots)")
+      .sample(s.attribution.raw_sockets_opened);
+  m.family("tlswall_raw_socket_events_lost_total", MetricType::kCounter,
+           "raw socket reports lost (ring buffer full)")
+      .sample(s.attribution.raw_socket_events_lost);
   if (upgrade_) {
     const auto counters = upgrade_->proxy_counters();
     const auto& rules = counters.rules;
@@ -171,6 +177,18 @@ StatusReport Daemon::status() const {
     for (const auto& b : config_.attribution_backends) {
       s.attribution.backends.push_back({b, "unavailable", "attribution is off in the config"});
     }
+  }
+  if (raw_sockets_) {
+    s.attribution.raw_socket_backend = raw_sockets_->active();
+    if (s.attribution.raw_socket_backend.empty()) {
+      for (const auto& b : raw_sockets_->report()) {
+        s.attribution.raw_socket_reason +=
+            (s.attribution.raw_socket_reason.empty() ? "" : "; ") + b.name + ": " + b.why;
+      }
+    }
+    const auto rc = raw_sockets_->counters();
+    s.attribution.raw_sockets_opened = rc.seen;
+    s.attribution.raw_socket_events_lost = rc.lost;
   }
   s.policy_watch = policy_watcher_ ? policy_watcher_->status() : "";
   s.metrics_listen = metrics_ ? config_.metrics_listen : "";

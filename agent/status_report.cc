@@ -246,10 +246,15 @@ std::string render_status_json(const StatusReport& s) {
       .add_raw("rules", rules.str())
       .add_raw("exemptions_active", exemptions.str())
       .add_raw("interfaces", ifaces.str())
-      .add_raw("attribution", JsonObject()
-                                  .add("active_backend", s.attribution.active_backend)
-                                  .add_raw("backends", backends.str())
-                                  .str())
+      .add_raw("attribution",
+               JsonObject()
+                   .add("active_backend", s.attribution.active_backend)
+                   .add_raw("backends", backends.str())
+                   .add("raw_socket_backend", s.attribution.raw_socket_backend)
+                   .add("raw_socket_reason", s.attribution.raw_socket_reason)
+                   .add("raw_sockets_opened", s.attribution.raw_sockets_opened)
+                   .add("raw_socket_events_lost", s.attribution.raw_socket_events_lost)
+                   .str())
       .add_raw("upgrade", JsonObject()
                               .add_bool("running", s.upgrade.running)
                               .add("summary", s.upgrade.summary)
@@ -326,6 +331,12 @@ std::string render_status_text(const StatusReport& s) {
   for (const auto& b : s.attribution.backends) {
     row("  " + b.name, b.state + (b.reason.empty() ? "" : ": " + b.reason));
   }
+  row("raw sockets", s.attribution.raw_socket_backend.empty()
+                         ? "unwatched (" + s.attribution.raw_socket_reason + ")"
+                         : std::to_string(s.attribution.raw_sockets_opened) +
+                               " AF_PACKET/AF_XDP opened (" + s.attribution.raw_socket_backend +
+                               " probe, " + std::to_string(s.attribution.raw_socket_events_lost) +
+                               " lost)");
   if (s.upgrade.running || !s.upgrade.rules.empty()) {
     o << "Upgrade proxy\n";
     row("listeners", s.upgrade.summary);

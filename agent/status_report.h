@@ -61,6 +61,11 @@ struct BackendStatus {
 struct AttributionStatus {
   std::string active_backend;  // "" = none: flows carry no owner
   std::vector<BackendStatus> backends;
+  // Blind spots: the probe reporting AF_PACKET/AF_XDP sockets ("" = none).
+  std::string raw_socket_backend;
+  std::string raw_socket_reason;  // why none runs, if none
+  uint64_t raw_sockets_opened = 0;
+  uint64_t raw_socket_events_lost = 0;
 };
 
 // One upgrade rule or termination as the upgrade proxy counts it.

@@ -89,6 +89,18 @@ std::string find_cgroup2() {
   return m.empty() ? std::string() : m.front();
 }
 
+std::string ensure_tracefs() {
+  for (const std::string& m : find_mounts("tracefs")) {
+    if (m == "/sys/kernel/tracing" || m == "/sys/kernel/debug/tracing") return m;
+  }
+  const char* target = "/sys/kernel/tracing";
+  if (::mount("tracefs", target, "tracefs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0) {
+    throw std::runtime_error(std::string("no tracefs mounted and cannot mount one at ") + target +
+                             ": " + std::strerror(errno));
+  }
+  return target;
+}
+
 Cgroup2Result ensure_cgroup2(const std::string& fallback) {
   const std::string found = find_cgroup2();
   if (!found.empty()) return {found, false};

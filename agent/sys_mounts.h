@@ -42,4 +42,11 @@ struct Cgroup2Result {
 // std::runtime_error if that fails.
 Cgroup2Result ensure_cgroup2(const std::string& fallback);
 
+// libbpf attaches tracepoints through tracefs at /sys/kernel/tracing (or
+// /sys/kernel/debug/tracing). Where neither is mounted (a private mount
+// namespace such as `ip netns exec` remounts /sys), mounts tracefs at
+// /sys/kernel/tracing, its standard place, and leaves it there. Returns
+// the mount point; throws std::runtime_error if that fails.
+std::string ensure_tracefs();
+
 }  // namespace tlswall::agent

@@ -51,6 +51,8 @@ const char* event_type_name(EventType t) {
       return "control_audit";
     case EventType::kInterfaceAttached:
       return "interface_attached";
+    case EventType::kRawSocketOpened:
+      return "raw_socket_opened";
   }
   return "unknown";
 }
@@ -61,6 +63,7 @@ EventClass event_class(EventType t) {
     case EventType::kPlaintextBlocked:
     case EventType::kTlsBelowMinimum:
     case EventType::kUpgradeFailed:
+    case EventType::kRawSocketOpened:
       return EventClass::kSecurity;
     case EventType::kStateLost:
     case EventType::kSocketDestroyFailed:

@@ -39,8 +39,9 @@ enum class EventType : uint16_t {
   kTakeoverFailed = 19,      // a starting daemon could not take over; the previous one stays
   kControlAudit = 20,        // a state-changing control call (allowed or denied), by whom
   kInterfaceAttached = 21,   // the classifier was attached to an interface that appeared
+  kRawSocketOpened = 22,     // a process opened an AF_PACKET/AF_XDP socket (egress blind spot)
 };
-inline constexpr uint16_t kEventTypeMax = 21;  // highest number in use
+inline constexpr uint16_t kEventTypeMax = 22;  // highest number in use
 
 // "unknown" for a number that is not a type.
 const char* event_type_name(EventType t);

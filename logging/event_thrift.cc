@@ -38,6 +38,7 @@ TW_SAME(kUserSpaceGap, USER_SPACE_GAP);
 TW_SAME(kTakeoverFailed, TAKEOVER_FAILED);
 TW_SAME(kControlAudit, CONTROL_AUDIT);
 TW_SAME(kInterfaceAttached, INTERFACE_ATTACHED);
+TW_SAME(kRawSocketOpened, RAW_SOCKET_OPENED);
 #undef TW_SAME
 static_assert(static_cast<int>(Severity::kInfo) == schema::Severity::INFO);
 static_assert(static_cast<int>(Severity::kNotice) == schema::Severity::NOTICE);
@@ -69,6 +70,7 @@ schema::EventType::type idl_type(EventType t) {
     case EventType::kTakeoverFailed:
     case EventType::kControlAudit:
     case EventType::kInterfaceAttached:
+    case EventType::kRawSocketOpened:
       return static_cast<schema::EventType::type>(t);
   }
   return static_cast<schema::EventType::type>(t);

@@ -45,6 +45,7 @@ enum EventType {
   TAKEOVER_FAILED = 19,        // a starting daemon could not take over; the previous release stays
   CONTROL_AUDIT = 20,          // a state-changing control call, allowed or denied; the owner is the caller
   INTERFACE_ATTACHED = 21,     // the classifier was attached to an interface that appeared
+  RAW_SOCKET_OPENED = 22,      // a process opened an AF_PACKET/AF_XDP socket (egress blind spot)
 }
 
 // Syslog severities are derived from these (info 6, notice 5, warning 4,

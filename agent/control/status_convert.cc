@@ -152,6 +152,10 @@ api::StatusReply to_thrift(const agent::StatusReport& s) {
   r.abi_version = static_cast<int32_t>(s.abi_version);
   for (const auto& [name, schema] : s.tables) r.tables[name] = static_cast<int32_t>(schema);
   r.attribution.active_backend = s.attribution.active_backend;
+  r.attribution.raw_socket_backend = s.attribution.raw_socket_backend;
+  r.attribution.raw_socket_reason = s.attribution.raw_socket_reason;
+  r.attribution.raw_sockets_opened = i64(s.attribution.raw_sockets_opened);
+  r.attribution.raw_socket_events_lost = i64(s.attribution.raw_socket_events_lost);
   for (const auto& b : s.attribution.backends) {
     api::BackendStatus t;
     t.name = b.name;
@@ -231,6 +235,10 @@ agent::StatusReport from_thrift(const api::StatusReply& r) {
   s.abi_version = static_cast<uint32_t>(r.abi_version);
   for (const auto& [name, schema] : r.tables) s.tables[name] = static_cast<uint32_t>(schema);
   s.attribution.active_backend = r.attribution.active_backend;
+  s.attribution.raw_socket_backend = r.attribution.raw_socket_backend;
+  s.attribution.raw_socket_reason = r.attribution.raw_socket_reason;
+  s.attribution.raw_sockets_opened = u64(r.attribution.raw_sockets_opened);
+  s.attribution.raw_socket_events_lost = u64(r.attribution.raw_socket_events_lost);
   for (const auto& t : r.attribution.backends) {
     s.attribution.backends.push_back({t.name, t.state, t.reason});
   }

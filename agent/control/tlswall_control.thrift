@@ -74,6 +74,10 @@ struct BackendStatus {
 struct AttributionStatus {
   1: string active_backend,        // "" = none: flows carry no owner
   2: list<BackendStatus> backends,
+  3: string raw_socket_backend,    // "" = none: AF_PACKET/AF_XDP sockets go unreported
+  4: string raw_socket_reason,     // why none runs
+  5: i64 raw_sockets_opened,
+  6: i64 raw_socket_events_lost,
 }
 
 // One upgrade rule (client side) or termination (server side), as the

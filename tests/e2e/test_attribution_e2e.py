@@ -70,6 +70,22 @@ except Exception as e:
 time.sleep(linger)
 """
 
+# Opens an AF_PACKET and an AF_XDP socket (the egress blind spots) and an
+# ordinary TCP socket, which must not be reported.
+RAW_SOCKETS = r"""
+import ctypes, os, socket, sys, time
+ctypes.CDLL(None).prctl(15, sys.argv[1].encode(), 0, 0, 0)
+print(os.getpid(), flush=True)
+opened = []
+for fam, typ in ((socket.AF_PACKET, socket.SOCK_RAW), (44, socket.SOCK_RAW), (socket.AF_INET, socket.SOCK_STREAM)):
+    try:
+        opened.append(socket.socket(fam, typ, 0))
+        print("opened", fam, flush=True)
+    except OSError as e:
+        print("failed", fam, e.errno, flush=True)
+time.sleep(0.5)
+"""
+
 
 def policy_text(version: str, cg: S.Cgroups, extra: str = "") -> str:
     expires = (datetime.date.today() + datetime.timedelta(days=365)).isoformat()
@@ -393,13 +409,54 @@ class E2E:
         return ok, (f"outsider rc={outsider.rc} {outsider.stderr.strip()[:100]}; member status rc={member.rc}; "
                     f"member mode rc={member_mode.rc} {member_mode.stderr.strip()[:100]}; audit={audit is not None}")
 
+    def raw_sockets_reported(self):
+        st = self.d.status().get("attribution", {})
+        backend = st.get("raw_socket_backend", "")
+        if not backend:
+            return False, f"no raw socket probe runs: {st.get('raw_socket_reason')}"
+        before = int(st.get("raw_sockets_opened", 0))
+        start = len(self.d.read_events())
+        r = self.sb.run_in_cgroup(self.sb.client_ns, self.cg_batch, [S.PYTHON, "-c", RAW_SOCKETS, "tw-rawsock"],
+                                  timeout=20)
+        lines = r.stdout.split("\n")
+        pid = int(lines[0]) if lines and lines[0].isdigit() else -1
+        if r.stdout.count("opened") != 3:
+            return False, f"the client could not open its sockets: {r.stdout!r} {r.stderr[:200]}"
+        got: dict[str, dict] = {}
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(got) < 2:
+            for e in self.d.read_events()[start:]:
+                if e.get("type") == "raw_socket_opened" and e.get("pid") == pid:
+                    got[e.get("reason", "")] = e
+            time.sleep(0.1)
+        bad = []
+        for reason in ("af_packet", "af_xdp"):
+            e = got.get(reason)
+            if not e:
+                bad.append(f"no {reason} event")
+                continue
+            want = {"comm": "tw-rawsock", "uid": 0, "cgroup": self.cg.rel("batch"),
+                    "attribution_backend": backend, "severity": "warning"}
+            bad += [f"{reason} {k}={e.get(k)!r} want {v!r}" for k, v in want.items() if e.get(k) != v]
+        others = [e for e in self.d.read_events()[start:]
+                  if e.get("type") == "raw_socket_opened" and e.get("pid") == pid and e.get("reason") not in ("af_packet", "af_xdp")]
+        if others:
+            bad.append(f"unexpected events {others}")
+        after = int(self.d.status().get("attribution", {}).get("raw_sockets_opened", 0))
+        if after - before < 2:
+            bad.append(f"status raw_sockets_opened {before} -> {after}")
+        msg = got.get("af_packet", {}).get("message", "")
+        return not bad, f"probe {backend}; pid {pid}; {'; '.join(bad) or msg}"
+
     def metrics_endpoint(self):
         r = self.sb.client(["curl", "-sS", "--max-time", "5", f"http://127.0.0.1:{METRICS_PORT}/metrics"])
         text = r.stdout
         blocked = [l for l in text.splitlines() if l.startswith('tlswall_classifier_total{counter="plaintext_blocked"}')]
         ok = r.rc == 0 and "# TYPE tlswall_classifier_total counter" in text and blocked \
             and int(float(blocked[0].split()[-1])) >= 1 \
-            and f'tlswall_attribution_backend_active{{backend="{self.backend}"}} 1' in text
+            and f'tlswall_attribution_backend_active{{backend="{self.backend}"}} 1' in text \
+            and any(l.startswith("tlswall_raw_sockets_opened_total ") and float(l.split()[-1]) >= 2
+                    for l in text.splitlines())
         return ok, f"rc={r.rc}; {blocked[:1]}; {len(text)} bytes"
 
     def close(self):
@@ -454,6 +511,7 @@ def main() -> int:
                     checks.run("policy_by_rename_applied_once_never_half", t.reload_by_rename)
                     checks.run("new_veth_gets_classifier_within_a_second", t.new_veth_gets_classifier)
                     checks.run("cli_access_by_group_and_root_only_changes", t.cli_access)
+                    checks.run("raw_af_packet_and_af_xdp_sockets_reported", t.raw_sockets_reported)
                     checks.run("prometheus_endpoint_counts", t.metrics_endpoint)
             finally:
                 if t.d:

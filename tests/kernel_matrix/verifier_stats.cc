@@ -1,5 +1,5 @@
 // tlswall_verifier_stats: loads every BPF program tlswalld embeds (the
-// tc_classifier, owner_probes and upgrade_redirect skeletons), one program
+// tc_classifier, owner_probes, raw_socket_probes and upgrade_redirect skeletons), one program
 // at a time, through this kernel's verifier, and prints one JSON line per
 // program:
 //   {"object":"tc_classifier","program":"tw_egress","type":"sched_cls",
@@ -25,6 +25,7 @@
 #include <bpf/libbpf.h>
 
 #include "owner_probes.skel.h"
+#include "raw_socket_probes.skel.h"
 #include "tc_classifier.skel.h"
 #include "upgrade_redirect.skel.h"
 
@@ -38,6 +39,7 @@ struct ObjectDef {
 const ObjectDef kObjects[] = {
     {"tc_classifier", tc_classifier__elf_bytes},
     {"owner_probes", owner_probes__elf_bytes},
+    {"raw_socket_probes", raw_socket_probes__elf_bytes},
     {"upgrade_redirect", upgrade_redirect__elf_bytes},
 };
 

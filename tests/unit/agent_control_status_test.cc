@@ -77,6 +77,10 @@ agent::StatusReport Full() {
   s.attribution.active_backend = "tp_btf";
   s.attribution.backends = {{"kprobe", "unavailable", "no kprobes in this kernel"},
                             {"tp_btf", "active", "x"}};
+  s.attribution.raw_socket_backend = "tracepoint";
+  s.attribution.raw_socket_reason = "fentry: load failed";
+  s.attribution.raw_sockets_opened = 3;
+  s.attribution.raw_socket_events_lost = 2;
   s.events_received = 11;
   s.events_written = 10;
   s.events_write_failed = 9;
