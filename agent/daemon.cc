@@ -248,10 +248,7 @@ void Daemon::prepare_paths() const {
   // Event ids, mode overrides, undelivered counts; a read-only state
   // directory is a degraded start (the pipeline reports it), not a refusal.
   const fs::path state = fs::path(config_.events.state_dir).lexically_normal();
-  {
-    const OwnedFd fd = open_private_dir(state, 0700, MissingDir::kTryCreate, "state directory");
-    if (fd.get() >= 0) refuse_if(foreign_entry(fd.get(), state, {}, "state file"));
-  }
+  const OwnedFd state_fd = open_private_dir(state, 0700, MissingDir::kTryCreate, "state directory");
   for (const auto& s : config_.events.scribe) {
     if (!s.buffer) continue;
     const fs::path dir = s.buffer_dir.empty() ? state / "buffer" / s.common.name
@@ -273,6 +270,9 @@ void Daemon::prepare_paths() const {
     }
     if (fd.get() >= 0) refuse_if(foreign_entry(fd.get(), dir, {}, "disk buffer file"));
   }
+  // After the buffer directories, which say more precisely what is wrong
+  // with a symlinked or foreign buffer/ in it.
+  if (state_fd.get() >= 0) refuse_if(foreign_entry(state_fd.get(), state, {}, "state file"));
   for (const auto& j : config_.events.json) {
     if (j.path.empty() || j.path == "-") continue;
     const fs::path p(j.path);
