@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -33,18 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sandbox as S  # noqa: E402
 
 NOBODY = 65534
-POLICY = """# tlswall e2e policy (generated)
-version = "e2e-paths"
-default_mode = "monitor"
-
-[boundaries.remote]
-cidrs = ["198.18.128.0/17"]
-
-[[rules]]
-name = "remote-monitor"
-boundary = "remote"
-ports = [443]
-"""
 
 
 class PathsTest:
@@ -53,9 +42,9 @@ class PathsTest:
         self.d = S.Daemon(sb, bdir)
         policy_dir = sb.tmp / "policy.d"
         policy_dir.mkdir()
-        (policy_dir / "e2e.toml").write_text(POLICY)
-        # A Scribe sink nobody answers (an address outside any namespace's
-        # routes): it spools to its disk buffer, which is what is checked.
+        shutil.copy(S.REPO / "configs" / "policy.d" / "default.toml", policy_dir)  # the shipped one
+        # A Scribe sink nothing answers (the server namespace's 198.18.1.10
+        # has no listener on 1463): its disk buffer directory is what is checked.
         self.config = self.d.write_config(
             str(policy_dir), log_level="info",
             extra={"events": {"scribe": {"address": "198.18.1.10:1463"}}})
