@@ -236,15 +236,10 @@ void Daemon::prepare_paths() const {
   auto refuse_if = [](const std::optional<std::string>& bad) {
     if (bad) throw std::runtime_error(*bad);
   };
-  {
-    // The control server checks again when it binds; here so that nothing
-    // is pinned before a refusal.
-    const fs::path sock(config_.control_socket);
-    const std::string dir = sock.has_parent_path() ? sock.parent_path().string() : ".";
-    const OwnedFd fd = open_private_dir(dir, 0755, MissingDir::kCreate, "control socket directory");
-    refuse_if(unusable_socket_path(fd.get(), sock.filename().string(), config_.control_socket,
-                                   "control socket"));
-  }
+  // The control server checks again when it binds; here so that nothing is
+  // pinned before a refusal.
+  std::string socket_name;
+  open_socket_dir(config_.control_socket, &socket_name);
   // Event ids, mode overrides, undelivered counts; a read-only state
   // directory is a degraded start (the pipeline reports it), not a refusal.
   const fs::path state = fs::path(config_.events.state_dir).lexically_normal();

@@ -214,4 +214,15 @@ std::optional<std::string> unusable_socket_path(int dirfd, const std::string& na
   return std::nullopt;
 }
 
+OwnedFd open_socket_dir(const std::string& path, std::string* name) {
+  const fs::path p(path);
+  *name = p.filename().string();
+  OwnedFd dir = open_private_dir(p.has_parent_path() ? p.parent_path().string() : ".", 0755,
+                                 MissingDir::kCreate, "control socket directory");
+  if (auto bad = unusable_socket_path(dir.get(), *name, path, "control socket")) {
+    throw std::runtime_error(*bad);
+  }
+  return dir;
+}
+
 }  // namespace tlswall::agent

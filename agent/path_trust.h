@@ -76,4 +76,10 @@ std::optional<std::string> foreign_entry(int dirfd, const std::string& dir,
 std::optional<std::string> unusable_socket_path(int dirfd, const std::string& name,
                                                 const std::string& path, const std::string& what);
 
+// Both of the above for the control socket at `path`: its directory
+// checked and made (0755), then what is at the path. Returns the
+// directory's fd and sets `name` to the socket's name in it; throws
+// std::runtime_error with one line.
+OwnedFd open_socket_dir(const std::string& path, std::string* name);
+
 }  // namespace tlswall::agent

@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <vector>
@@ -320,14 +319,8 @@ ControlServer::ControlServer(const ControlServerOptions& options, ControlHandler
   // (agent/path_trust.h); the socket is then handled relative to its fd,
   // never through a symlink. A stale socket of root's (a daemon that died)
   // is replaced; anything else there is refused, another user's socket too.
-  const std::filesystem::path fspath(path);
-  const std::string dir = fspath.has_parent_path() ? fspath.parent_path().string() : ".";
-  const std::string name = fspath.filename().string();
-  const OwnedFd dirfd =
-      agent::open_private_dir(dir, 0755, agent::MissingDir::kCreate, "control socket directory");
-  if (auto bad = agent::unusable_socket_path(dirfd.get(), name, path, "control socket")) {
-    throw std::runtime_error(*bad);
-  }
+  std::string name;
+  const OwnedFd dirfd = agent::open_socket_dir(path, &name);
   struct stat st {};
   if (::fstatat(dirfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     OwnedFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
