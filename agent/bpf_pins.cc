@@ -58,6 +58,13 @@ std::string pin_path(const std::string& root, const std::string& table, uint32_t
   return root + "/" + table + "_v" + std::to_string(schema);
 }
 
+bool is_pin_name(const std::string& name) {
+  const auto v = name.rfind("_v");
+  return v != std::string::npos && v != 0 && v + 2 != name.size() &&
+         name.find_first_not_of("0123456789", v + 2) == std::string::npos &&
+         name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
+}
+
 std::vector<std::pair<uint32_t, std::string>> find_table_pins(const std::string& root,
                                                               const std::string& table) {
   std::vector<std::pair<uint32_t, std::string>> out;
@@ -161,13 +168,7 @@ std::vector<std::string> remove_all_pins(const std::string& root) {
   std::vector<std::string> removed;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(root, ec)) {
-    const std::string name = e.path().filename().string();
-    const auto v = name.rfind("_v");
-    if (v == std::string::npos || v == 0 || v + 2 == name.size() ||
-        name.find_first_not_of("0123456789", v + 2) != std::string::npos ||
-        name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos) {
-      continue;
-    }
+    if (!is_pin_name(e.path().filename().string())) continue;
     if (::unlink(e.path().c_str()) == 0) removed.push_back(e.path().string());
   }
   ::rmdir(root.c_str());  // only if nothing else is in it

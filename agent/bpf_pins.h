@@ -20,6 +20,10 @@ namespace tlswall::agent {
 // "<root>/<table>_v<schema>".
 std::string pin_path(const std::string& root, const std::string& table, uint32_t schema);
 
+// Whether `name` (no directory) is a name pin_path() makes: "<name>_v<N>"
+// of a-z, 0-9 and '_'. bpffs's own entries (maps.debug, ...) are not.
+bool is_pin_name(const std::string& name);
+
 // Pins of `table` present under root, any schema: (schema, path), ascending.
 std::vector<std::pair<uint32_t, std::string>> find_table_pins(const std::string& root,
                                                               const std::string& table);

@@ -21,7 +21,9 @@
 
 #include "agent/attribution/owner_probes.h"
 #include "agent/attribution/process_info.h"
+#include "agent/bpf_pins.h"
 #include "agent/owned_fd.h"
+#include "agent/path_trust.h"
 #include "agent/sock_destroy.h"
 #include "agent/sys_mounts.h"
 #include "logging/log.h"
@@ -94,6 +96,8 @@ Daemon::Daemon(AgentConfig config)
         "kernel BTF missing (/sys/kernel/btf/vmlinux): tlswall needs CONFIG_DEBUG_INFO_BTF=y");
   }
 
+  // Paths first: the mode overrides are read from the state directory.
+  prepare_paths();
   // The policy must be valid before anything touches the kernel.
   load_mode_overrides();
   // Watching starts before the first read, so no change can fall between.
@@ -114,7 +118,6 @@ Daemon::Daemon(AgentConfig config)
 
   const BpffsResult fs = ensure_bpffs(config_.pin_root);
   bpffs_ = fs.mount_point;
-  std::error_code ec;
   if (fs.mounted_by_us) {
     log.info("mounted bpffs at {}", bpffs_);
     if (private_mount_namespace()) {
@@ -126,10 +129,13 @@ Daemon::Daemon(AgentConfig config)
     }
     bpffs_mounted_at_pin_root_ = fs.at_pin_root;
   }
-  if (!std::filesystem::exists(config_.pin_root)) {
-    std::filesystem::create_directories(config_.pin_root, ec);
-    if (ec)
-      throw std::runtime_error("cannot create pin root " + config_.pin_root + ": " + ec.message());
+  {
+    // Checked again on the bpffs now mounted; a pin the classifier would
+    // adopt must be root's, not a symlink to another pin.
+    const OwnedFd pins = open_private_dir(config_.pin_root, 0755, MissingDir::kCreate, "pin root");
+    if (auto bad = foreign_entry(pins.get(), config_.pin_root, is_pin_name, "pin")) {
+      throw std::runtime_error(*bad);
+    }
   }
   // Attribution (issue 3) reads cgroup ids against this mount. A private
   // mount goes in the run directory beside the control socket.
@@ -238,6 +244,54 @@ Daemon::Daemon(AgentConfig config)
   }
   kernel_events_lost_seen_ = classifier_->counter(TW_CNT_EVENTS_LOST);
   report_adoption();
+}
+
+void Daemon::prepare_paths() const {
+  namespace fs = std::filesystem;
+  auto refuse_if = [](const std::optional<std::string>& bad) {
+    if (bad) throw std::runtime_error(*bad);
+  };
+  // The control server checks again when it binds; here so that nothing is
+  // pinned before a refusal.
+  std::string socket_name;
+  open_socket_dir(config_.control_socket, &socket_name);
+  // Event ids, mode overrides, undelivered counts; a read-only state
+  // directory is a degraded start (the pipeline reports it), not a refusal.
+  const fs::path state = fs::path(config_.events.state_dir).lexically_normal();
+  const OwnedFd state_fd = open_private_dir(state, 0700, MissingDir::kTryCreate, "state directory");
+  for (const auto& s : config_.events.scribe) {
+    if (!s.buffer) continue;
+    const fs::path dir = s.buffer_dir.empty() ? state / "buffer" / s.common.name
+                                              : fs::path(s.buffer_dir).lexically_normal();
+    // Every level the daemon makes below the state directory is its own: a
+    // symlink is refused at each, not only at the last.
+    std::vector<fs::path> levels;
+    const fs::path rel = dir.lexically_relative(state);
+    if (!rel.empty() && *rel.begin() != ".." && rel != ".") {
+      fs::path p = state;
+      for (const auto& c : rel) levels.push_back(p /= c);
+    } else {
+      levels.push_back(dir);
+    }
+    OwnedFd fd;
+    for (const auto& level : levels) {
+      fd = open_private_dir(level, 0700, MissingDir::kTryCreate, "disk buffer directory");
+      if (fd.get() < 0) break;
+    }
+    if (fd.get() >= 0) refuse_if(foreign_entry(fd.get(), dir, {}, "disk buffer file"));
+  }
+  // After the buffer directories, which say more precisely what is wrong
+  // with a symlinked or foreign buffer/ in it.
+  if (state_fd.get() >= 0) refuse_if(foreign_entry(state_fd.get(), state, {}, "state file"));
+  for (const auto& j : config_.events.json) {
+    if (j.path.empty() || j.path == "-") continue;
+    const fs::path p(j.path);
+    open_private_dir(p.has_parent_path() ? p.parent_path().string() : ".", 0755,
+                     MissingDir::kTryCreate, "events file directory");
+  }
+  // bpffs may not be mounted yet: what exists on the way is checked now
+  // (a symlink must not decide where bpffs is mounted), the rest once made.
+  open_private_dir(config_.pin_root, 0755, MissingDir::kLeave, "pin root");
 }
 
 void Daemon::report_adoption() {

@@ -50,6 +50,12 @@ class Daemon {
     std::chrono::system_clock::time_point loaded_at;
   };
 
+  // Every path the daemon creates or writes (control socket, state and
+  // disk-buffer directories, the events file's directory; the pin root is
+  // checked here and made after bpffs is mounted): checked and made before
+  // anything is read from them, pinned or attached (agent/path_trust.h).
+  // Throws std::runtime_error with one line.
+  void prepare_paths() const;
   void apply_policy(bool initial);
   void report_adoption();
   void recompile_for_expiry();

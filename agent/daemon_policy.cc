@@ -9,7 +9,7 @@
 #include <stdexcept>
 
 #include "agent/daemon.h"
-#include "agent/file_trust.h"
+#include "agent/path_trust.h"
 #include "logging/log.h"
 
 namespace tlswall::agent {

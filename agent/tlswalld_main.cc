@@ -40,7 +40,12 @@ const char kUsage[] =
     "  --version              print the version\n"
     "  --proxy-worker         (internal) run as the upgrade proxy's worker process on\n"
     "                         inherited fds 3 and 4; tlswalld starts it itself\n"
-    "  --help                 this text\n";
+    "  --help                 this text\n"
+    "\n"
+    "tlswalld refuses to start (exit 1, one line naming the path) if the control\n"
+    "socket, the pin root, the state or disk-buffer directories or the events\n"
+    "file's directory are symlinks, belong to another user or are writable by\n"
+    "others, or another user's socket is at the control socket path.\n";
 
 }  // namespace
 

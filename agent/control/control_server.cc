@@ -15,7 +15,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <vector>
@@ -24,6 +23,7 @@
 #include <thrift/protocol/TBinaryProtocol.h>
 #include <thrift/transport/TBufferTransports.h>
 
+#include "agent/path_trust.h"
 #include "logging/log.h"
 
 #ifndef SO_PEERGROUPS
@@ -315,26 +315,20 @@ ControlServer::ControlServer(const ControlServerOptions& options, ControlHandler
     group_gid_ = g->gr_gid;
     has_group_ = true;
   }
-  const auto dir = std::filesystem::path(path).parent_path();
-  std::error_code ec;
-  if (!dir.empty()) {
-    std::filesystem::create_directories(dir, ec);
-    if (ec) throw std::runtime_error("cannot create " + dir.string() + ": " + ec.message());
-  }
-  {
+  // The directory is checked (and made) like every path the daemon owns
+  // (agent/path_trust.h); the socket is then handled relative to its fd,
+  // never through a symlink. A stale socket of root's (a daemon that died)
+  // is replaced; anything else there is refused, another user's socket too.
+  std::string name;
+  const OwnedFd dirfd = agent::open_socket_dir(path, &name);
+  struct stat st {};
+  if (::fstatat(dirfd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
     OwnedFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (probe.get() >= 0 &&
         ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0) {
       throw std::runtime_error("another tlswalld is already answering on " + path);
     }
-  }
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0) {
-    if (!S_ISSOCK(st.st_mode)) {
-      throw std::runtime_error("refusing to replace " + path +
-                               ": it exists and is not a socket (check [control] socket)");
-    }
-    ::unlink(path.c_str());  // stale socket of a daemon that died
+    ::unlinkat(dirfd.get(), name.c_str(), 0);  // stale socket of a daemon that died
   }
   listen_ = OwnedFd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (listen_.get() < 0) throw std::runtime_error("control socket: " + errstr());
@@ -351,10 +345,20 @@ ControlServer::ControlServer(const ControlServerOptions& options, ControlHandler
     created_ = false;
     throw std::runtime_error(what + ": " + e);
   };
-  if (has_group_ && ::chown(path.c_str(), 0, group_gid_) != 0) {
+  // Relative to the checked directory (nobody else can write there), and
+  // only on the socket bind() made, never through a symlink.
+  struct stat bound {};
+  if (::fstatat(dirfd.get(), name.c_str(), &bound, AT_SYMLINK_NOFOLLOW) != 0 ||
+      !S_ISSOCK(bound.st_mode) || bound.st_uid != ::geteuid()) {
+    fail("control socket " + path + " is not the socket just bound");
+  }
+  if (has_group_ &&
+      ::fchownat(dirfd.get(), name.c_str(), 0, group_gid_, AT_SYMLINK_NOFOLLOW) != 0) {
     fail("cannot give group '" + options_.group + "' access to " + path);
   }
-  if (::chmod(path.c_str(), has_group_ ? 0660 : 0600) != 0) fail("cannot chmod " + path);
+  if (::fchmodat(dirfd.get(), name.c_str(), has_group_ ? 0660 : 0600, 0) != 0) {
+    fail("cannot chmod " + path);
+  }
   if (::listen(listen_.get(), 64) != 0) fail("cannot listen on " + path);
   epoll_ = OwnedFd(::epoll_create1(EPOLL_CLOEXEC));
   timer_ = OwnedFd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));

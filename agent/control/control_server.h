@@ -69,7 +69,7 @@ struct AuditRecord {
 };
 
 struct ControlServerOptions {
-  std::string path;   // the socket; its directory is created 0755
+  std::string path;   // the socket; its directory is checked, created 0755 if missing
   std::string group;  // "" = root only (socket 0600), else 0660 root:group
   // The uid allowed everything: 0 (root) in the daemon; unit tests running
   // unprivileged use their own.
@@ -132,10 +132,12 @@ class ControlServer {
  public:
   using AuditHook = control::AuditHook;
 
-  // Binds options.path like the first release's server did: refuses to
-  // start if another daemon answers there, replaces a stale socket, refuses
-  // to replace anything that is not a socket. `handler` is borrowed and
-  // must outlive the server. Throws std::runtime_error.
+  // Binds options.path. Refuses (std::runtime_error, one line naming the
+  // path, what is wrong and the fix) if its directory is untrusted
+  // (agent/path_trust.h: a symlink, another user's, writable by others), if
+  // a symlink, a non-socket or another user's socket is at the path, or if
+  // another daemon answers there; replaces a stale socket of root's (or the
+  // daemon's own user). `handler` is borrowed and must outlive the server.
   ControlServer(const ControlServerOptions& options, ControlHandler& handler, AuditHook on_audit);
   ~ControlServer();  // closes every connection, unlinks the socket it created
   ControlServer(const ControlServer&) = delete;

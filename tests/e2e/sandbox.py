@@ -684,7 +684,10 @@ class Daemon:
         self.pin_root = str(self.dir / "bpffs")
         os.makedirs(self.pin_root, exist_ok=True)
         if not os.path.ismount(self.pin_root):
-            subprocess.run(["mount", "-t", "bpf", "bpf", self.pin_root], check=True, timeout=20)
+            # mode=700: the pin root is the daemon's own directory, which it refuses
+            # when others can write it (bpffs roots default to 1777).
+            subprocess.run(["mount", "-t", "bpf", "-o", "mode=700", "bpf", self.pin_root], check=True,
+                           timeout=20)
         sb.pin_roots.append((self.pin_root, str(self.tlswallctl)))
         self.config_path: Path | None = None
         self.proc: Proc | None = None

@@ -5,6 +5,7 @@
 // other users (root only: those tests fork and drop to unused uids).
 #include <arpa/inet.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <fstream>
@@ -530,6 +531,73 @@ TEST_F(ControlServerTest, ReplacesAStaleSocketButNothingElse) {
   o.path = path_;
   EXPECT_THROW((ControlServer{o, handler_, nullptr}), std::runtime_error);
   EXPECT_TRUE(std::filesystem::is_regular_file(path_));
+}
+
+// A stale socket is replaced only if root's (or the daemon's own user's):
+// another user's socket, a symlink at the path and a symlinked directory
+// are refused with one line naming the path, and left as they were.
+void BindStale(const std::string& path) {
+  OwnedFd s(::socket(AF_UNIX, SOCK_STREAM, 0));
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::strncpy(a.sun_path, path.c_str(), sizeof(a.sun_path) - 1);
+  ASSERT_EQ(::bind(s.get(), reinterpret_cast<const sockaddr*>(&a), sizeof(a)), 0);
+}
+
+std::string StartError(const std::string& path, ControlHandler& handler) {
+  ControlServerOptions o;
+  o.path = path;
+  try {
+    ControlServer s(o, handler, nullptr);
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST_F(ControlServerTest, RefusesAnotherUsersStaleSocket) {
+  if (!IsRoot()) GTEST_SKIP() << "needs root to chown";
+  std::filesystem::create_directories(dir_ + "/run");
+  BindStale(path_);
+  ASSERT_EQ(::lchown(path_.c_str(), 65534, 65534), 0);
+  const std::string err = StartError(path_, handler_);
+  EXPECT_NE(err.find("control socket " + path_ + " is a socket of uid 65534"), std::string::npos)
+      << err;
+  EXPECT_NE(err.find("rm " + path_), std::string::npos) << err;
+  struct stat st {};
+  ASSERT_EQ(::lstat(path_.c_str(), &st), 0) << "not replaced";
+  EXPECT_EQ(st.st_uid, 65534u);
+}
+
+TEST_F(ControlServerTest, RefusesASymlinkAtTheSocketPath) {
+  std::filesystem::create_directories(dir_ + "/run");
+  std::filesystem::create_directories(dir_ + "/elsewhere");
+  BindStale(dir_ + "/elsewhere/sock");
+  std::filesystem::create_symlink(dir_ + "/elsewhere/sock", path_);
+  const std::string err = StartError(path_, handler_);
+  EXPECT_NE(err.find(path_ + " is a symlink"), std::string::npos) << err;
+  EXPECT_TRUE(std::filesystem::is_symlink(path_));
+  EXPECT_TRUE(std::filesystem::is_socket(dir_ + "/elsewhere/sock")) << "target untouched";
+}
+
+TEST_F(ControlServerTest, RefusesASymlinkedOrForeignSocketDirectory) {
+  std::filesystem::create_directories(dir_ + "/elsewhere");
+  std::filesystem::create_directory_symlink(dir_ + "/elsewhere", dir_ + "/run");
+  std::string err = StartError(path_, handler_);
+  EXPECT_NE(err.find("control socket directory " + dir_ + "/run is a symlink"), std::string::npos)
+      << err;
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/elsewhere/control.sock"));
+  std::filesystem::remove(dir_ + "/run");
+  std::filesystem::create_directories(dir_ + "/run");
+  ::chmod((dir_ + "/run").c_str(), 0777);
+  err = StartError(path_, handler_);
+  EXPECT_NE(err.find(dir_ + "/run is writable by everyone"), std::string::npos) << err;
+  if (!IsRoot()) return;
+  ::chmod((dir_ + "/run").c_str(), 0755);
+  ASSERT_EQ(::chown((dir_ + "/run").c_str(), 65534, 65534), 0);
+  err = StartError(path_, handler_);
+  EXPECT_NE(err.find(dir_ + "/run is owned by uid 65534"), std::string::npos) << err;
+  EXPECT_FALSE(std::filesystem::exists(path_));
 }
 
 // ---- client errors ----
