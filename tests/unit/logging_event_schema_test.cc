@@ -121,7 +121,8 @@ TEST(EventSchema, ThriftRoundTripCarriesTheSameFieldsAsJson) {
   schema::Event back;
   ASSERT_TRUE(parse_binary(serialize_binary(t), &back));
   EXPECT_EQ(back, t);
-  EXPECT_EQ(back.schema_version, 3);
+  EXPECT_EQ(back.schema_version, 4);
+  EXPECT_EQ(back.preamble, "postgresql");
   EXPECT_EQ(back.id, "abc-42");
   EXPECT_EQ(back.seq, 42);
   EXPECT_EQ(back.time_us, 1763720340123456);
