@@ -11,6 +11,12 @@
  * client sends a ClientHello. MySQL/MariaDB ("Protocol::SSLRequest"): the
  * server greets first; the client answers with a 32-byte packet (sequence
  * id 1) whose capability flags carry CLIENT_SSL, then a ClientHello.
+ *
+ * Not preambles, by design: a server's plaintext greeting (SMTP, FTP,
+ * IMAP, MySQL's own) is ingress and never seen here; the client's first
+ * bytes are judged as always. STARTTLS sends plaintext commands first and
+ * needs an exemption; libpq's GSSENCRequest is not allowed either (README,
+ * "Protocols that negotiate TLS in plaintext").
  */
 #ifndef TLSWALL_BPF_LIB_PREAMBLE_H
 #define TLSWALL_BPF_LIB_PREAMBLE_H
