@@ -11,8 +11,8 @@
  * flows too.
  *
  * While a flow is undecided only bytes that extend a valid ClientHello
- * prefix leave (at most 10 constrained header bytes); the first bad byte
- * decides. In enforce mode, data beyond the collected prefix is held back
+ * prefix leave (at most 10 constrained header bytes), after a preamble its
+ * rule allows (lib/preamble.h); the first bad byte decides. In enforce mode, data beyond the collected prefix is held back
  * (dropped, the sender retransmits) until the prefix is complete.
  */
 #ifndef TLSWALL_BPF_LIB_FLOW_BPF_H
