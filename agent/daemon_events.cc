@@ -69,6 +69,7 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
   e.policy_generation = fe.policy_generation;
   e.sock_cookie = fe.sock_cookie;
   if (fe.hello_version) e.tls_version = policy::tls_version_to_string(fe.hello_version);
+  if (fe.preamble) e.preamble = policy::preamble_name(fe.preamble);
   if (has_owner) e.owner = owner_of(fe);
   if (names) {
     e.policy_version = names->version;

@@ -83,6 +83,10 @@ std::string reason_name(uint32_t r) {
       return "out_of_window";
     case TW_REASON_OPAQUE_HEADERS:
       return "opaque_headers";
+    case TW_REASON_BAD_PREAMBLE:
+      return "bad_preamble";
+    case TW_REASON_PREAMBLE_NOT_ALLOWED:
+      return "preamble_not_allowed";
     default:
       return "reason_" + std::to_string(r);
   }

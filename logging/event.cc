@@ -156,6 +156,7 @@ std::string render_json(const Event& e, const std::string& host, const std::stri
   opt("rule", e.rule);
   opt("interface", e.interface);
   opt("tls_version", e.tls_version);
+  opt("preamble", e.preamble);
   opt("server_name", e.server_name);
   opt("server_subject", e.server_subject);
   opt("client_subject", e.client_subject);

@@ -21,7 +21,7 @@ namespace py tlswall_event
 namespace java tlswall.event
 namespace go tlswallevent
 
-const i32 SCHEMA_VERSION = 3
+const i32 SCHEMA_VERSION = 4
 
 enum EventType {
   AGENT_STARTED = 1,
@@ -85,6 +85,8 @@ struct Event {
   27: optional i64 sock_cookie,       // kernel socket cookie (an unsigned 64-bit value)
   28: optional string tls_version,    // ClientHello client_version: 1.0 .. 1.3, or the
                                      // version the upgrade proxy negotiated
+  29: optional string preamble,       // plaintext before the ClientHello that the rule
+                                     // allows: postgresql | mysql (schema 4)
   // ---- the upgrade proxy's TLS session ----
   70: optional string server_name,    // verified and sent as SNI toward the server
   71: optional string server_subject, // server certificate subject (RFC 2253)

@@ -30,6 +30,8 @@ struct tw_rule_entry {
   __u16 min_tls;    /* wire version: 0x0301 TLS1.0 .. 0x0303 TLS1.2 */
   __u8 mode;        /* enum tw_mode */
   __u8 owner_group; /* TW_NO_OWNER_GROUP, or the rule's owner group bit + 1 */
+  __u8 preambles;   /* TW_PREAMBLE_BIT mask the rule allows */
+  __u8 pad;
 };
 
 /* One (exemption, port range) row. */

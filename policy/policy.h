@@ -96,6 +96,9 @@ struct Rule {
   Mode mode = Mode::kMonitor;
   uint16_t min_tls = 0x0303;  // wire version; TLS 1.2 default
   OwnerSelector owners;       // empty: the rule covers every owner
+  // Plaintext preambles allowed before the ClientHello: bits
+  // TW_PREAMBLE_BIT(enum tw_preamble); 0 = the first byte must begin one.
+  uint8_t preambles = 0;
   SourceLocation where;
 };
 
@@ -195,7 +198,8 @@ struct OwnerGroup {
   uint16_t index = 0;  // rule_id or exemption index
   uint16_t boundary = 0;
   uint16_t min_tls = 0;
-  uint8_t mode = 0;  // enum tw_mode (rules)
+  uint8_t mode = 0;       // enum tw_mode (rules)
+  uint8_t preambles = 0;  // TW_PREAMBLE_BIT mask (rules)
   OwnerSelector owners;
 };
 
@@ -295,5 +299,11 @@ const char* mode_name(Mode m);
 // "1.0" -> 0x0301 ... "1.3" -> 0x0304; 0 if unknown.
 uint16_t tls_version_from_string(const std::string& s);
 std::string tls_version_to_string(uint16_t wire);
+// Preamble names as the policy writes them: "postgresql", "mysql".
+// preamble_from_string: TW_PREAMBLE_NONE if unknown.
+const char* preamble_name(uint8_t preamble);  // enum tw_preamble; "none" for 0
+uint8_t preamble_from_string(const std::string& s);
+// The names of a TW_PREAMBLE_BIT mask, in number order; "none" if empty.
+std::string preambles_to_string(uint8_t mask);
 
 }  // namespace tlswall::policy

@@ -19,6 +19,34 @@ std::string Diagnostic::render() const {
 
 const char* mode_name(Mode m) { return m == Mode::kEnforce ? "enforce" : "monitor"; }
 
+const char* preamble_name(uint8_t preamble) {
+  switch (preamble) {
+    case TW_PREAMBLE_POSTGRESQL:
+      return "postgresql";
+    case TW_PREAMBLE_MYSQL:
+      return "mysql";
+    default:
+      return "none";
+  }
+}
+
+uint8_t preamble_from_string(const std::string& s) {
+  for (uint8_t p = TW_PREAMBLE_NONE + 1; p < TW_PREAMBLE_MAX; ++p) {
+    if (s == preamble_name(p)) return p;
+  }
+  return TW_PREAMBLE_NONE;
+}
+
+std::string preambles_to_string(uint8_t mask) {
+  std::string out;
+  for (uint8_t p = TW_PREAMBLE_NONE + 1; p < TW_PREAMBLE_MAX; ++p) {
+    if (!(mask & TW_PREAMBLE_BIT(p))) continue;
+    if (!out.empty()) out += ", ";
+    out += preamble_name(p);
+  }
+  return out.empty() ? "none" : out;
+}
+
 uint16_t tls_version_from_string(const std::string& s) {
   if (s == "1.0") return 0x0301;
   if (s == "1.1") return 0x0302;

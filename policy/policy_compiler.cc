@@ -148,6 +148,7 @@ CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::t
       g.boundary = b == boundary_index.end() ? 0 : static_cast<uint16_t>(b->second);
       g.min_tls = r.min_tls;
       g.mode = r.mode == Mode::kEnforce ? TW_MODE_ENFORCE : TW_MODE_MONITOR;
+      g.preambles = r.preambles;
       g.owners = r.owners;
       rule_group[id] = add_group(std::move(g));
     }
@@ -174,6 +175,7 @@ CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::t
         e.rule_id = static_cast<__u16>(id);
         e.min_tls = r.min_tls;
         e.mode = r.mode == Mode::kEnforce ? TW_MODE_ENFORCE : TW_MODE_MONITOR;
+        e.preambles = r.preambles;
         e.owner_group = rule_group[id];
         out.rules.push_back(e);
       }

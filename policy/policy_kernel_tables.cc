@@ -80,6 +80,7 @@ void add_class_ports(uint16_t class_id, const tw_dest_class& cls, const Compiled
         v.boundary = r->boundary;
         v.min_tls = r->min_tls;
         v.mode = r->mode;
+        v.preambles = r->preambles;
       }
     }
     if (!any_rule) continue;
@@ -187,6 +188,7 @@ KernelOwnerTables build_owner_tables(const CompiledPolicy& c, const OwnerResolve
       k.boundary = g.boundary;
       k.min_tls = g.min_tls;
       k.mode = g.mode;
+      k.preambles = g.preambles;
     }
     t.groups.push_back(k);
     t.meta.groups |= mask;

@@ -51,8 +51,8 @@ bool is_host_name(const std::string& h) {
   return alpha;
 }
 const std::vector<std::string> kBoundaryKeys = {"description", "cidrs"};
-const std::vector<std::string> kRuleKeys = {"name",    "boundary", "ports", "mode",
-                                            "min_tls", "cgroups",  "users", "comms"};
+const std::vector<std::string> kRuleKeys = {"name",    "boundary", "ports", "mode",     "min_tls",
+                                            "cgroups", "users",    "comms", "preambles"};
 const std::vector<std::string> kExemptionKeys = {"name",    "cidrs",   "ports", "reason", "owner",
                                                  "expires", "cgroups", "users", "comms"};
 
@@ -289,6 +289,45 @@ class FileParser {
       return std::nullopt;
     }
     return v;
+  }
+
+  // `preambles = ["postgresql", "mysql"]`: the plaintext a rule lets come
+  // before the ClientHello. Returns false (errors reported) if invalid.
+  bool parse_preambles(const toml::node& n, const std::string& what, uint8_t& out) {
+    static const char* kAccepted = "accepted: \"postgresql\", \"mysql\"";
+    const toml::array* a = n.as_array();
+    if (!a) {
+      wrong_type(n, what, std::string("an array of preamble names (") + kAccepted + ")");
+      return false;
+    }
+    if (a->empty()) {
+      diags_.error(at(n), what + " is empty; remove the key to allow no preamble");
+      return false;
+    }
+    bool ok = true;
+    for (const toml::node& e : *a) {
+      auto s = e.value_exact<std::string>();
+      if (!s) {
+        wrong_type(e, "each entry of " + what, "a string");
+        ok = false;
+        continue;
+      }
+      const uint8_t p = preamble_from_string(*s);
+      if (p == TW_PREAMBLE_NONE) {
+        diags_.error(at(e), "unknown preamble " + quote(*s) + " in " + what + "; " + kAccepted +
+                                " (SMTP STARTTLS and protocols where the server speaks first "
+                                "cannot be judged from the client's first bytes: exempt them)");
+        ok = false;
+        continue;
+      }
+      if (out & TW_PREAMBLE_BIT(p)) {
+        diags_.error(at(e), what + " lists " + quote(*s) + " twice");
+        ok = false;
+        continue;
+      }
+      out |= static_cast<uint8_t>(TW_PREAMBLE_BIT(p));
+    }
+    return ok;
   }
 
   // Validates a name value; returns it even when invalid so references to it
@@ -829,6 +868,8 @@ class FileParser {
       } else if (k == "min_tls") {
         pr.min_tls = parse_tls(value, "min_tls");
         if (!pr.min_tls) pr.ok = false;
+      } else if (k == "preambles") {
+        if (!parse_preambles(value, "preambles of " + what, r.preambles)) pr.ok = false;
       } else if (parse_owner_key(k, value, what, r.owners)) {
         continue;
       } else if (is_owner_key(k)) {

@@ -77,7 +77,10 @@ std::optional<PortRange> port_intersection(const std::vector<PortRange>& a,
 }
 
 std::string settings(const Rule& r) {
-  return std::string(mode_name(r.mode)) + " with min_tls " + tls_version_to_string(r.min_tls);
+  std::string s =
+      std::string(mode_name(r.mode)) + " with min_tls " + tls_version_to_string(r.min_tls);
+  if (r.preambles) s += " and preambles " + preambles_to_string(r.preambles);
+  return s;
 }
 
 class Validator {
@@ -232,7 +235,10 @@ class Validator {
       const ParsedRule& b = parsed_.rules[usable[j]];
       for (size_t i = 0; i < j; ++i) {
         const ParsedRule& a = parsed_.rules[usable[i]];
-        if (a.rule.mode == b.rule.mode && a.rule.min_tls == b.rule.min_tls) continue;
+        if (a.rule.mode == b.rule.mode && a.rule.min_tls == b.rule.min_tls &&
+            a.rule.preambles == b.rule.preambles) {
+          continue;
+        }
         // A rule with owner selectors takes precedence over one without for
         // the owners it selects: that overlap is the point, not a conflict.
         if (a.rule.owners.empty() != b.rule.owners.empty()) continue;
@@ -248,7 +254,8 @@ class Validator {
                 cidr_to_string(cidr->family, cidr->addr, cidr->prefix_len) + " port " +
                 port_range_string(ports->lo, ports->hi) + ", but " + quote(b.rule.name) + " is " +
                 settings(b.rule) + " and " + quote(a.rule.name) + " is " + settings(a.rule) +
-                "; give overlapping rules the same mode and min_tls, or make their boundaries or "
+                "; give overlapping rules the same mode, min_tls and preambles, or make their "
+                "boundaries or "
                 "ports disjoint");
       }
     }

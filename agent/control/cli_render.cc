@@ -372,6 +372,7 @@ std::string render_policy_json(const api::PolicyShowReply& p) {
                       .add("effective_mode", r.effective_mode)
                       .add_bool("overridden", r.overridden)
                       .add("min_tls", r.min_tls)
+                      .add_raw("preambles", string_array(r.preambles).str())
                       .add_raw("owners", owners_json(r.owners).str())
                       .str());
   }

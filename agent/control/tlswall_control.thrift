@@ -259,6 +259,7 @@ struct PolicyRule {
   6: bool overridden,          // a run-time override (set_mode) is in force
   7: string min_tls,           // "1.2"
   8: list<OwnerSelector> owners,  // empty = every owner
+  9: list<string> preambles,   // allowed before the ClientHello: "postgresql", "mysql"
 }
 
 struct PolicyExemption {

@@ -51,20 +51,40 @@ enum tw_class {
 /* ---- reasons a flow is not (acceptable) TLS; never reuse numbers ---- */
 enum tw_reason {
 	TW_REASON_NONE = 0,
-	TW_REASON_NOT_HANDSHAKE_RECORD = 1, /* byte 0 != 22 */
-	TW_REASON_BAD_RECORD_VERSION = 2,   /* bytes 1-2 not 0x0301..0x0303 */
-	TW_REASON_BAD_RECORD_LENGTH = 3,    /* bytes 3-4 zero or > 2^14 */
-	TW_REASON_NOT_CLIENT_HELLO = 4,	    /* byte 5 != 1 */
-	TW_REASON_BAD_HANDSHAKE_LENGTH = 5, /* bytes 6-8 inconsistent with record */
-	TW_REASON_BAD_CLIENT_VERSION = 6,   /* bytes 9-10 not 0x0300..0x0304 */
-	TW_REASON_TLS_BELOW_MINIMUM = 7,    /* client_version below rule minimum */
-	TW_REASON_OVERLAP_MISMATCH = 8,	    /* retransmitted bytes differ from first copy */
-	TW_REASON_UNDECIDABLE = 9,	    /* TW_MAX_PENDING_PKTS data packets, no decision */
-	TW_REASON_FRAGMENTED = 10,	    /* IP fragment to a protected destination */
-	TW_REASON_STATE_LOST = 11,	    /* data with no flow state (mid-stream) */
-	TW_REASON_OUT_OF_WINDOW = 12,	    /* data beyond the judged prefix before a decision */
-	TW_REASON_OPAQUE_HEADERS = 13,	    /* IPv6 extension chain too long, or ESP */
+	TW_REASON_NOT_HANDSHAKE_RECORD = 1,  /* byte 0 != 22 */
+	TW_REASON_BAD_RECORD_VERSION = 2,    /* bytes 1-2 not 0x0301..0x0303 */
+	TW_REASON_BAD_RECORD_LENGTH = 3,     /* bytes 3-4 zero or > 2^14 */
+	TW_REASON_NOT_CLIENT_HELLO = 4,	     /* byte 5 != 1 */
+	TW_REASON_BAD_HANDSHAKE_LENGTH = 5,  /* bytes 6-8 inconsistent with record */
+	TW_REASON_BAD_CLIENT_VERSION = 6,    /* bytes 9-10 not 0x0300..0x0304 */
+	TW_REASON_TLS_BELOW_MINIMUM = 7,     /* client_version below rule minimum */
+	TW_REASON_OVERLAP_MISMATCH = 8,	     /* retransmitted bytes differ from first copy */
+	TW_REASON_UNDECIDABLE = 9,	     /* TW_MAX_PENDING_PKTS data packets, no decision */
+	TW_REASON_FRAGMENTED = 10,	     /* IP fragment to a protected destination */
+	TW_REASON_STATE_LOST = 11,	     /* data with no flow state (mid-stream) */
+	TW_REASON_OUT_OF_WINDOW = 12,	     /* data beyond the judged prefix before a decision */
+	TW_REASON_OPAQUE_HEADERS = 13,	     /* IPv6 extension chain too long, or ESP */
+	TW_REASON_BAD_PREAMBLE = 14,	     /* began like a preamble the rule allows, is not one */
+	TW_REASON_PREAMBLE_NOT_ALLOWED = 15, /* a preamble the rule no longer allows (reload) */
 };
+
+/* ---- preambles: plaintext a client sends before its ClientHello ----
+ * Some protocols negotiate TLS in plaintext first. A rule may allow them
+ * (policy key `preambles`, bits TW_PREAMBLE_BIT(p) in the rule's mask);
+ * on such a rule the stream may begin with exactly that preamble, and a
+ * ClientHello, judged as always, must follow it (lib/preamble.h,
+ * lib/hello_stream.h). Numbers are never reused. */
+enum tw_preamble {
+	TW_PREAMBLE_NONE = 0,
+	TW_PREAMBLE_POSTGRESQL = 1, /* SSLRequest: 00 00 00 08 04 d2 16 2f */
+	TW_PREAMBLE_MYSQL = 2,	    /* MySQL/MariaDB SSL request packet (36 bytes) */
+	TW_PREAMBLE_MAX = 3,
+};
+#define TW_PREAMBLE_BIT(p)     (1u << ((p)-1))
+#define TW_PREAMBLE_PG_LEN     8  /* the whole SSLRequest */
+#define TW_PREAMBLE_MYSQL_LEN  36 /* header 4 + capabilities 4 + max packet 4 + charset 1 + 23 */
+#define TW_PREAMBLE_MAX_LEN    36
+#define TW_PREAMBLE_JUDGED_MAX 8 /* leading preamble bytes with constraints (PG 8, MySQL 6) */
 
 /* ---- what the classifier did with the packet/flow ---- */
 enum tw_action {
@@ -158,7 +178,10 @@ struct tw_port_verdict {
 	__u8 mode;	 /* enum tw_mode */
 	__u8 exempt;	 /* 1: an exemption without owner selectors covers it */
 	__u8 has_rule;	 /* 1: rule_id..mode valid for every owner */
-	__u8 pad[5];
+	/* TW_PREAMBLE_BIT mask the rule allows (with rule_id). Was padding:
+	 * a table written by an older release allows none, as it meant. */
+	__u8 preambles;
+	__u8 pad[4];
 	__u64 owner_groups; /* bit g: tw_owner_groups entry g covers this too */
 };
 
@@ -185,7 +208,8 @@ struct tw_owner_group {
 	__u16 min_tls;	 /* rule group */
 	__u8 mode;	 /* rule group: enum tw_mode */
 	__u8 is_exemption;
-	__u8 pad[2];
+	__u8 preambles; /* rule group: TW_PREAMBLE_BIT mask (was padding: none) */
+	__u8 pad[1];
 };
 
 struct tw_owner_uid_key {
@@ -251,8 +275,14 @@ struct tw_flow_state {
 	__u8 hello_len;		 /* bytes of the hello prefix collected */
 	__u8 data_pkts;		 /* data packets seen while pending */
 	__u8 reported;		 /* 1: an event for the current action was sent */
-	__u8 pad0;
-	__u8 hello[TW_HELLO_PREFIX + 1];
+	__u8 preambles;		 /* TW_PREAMBLE_BIT mask of the rule (was padding) */
+	/* Stream bytes [base, base + hello_len - base) of the ClientHello,
+	 * base = the preamble's length (0 without one). hello_len counts
+	 * stream bytes collected, preamble included. */
+	__u8 hello[TW_HELLO_PREFIX];
+	/* enum tw_preamble the first byte began (allowed by `preambles`);
+	 * was the spare hello byte, always 0: none. */
+	__u8 preamble;
 	/* Low 32 bits of the socket cookie of the local socket that sends the
 	 * flow; 0 = none seen yet (forwarded traffic, or written by a release
 	 * that kept this as padding). The flow reaper deletes a flow's state
@@ -338,7 +368,10 @@ struct tw_flow_event {
 	__u8 reason;	     /* enum tw_reason */
 	__u8 mode;	     /* enum tw_mode */
 	__u8 action;	     /* enum tw_action */
-	__u8 pad[6];
+	/* enum tw_preamble the flow sent whole before its ClientHello (was
+	 * padding, zeroed: version 2 events from older programs say none). */
+	__u8 preamble;
+	__u8 pad[5];
 	/* version 2: */
 	struct tw_owner owner; /* valid per owner_status */
 	__u8 owner_status;     /* enum tw_owner_status */

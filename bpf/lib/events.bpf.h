@@ -4,6 +4,7 @@
 #define TLSWALL_BPF_LIB_EVENTS_BPF_H
 
 #include "lib/owner_match.bpf.h"
+#include "lib/preamble.h"
 
 static __always_inline void tw_count(__u32 counter)
 {
@@ -49,6 +50,7 @@ TW_COLD void tw_emit_flow_event(struct __sk_buff *skb, const struct tw_flow_key 
 	e->reason = st->reason;
 	e->mode = st->mode;
 	e->action = st->action;
+	e->preamble = tw_preamble_seen(st);
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
 	e->owner_status = tw_owner_fill(skb, key, &e->owner);
 	__builtin_memset(e->pad2, 0, sizeof(e->pad2));

@@ -11,14 +11,17 @@
  * flows too.
  *
  * While a flow is undecided only bytes that extend a valid ClientHello
- * prefix leave (at most 10 constrained header bytes); the first bad byte
- * decides. In enforce mode, data beyond the collected prefix is held back
+ * prefix leave (at most 10 constrained header bytes), after a preamble its
+ * rule allows (lib/preamble.h); the first bad byte decides. In enforce mode, data beyond the collected prefix is held back
  * (dropped, the sender retransmits) until the prefix is complete.
  */
 #ifndef TLSWALL_BPF_LIB_FLOW_BPF_H
 #define TLSWALL_BPF_LIB_FLOW_BPF_H
 
 #include "lib/events.bpf.h"
+/* lib/hello_stream.h's preamble scan is a global function: verified once. */
+#define TW_HELLO_SRC	    struct __sk_buff
+#define TW_PREAMBLE_SCAN_FN __attribute__((noinline)) int
 #include "lib/hello_stream.h"
 #include "lib/parse.bpf.h"
 #include "lib/policy.bpf.h"
@@ -34,6 +37,7 @@ static __always_inline void tw_apply_decision(struct tw_flow_state *st, const st
 	st->exemption = d->exemption;
 	st->min_tls = d->min_tls;
 	st->mode = d->mode;
+	st->preambles = d->preambles;
 }
 
 /* The byte source of lib/hello_stream.h: the packet's payload. */
@@ -234,6 +238,11 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 	if (st->policy_generation != generation) {
 		tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
 		tw_apply_decision(st, &d, generation);
+		/* A reload took away the preamble this flow began with. */
+		if (st->protected_ && tw_preamble_revoked(st))
+			tw_count_reclassified(
+			    tw_hello_reclassify(st, TW_REASON_PREAMBLE_NOT_ALLOWED) ==
+			    TW_CLASS_TLS);
 	}
 
 	if (p->payload_len) {

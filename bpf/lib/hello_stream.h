@@ -1,14 +1,18 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Reassembly of a flow's first TW_HELLO_PREFIX payload bytes from TCP
- * segments, and the flow's class from them: the part of the classifier's
- * per-flow state machine that knows nothing of packets, maps or counters.
- * Plain C, like tls_hello.h, so the BPF classifier (lib/flow.bpf.h) and user
- * space (the hello fuzzer, tests) run the very same code.
+ * Reassembly of a flow's first payload bytes from TCP segments, and the
+ * flow's class from them: the part of the classifier's per-flow state
+ * machine that knows nothing of packets, maps or counters. Plain C, like
+ * tls_hello.h, so the BPF classifier (lib/flow.bpf.h) and user space (the
+ * hello fuzzer, tests) run the very same code.
  *
- * Bytes are collected in sequence order into tw_flow_state.hello, starting
- * at the stream's first data byte (ISN + 1; a SYN's own data comes after
- * its sequence number). A segment starting beyond what is collected is
+ * The judged stream prefix is an optional preamble (enum tw_preamble, only
+ * one the flow's rule allows: a PostgreSQL SSLRequest or a MySQL SSL
+ * request, which negotiate TLS in plaintext) and then TW_HELLO_PREFIX bytes
+ * of a ClientHello. Bytes are collected in sequence order, starting at the
+ * stream's first data byte (ISN + 1; a SYN's own data comes after its
+ * sequence number); the preamble's are judged and dropped, the hello's
+ * kept in tw_flow_state.hello. A segment starting beyond what is collected is
  * "ahead" (out of order): nothing of it is taken. A segment overlapping the
  * collected bytes must carry the same bytes there, or the flow is not TLS
  * (overlap_mismatch): the receiver may see other bytes than the ones judged.
@@ -29,6 +33,7 @@
 #define TLSWALL_BPF_LIB_HELLO_STREAM_H
 
 #include "abi/tlswall_abi.h"
+#include "lib/preamble.h"
 #include "lib/tls_hello.h"
 
 #ifndef barrier_var
@@ -36,6 +41,12 @@
 #endif
 
 static __always_inline int tw_hello_load(void *src, __u32 off, void *dst, const __u32 len);
+
+/* Stream bytes judged: the preamble (if any) and the hello prefix. */
+static __always_inline __u32 tw_hello_window(const struct tw_flow_state *st)
+{
+	return tw_preamble_len(st->preamble) + TW_HELLO_PREFIX;
+}
 
 /* Where a segment's payload lies relative to the stream's first data byte
  * (ISN + 1): `start` is the first stream index it covers, `skip` how many of
@@ -55,6 +66,7 @@ static __always_inline int tw_hello_locate(__u32 seq, int syn, __u32 payload_len
 {
 	__u32 data_seq = seq + (syn ? 1 : 0);
 	__s32 off = (__s32)(data_seq - (st->isn + 1));
+	__u32 window = tw_hello_window(st);
 
 	if (off < 0) {
 		if (off < -TW_SEQ_BEFORE_MAX || (__u32)(-off) >= payload_len)
@@ -65,8 +77,8 @@ static __always_inline int tw_hello_locate(__u32 seq, int syn, __u32 payload_len
 	}
 	*skip = 0;
 	*start = (__u32)off;
-	if (*start >= TW_HELLO_PREFIX)
-		return st->hello_len < TW_HELLO_PREFIX ? TW_SEG_AHEAD : TW_SEG_OUTSIDE;
+	if (*start >= window)
+		return st->hello_len < window ? TW_SEG_AHEAD : TW_SEG_OUTSIDE;
 	return *start > st->hello_len ? TW_SEG_AHEAD : TW_SEG_PREFIX;
 }
 
@@ -74,35 +86,142 @@ enum tw_collect_result {
 	TW_COLLECT_OK = 0,	 /* bytes taken (or nothing to take) */
 	TW_COLLECT_AHEAD = 1,	 /* the segment starts beyond the collected prefix */
 	TW_COLLECT_MISMATCH = 2, /* a byte differs from the one judged: see tw_hello_mismatch() */
+	TW_COLLECT_BAD_PREAMBLE = 3, /* a new byte breaks the preamble the flow began */
 };
 
+/* The preamble part of tw_hello_collect(), scalars in and out: the
+ * segment covers stream indices [start, end), its byte for index i at
+ * payload offset payload_off + skip + (i - start), and `have` stream bytes
+ * are collected: `seg` packs start (bits 0-7) and skip (8-31), `span` have
+ * (0-7) and end (8-15, at most 255: beyond any preamble); `flow` packs the
+ * flow's preamble (0-7), its rule's allowed mask (8-15) and whether it is
+ * pending (bit 16). A BPF function takes at most 5 arguments. Names the
+ * preamble at stream byte 0 (if it is new), judges its constrained bytes
+ * (new ones and retransmitted ones) and takes its free bytes. Returns
+ * TW_PSCAN(result, have, preamble).
+ *
+ * In the classifier this is a global BPF function, so the verifier checks
+ * it once, on its own, instead of along every path of the program that
+ * reaches it (TW_PREAMBLE_SCAN_FN); everything crosses as scalars, which
+ * kernels before 5.12 require of a global function's arguments. */
+#define TW_PSCAN(r, have, kind) ((int)((r) | ((have) << 8) | ((kind) << 16)))
+#define TW_PSCAN_RESULT(v)	((v)&0xff)
+#define TW_PSCAN_HAVE(v)	(((__u32)(v) >> 8) & 0xff)
+#define TW_PSCAN_KIND(v)	(((__u32)(v) >> 16) & 0xff)
+
+#ifndef TW_HELLO_SRC
+#define TW_HELLO_SRC void /* the classifier: struct __sk_buff */
+#endif
+#ifndef TW_PREAMBLE_SCAN_FN
+#define TW_PREAMBLE_SCAN_FN static __always_inline int
+#endif
+
+TW_PREAMBLE_SCAN_FN tw_preamble_scan(TW_HELLO_SRC *src, __u32 payload_off, __u32 seg, __u32 span,
+				     __u32 flow)
+{
+	__u32 start = seg & 0xff;
+	__u32 skip = seg >> 8;
+	__u32 have = span & 0xff; /* a __u8 in the flow state */
+	__u32 end = (span >> 8) & 0xff;
+	__u32 kind = flow & 0xff;
+	__u32 allowed = (flow >> 8) & 0xff;
+	int pending = !!(flow & 0x10000);
+	__u32 j, len, judged;
+	__u8 b;
+
+	if (start > have) /* never: the caller located the segment */
+		return TW_PSCAN(TW_COLLECT_OK, have, kind);
+	/* The first byte, new, names the preamble. */
+	if (!start && !have && pending && end > 0) {
+		if (tw_hello_load(src, payload_off + (skip & 0x1ffff), &b, 1) < 0)
+			return TW_PSCAN(TW_COLLECT_OK, have, kind);
+		kind = tw_preamble_kind((__u8)allowed, b);
+	}
+	judged = tw_preamble_judged((__u8)kind);
+	for (j = 0; j < TW_PREAMBLE_JUDGED_MAX; j++) {
+		__u32 pos = start + j;
+		__u32 at = (skip + j) & 0x1ffff; /* skip < TW_SEQ_BEFORE_MAX */
+
+		if (pos >= end || pos >= judged)
+			break;
+		if (tw_hello_load(src, payload_off + at, &b, 1) < 0)
+			break;
+		if (pos < have) {
+			/* Retransmitted: the receiver may see this copy. */
+			if (!tw_preamble_byte_ok((__u8)kind, pos, b))
+				return TW_PSCAN(TW_COLLECT_MISMATCH, have, kind);
+			continue;
+		}
+		if (!pending)
+			break;
+		if (!tw_preamble_byte_ok((__u8)kind, pos, b))
+			return TW_PSCAN(TW_COLLECT_BAD_PREAMBLE, have, kind);
+		have = pos + 1;
+	}
+	/* The free bytes after the constrained ones are taken as they come. */
+	len = tw_preamble_len((__u8)kind);
+	if (pending && have >= judged && have < len && start <= have && end > have)
+		have = end < len ? end : len;
+	return TW_PSCAN(TW_COLLECT_OK, have, kind);
+}
+
 /* Appends a segment's payload bytes (read through tw_hello_load(src, ...)
- * from payload offset `payload_off`) to the hello prefix; on a decided flow
- * only checks that retransmitted prefix bytes equal the ones judged. On a
- * mismatch st->hello_len is left as it was. */
+ * from payload offset `payload_off`) to the judged stream prefix (preamble
+ * and hello); on a decided flow only checks that retransmitted prefix bytes
+ * equal the ones judged (preamble bytes: still fit the preamble). On a
+ * mismatch or a bad preamble st->hello_len is left as it was. */
 static __always_inline int tw_hello_collect(void *src, __u32 payload_off, __u32 seq, int syn,
 					    __u32 payload_len, struct tw_flow_state *st)
 {
 	__u32 have = st->hello_len;
 	__u32 start = 0, skip = 0;
+	__u32 base, first, end, hstart, hhave;
 	__u32 j;
 	__u8 b;
-	int where;
+	int where, r;
 
-	if (have > TW_HELLO_PREFIX)
+	if (have > TW_PREAMBLE_MAX_LEN + TW_HELLO_PREFIX)
 		return TW_COLLECT_OK;
 	where = tw_hello_locate(seq, syn, payload_len, st, &start, &skip);
 	if (where != TW_SEG_PREFIX)
 		return where == TW_SEG_AHEAD ? TW_COLLECT_AHEAD : TW_COLLECT_OK;
-	/* The usual case: the first segment carries the whole prefix. */
-	if (!start && !skip && !have && st->cls == TW_CLASS_PENDING &&
+	base = tw_preamble_len(st->preamble);
+	/* The usual cases: one segment carries the whole hello prefix, at
+	 * the stream's start (unless it begins an allowed preamble) or right
+	 * after the preamble. */
+	if (!skip && start == have && have == base && st->cls == TW_CLASS_PENDING &&
 	    payload_len >= TW_HELLO_PREFIX &&
-	    !tw_hello_load(src, payload_off, st->hello, TW_HELLO_PREFIX)) {
-		st->hello_len = TW_HELLO_PREFIX;
+	    !tw_hello_load(src, payload_off, st->hello, TW_HELLO_PREFIX) &&
+	    (have || !tw_preamble_kind(st->preambles, st->hello[0]))) {
+		st->hello_len = have + TW_HELLO_PREFIX;
 		return TW_COLLECT_OK;
 	}
+	end = start + (payload_len - skip); /* locate: skip < payload_len */
+	if (st->preambles || st->preamble) {
+		r = tw_preamble_scan(src, payload_off, start | (skip << 8),
+				     have | ((end < 255 ? end : 255) << 8),
+				     st->preamble | ((__u32)st->preambles << 8) |
+					 (st->cls == TW_CLASS_PENDING ? 0x10000 : 0));
+		if (TW_PSCAN_RESULT(r) != TW_COLLECT_OK)
+			return TW_PSCAN_RESULT(r);
+		have = TW_PSCAN_HAVE(r);
+		st->preamble = TW_PSCAN_KIND(r);
+		if (have > TW_PREAMBLE_MAX_LEN + TW_HELLO_PREFIX)
+			return TW_COLLECT_OK;
+	}
+	base = tw_preamble_len(st->preamble);
+	/* The hello's bytes, from stream index `first` on: hello index i is
+	 * stream index base + i. */
+	first = start > base ? start : base;
+	if (first > have || first >= end) {
+		st->hello_len = have;
+		return TW_COLLECT_OK;
+	}
+	hstart = first - base;
+	hhave = have - base;
+	skip += first - start; /* the payload offset of stream index first */
 	for (j = 0; j < TW_HELLO_PREFIX; j++) {
-		__u32 idx = start + j;
+		__u32 idx = hstart + j;
 		__u32 at = skip + j;
 
 		if (at >= payload_len || idx >= TW_HELLO_PREFIX)
@@ -112,10 +231,10 @@ static __always_inline int tw_hello_collect(void *src, __u32 payload_off, __u32 
 		barrier_var(idx);
 		idx &= 0xf; /* for the verifier only: idx < TW_HELLO_PREFIX above */
 		barrier_var(at);
-		at &= 0x1ffff; /* skip < TW_SEQ_BEFORE_MAX */
+		at &= 0x1ffff; /* skip < TW_SEQ_BEFORE_MAX, first - start <= preamble */
 		if (tw_hello_load(src, payload_off + at, &b, 1) < 0)
 			break;
-		if (idx < have) {
+		if (idx < hhave) {
 			/* Retransmitted byte: must equal the copy we judged,
 			 * or the receiver may see something else. */
 			if (st->hello[idx] != b)
@@ -125,8 +244,9 @@ static __always_inline int tw_hello_collect(void *src, __u32 payload_off, __u32 
 		if (st->cls != TW_CLASS_PENDING)
 			break; /* decided: only re-check what was judged */
 		st->hello[idx] = b;
-		have = idx + 1;
+		hhave = idx + 1;
 	}
+	have = base + hhave;
 	st->hello_len = have;
 	return TW_COLLECT_OK;
 }
@@ -149,12 +269,14 @@ static __always_inline __u8 tw_hello_reclassify(struct tw_flow_state *st, __u8 r
  * TW_CLASS_PENDING if it is still undecided or was decided before. */
 static __always_inline __u8 tw_hello_decide(struct tw_flow_state *st)
 {
+	__u32 base = tw_preamble_len(st->preamble);
 	__u16 version = 0;
-	int r;
+	int r = TW_HELLO_NEED_MORE;
 
 	if (st->cls != TW_CLASS_PENDING)
 		return TW_CLASS_PENDING;
-	r = tw_hello_judge(st->hello, st->hello_len, &version);
+	if (st->hello_len > base)
+		r = tw_hello_judge(st->hello, st->hello_len - base, &version);
 	if (r == TW_HELLO_VALID) {
 		st->cls = TW_CLASS_TLS;
 		st->hello_version = version;
@@ -165,7 +287,9 @@ static __always_inline __u8 tw_hello_decide(struct tw_flow_state *st)
 		st->reason = (__u8)-r;
 		return TW_CLASS_NOT_TLS;
 	}
-	if (st->data_pkts >= TW_MAX_PENDING_PKTS) {
+	/* A preamble may come 1 byte a segment too: its bytes do not count
+	 * against the limit. */
+	if (st->data_pkts >= TW_MAX_PENDING_PKTS + base) {
 		st->cls = TW_CLASS_NOT_TLS;
 		st->reason = TW_REASON_UNDECIDABLE;
 		return TW_CLASS_NOT_TLS;
@@ -201,6 +325,11 @@ static __always_inline int tw_hello_on_data(void *src, __u32 payload_off, __u32 
 			tw_hello_reclassify(st, TW_REASON_OVERLAP_MISMATCH);
 			r |= TW_DATA_MISMATCH;
 		}
+		if (c == TW_COLLECT_BAD_PREAMBLE) {
+			st->cls = TW_CLASS_NOT_TLS;
+			st->reason = TW_REASON_BAD_PREAMBLE;
+			r |= TW_DATA_NOT_TLS;
+		}
 		if (st->data_pkts < 255)
 			st->data_pkts++;
 		c = tw_hello_decide(st);
@@ -210,7 +339,7 @@ static __always_inline int tw_hello_on_data(void *src, __u32 payload_off, __u32 
 			r |= TW_DATA_NOT_TLS;
 	} else if (st->cls == TW_CLASS_TLS && st->data_pkts < TW_RECHECK_PKTS) {
 		st->data_pkts++;
-		if ((__s32)(seq - (st->isn + 1)) < TW_HELLO_PREFIX &&
+		if ((__s32)(seq - (st->isn + 1)) < (__s32)tw_hello_window(st) &&
 		    tw_hello_collect(src, payload_off, seq, syn, payload_len, st) ==
 			TW_COLLECT_MISMATCH) {
 			tw_hello_reclassify(st, TW_REASON_OVERLAP_MISMATCH);

@@ -19,7 +19,8 @@ struct tw_decision {
 	__u8 mode;
 	__u8 any_enforce; /* some enforce rule covers the address (any port) */
 	__u8 any_rule;	  /* some rule covers the address (any port) */
-	__u8 pad[3];
+	__u8 preambles;	  /* TW_PREAMBLE_BIT mask the rule allows */
+	__u8 pad[2];
 };
 
 static __always_inline const struct tw_dest_value *tw_lookup_dest(const struct tw_flow_key *k,
@@ -64,6 +65,7 @@ static __always_inline void tw_decide_owner(struct __sk_buff *skb, const struct 
 			d->boundary = g->boundary;
 			d->min_tls = g->min_tls;
 			d->mode = g->mode;
+			d->preambles = g->preambles;
 		}
 	}
 	if (exempts && !d->exempt) {
@@ -191,6 +193,7 @@ static __always_inline void tw_decide(struct __sk_buff *skb, const struct tw_flo
 		d->boundary = v->boundary;
 		d->min_tls = v->min_tls;
 		d->mode = v->mode;
+		d->preambles = v->preambles;
 	}
 	d->exempt = v->exempt;
 	d->exemption = v->exemption;

@@ -80,4 +80,30 @@ mode = "enforce"
 )";
 }
 
+// Preambles: the remote boundary with TLS only on 443 and a database rule on
+// 3306 and 5432 that allows `preambles` (a TOML array body, e.g.
+// "\"postgresql\", \"mysql\""; empty: the key is left out).
+inline const char* const kDbRule = "remote-db";
+inline std::string preamble_policy(const std::string& preambles,
+                                   const std::string& version = "bpf-preambles-1") {
+  return "version = \"" + version + R"("
+default_min_tls = "1.2"
+
+[boundaries.remote]
+cidrs = ["198.18.128.0/17", "2001:db8:2::/48"]
+
+[[rules]]
+name = "remote-tls"
+boundary = "remote"
+ports = [443]
+mode = "enforce"
+
+[[rules]]
+name = "remote-db"
+boundary = "remote"
+ports = [3306, 5432]
+mode = "enforce"
+)" + (preambles.empty() ? std::string() : "preambles = [" + preambles + "]\n");
+}
+
 }  // namespace tlswall::bpftest

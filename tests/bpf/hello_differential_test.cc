@@ -8,6 +8,9 @@
 // fuzzer (tests/fuzz/corpus/tls_hello, tests/fuzz/regressions/tls_hello:
 // real ClientHellos from openssl, curl and python, and what the fuzzer
 // found) runs through both, whole and in 1-byte segments.
+// Then all of them again on a rule that allows the PostgreSQL and MySQL
+// preambles (bpf/lib/preamble.h), against the user-space build of the flow
+// state machine (bpf/lib/hello_stream.h) fed with the same segments.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -21,9 +24,7 @@
 #include "tests/bpf/classifier_harness.h"
 #include "tests/bpf/fixture_policies.h"
 
-extern "C" {
-#include "lib/tls_hello.h"
-}
+#include "tests/fuzz/hello_stream_buffer.h"
 
 namespace tlswall::bpftest {
 namespace {
@@ -80,7 +81,12 @@ std::vector<FirstBytes> Fixtures() {
        Hdr({0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x10, 0x00, 0x03, 0x03, 0xaa})},
       {"HandshakeOver128K", Hdr({0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x02, 0x00, 0x01})},
       {"Sslv2CompatibleHello", Hdr({0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00})},
-      {"PostgresSslRequest", Hdr({0x00, 0x00, 0x00, 0x08, 0x04, 0xd2, 0x16, 0x2f})},
+      {"PostgresSslRequest", ssl_request()},
+      {"PostgresSslRequestHello", concat(ssl_request(), h12)},
+      {"PostgresSslRequestStartup", concat(ssl_request(), pg_startup_message())},
+      {"PostgresStartup", pg_startup_message()},
+      {"MysqlSslRequestHello", concat(mysql_ssl_request(), h12)},
+      {"MysqlSslRequestTls10Hello", concat(mysql_ssl_request(), cv0300)},
       {"AllZero", Bytes(11, 0)},
       {"OneByte16", Hdr({0x16})},
       {"FiveValidBytes", Hdr({0x16, 0x03, 0x01, 0x00, 0xc8})},
@@ -151,8 +157,8 @@ class HelloDifferentialTest : public ClassifierTest {
     h().publish(fixture_policy());
   }
 
-  FlowSpec NextFlow() {
-    return make_flow(4, kClient4, kRemote4, static_cast<uint16_t>(20000 + flows_++), 443);
+  FlowSpec NextFlow(uint16_t port = 443) {
+    return make_flow(4, kClient4, kRemote4, static_cast<uint16_t>(20000 + flows_++), port);
   }
 
   // Sends `b` as one segment after a SYN and checks verdict and flow state.
@@ -228,6 +234,83 @@ TEST_F(HelloDifferentialTest, RandomMutationsOfAHelloPrefix) {
     }
     b.resize(1 + rng() % b.size());
     CheckWhole("mutation #" + std::to_string(i), b);
+    if (HasFailure()) break;  // one reproducer is enough
+  }
+}
+
+// ---- on a rule that allows both preambles: BPF vs the user-space build ----
+
+constexpr uint32_t kIsn = 1000;
+constexpr uint8_t kBoth =
+    TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL) | TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL);
+
+// The user-space flow state machine, fed like the BPF one.
+struct UserFlow {
+  tw_flow_state st{};
+  UserFlow() {
+    st.isn = kIsn;
+    st.cls = TW_CLASS_PENDING;
+    st.preambles = kBoth;
+    st.min_tls = 0x0303;
+  }
+  void Send(uint32_t stream_off, const Bytes& b) {
+    hello::Payload p{b.data(), static_cast<uint32_t>(b.size())};
+    tw_hello_on_data(&p, 0, kIsn + 1 + stream_off, 0, static_cast<uint32_t>(b.size()), &st);
+  }
+  bool drop() const {
+    return st.cls == TW_CLASS_NOT_TLS || (st.cls == TW_CLASS_TLS && st.hello_version < 0x0303);
+  }
+};
+
+class PreambleDifferentialTest : public HelloDifferentialTest {
+ protected:
+  void SetUp() override {
+    HelloDifferentialTest::SetUp();
+    if (HasFatalFailure()) return;
+    h().publish(preamble_policy("\"postgresql\", \"mysql\""));
+  }
+  void CheckState(const FlowSpec& f, const UserFlow& u) {
+    const auto st = h().flow(f);
+    ASSERT_TRUE(st.has_value());
+    EXPECT_EQ(st->cls, u.st.cls);
+    if (u.st.cls == TW_CLASS_NOT_TLS) {
+      EXPECT_EQ(st->reason, u.st.reason) << "got " << reason_name(st->reason);
+    }
+    EXPECT_EQ(st->hello_len, u.st.hello_len);
+    EXPECT_EQ(st->preamble, u.st.preamble);
+    if (u.st.cls == TW_CLASS_TLS) {
+      EXPECT_EQ(st->hello_version, u.st.hello_version);
+    }
+  }
+};
+
+TEST_F(PreambleDifferentialTest, WholeAndOneByteSegmentsAgreeWithUserSpace) {
+  for (const auto& in : AllFixtures()) {
+    SCOPED_TRACE(in.name);
+    if (in.bytes.empty()) continue;
+    {  // one segment
+      const FlowSpec f = NextFlow(5432);
+      ASSERT_EQ(h().verdict(f.segment(kSyn, kIsn)), kPass);
+      UserFlow u;
+      u.Send(0, in.bytes);
+      EXPECT_EQ(h().verdict(f.segment(kAck | kPsh, kIsn + 1, in.bytes)), u.drop() ? kDrop : kPass);
+      CheckState(f, u);
+    }
+    {  // 1-byte segments through the judged window (preamble + hello)
+      const FlowSpec f = NextFlow(3306);
+      UserFlow u;
+      ASSERT_EQ(h().verdict(f.segment(kSyn, kIsn)), kPass);
+      const size_t n = std::min<size_t>(in.bytes.size(), TW_PREAMBLE_MAX_LEN + TW_HELLO_PREFIX + 2);
+      for (size_t i = 0; i < n; ++i) {
+        const Bytes one = {in.bytes[i]};
+        u.Send(static_cast<uint32_t>(i), one);
+        EXPECT_EQ(h().verdict(f.segment(kAck | kPsh, kIsn + 1 + static_cast<uint32_t>(i), one)),
+                  u.drop() ? kDrop : kPass)
+            << "byte #" << i;
+      }
+      CheckState(f, u);
+    }
+    h().drain_events();
     if (HasFailure()) break;  // one reproducer is enough
   }
 }

@@ -430,6 +430,23 @@ Bytes client_hello(const HelloSpec& spec) {
 
 Bytes ascii(const std::string& s) { return Bytes(s.begin(), s.end()); }
 
+Bytes ssl_request() { return {0x00, 0x00, 0x00, 0x08, 0x04, 0xd2, 0x16, 0x2f}; }
+
+Bytes mysql_ssl_request() {
+  Bytes b = {0x20, 0x00, 0x00, 0x01, 0x0e, 0xaa, 0xbf, 0x01, 0x00, 0x00, 0x00, 0x01, 0x2d};
+  b.resize(32, 0x00);
+  append(b, {0x1d, 0x00, 0x00, 0x00});
+  return b;
+}
+
+Bytes pg_startup_message() {
+  Bytes body = {0x00, 0x03, 0x00, 0x00};  // protocol 3.0
+  append(body, ascii(std::string("user\0pg\0database\0pg\0\0", 21)));
+  Bytes b = {0x00, 0x00, 0x00, static_cast<uint8_t>(body.size() + 4)};
+  append(b, body);
+  return b;
+}
+
 Bytes concat(const Bytes& a, const Bytes& b) {
   Bytes out = a;
   append(out, b);

@@ -173,6 +173,15 @@ struct HelloSpec {
 Bytes client_hello(const HelloSpec& spec = {});
 
 Bytes ascii(const std::string& s);
+
+// Plaintext preambles (bpf/lib/preamble.h) as real clients send them:
+// libpq's SSLRequest; the MariaDB client's SSL request (length 32, sequence
+// id 1, CLIENT_SSL and CLIENT_PROTOCOL_41 in byte 5, max packet, charset,
+// filler and MariaDB's extended capabilities); psql sslmode=disable's
+// StartupMessage (user and database "pg").
+Bytes ssl_request();
+Bytes mysql_ssl_request();
+Bytes pg_startup_message();
 Bytes concat(const Bytes& a, const Bytes& b);
 // bytes[from, from+len) (clamped).
 Bytes slice(const Bytes& b, size_t from, size_t len = SIZE_MAX);

@@ -1,9 +1,12 @@
-// libFuzzer target: the ClientHello judge (bpf/lib/tls_hello.h) and the
-// classifier's reassembly of a flow's first bytes (bpf/lib/hello_stream.h),
-// the very headers the BPF program compiles, built for user space.
+// libFuzzer target: the ClientHello judge (bpf/lib/tls_hello.h), the
+// preambles (bpf/lib/preamble.h) and the classifier's reassembly of a
+// flow's first bytes (bpf/lib/hello_stream.h), the very headers the BPF
+// program compiles, built for user space.
 //
-// The input is the first payload of a TCP flow. Checked, besides the
-// sanitizers:
+// The input is the first payload of a TCP flow, judged twice: on a rule
+// without preambles, and on one that allows PostgreSQL's and MySQL's (the
+// expected verdict then comes from a reference written from the protocol
+// documents, not from preamble.h). Checked, besides the sanitizers:
 //  - the verdict on the whole input (tw_hello_judge over its first
 //    TW_HELLO_PREFIX bytes) is what the flow state machine decides when the
 //    same bytes arrive as one segment, as a TCP Fast Open SYN, in 1-byte
@@ -29,6 +32,11 @@ namespace {
 using tlswall::hello::Payload;
 
 constexpr uint32_t kPrefix = TW_HELLO_PREFIX;
+constexpr uint8_t kAllPreambles =
+    TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL) | TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL);
+
+// The rule being fuzzed: which preambles it allows.
+uint8_t g_allowed = 0;
 
 // A flow as the classifier tracks it, from its SYN on.
 struct Flow {
@@ -38,6 +46,7 @@ struct Flow {
   explicit Flow(uint32_t isn) {
     st.isn = isn;
     st.cls = TW_CLASS_PENDING;
+    st.preambles = g_allowed;
   }
   // One data segment: `len` bytes at sequence number `seq` (a SYN's data
   // starts at seq + 1).
@@ -52,27 +61,63 @@ struct Flow {
 struct Expected {
   int judged;
   uint16_t version = 0;
+  uint8_t preamble = TW_PREAMBLE_NONE;  // the one the first byte began
+  uint32_t base = 0;                    // its length: where the hello starts
 };
+
+// Reference for the preambles, from the protocol documents: PostgreSQL's
+// SSLRequest (exactly these 8 bytes); MySQL's SSL request (packet header:
+// length 32, sequence id 1; capability flags with CLIENT_PROTOCOL_41
+// 0x0200 and CLIENT_SSL 0x0800; 28 more bytes of anything).
+bool PreambleByteOk(uint8_t preamble, uint32_t i, uint8_t b) {
+  static const uint8_t kSslRequest[8] = {0x00, 0x00, 0x00, 0x08, 0x04, 0xd2, 0x16, 0x2f};
+  static const uint8_t kMysqlHeader[4] = {0x20, 0x00, 0x00, 0x01};
+  if (preamble == TW_PREAMBLE_POSTGRESQL) return b == kSslRequest[i];
+  if (i < 4) return b == kMysqlHeader[i];
+  if (i == 5) return (b & 0x0a) == 0x0a;
+  return true;
+}
 
 Expected JudgeWhole(const uint8_t* data, size_t size) {
   Expected e{};
-  e.judged = tw_hello_judge(data, static_cast<__u32>(size < kPrefix ? size : kPrefix), &e.version);
+  if (size > 0 && data[0] == 0x00 && (g_allowed & TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL))) {
+    e.preamble = TW_PREAMBLE_POSTGRESQL;
+    e.base = 8;
+  } else if (size > 0 && data[0] == 0x20 && (g_allowed & TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL))) {
+    e.preamble = TW_PREAMBLE_MYSQL;
+    e.base = 36;
+  }
+  for (uint32_t i = 0; i < e.base && i < size; ++i) {
+    if (!PreambleByteOk(e.preamble, i, data[i])) {
+      e.judged = -TW_REASON_BAD_PREAMBLE;
+      return e;
+    }
+  }
+  if (size <= e.base) {
+    e.judged = TW_HELLO_NEED_MORE;
+    return e;
+  }
+  const size_t k = size - e.base < kPrefix ? size - e.base : kPrefix;
+  e.judged = tw_hello_judge(data + e.base, static_cast<__u32>(k), &e.version);
   return e;
 }
 
 void CheckVerdict(const Flow& f, const Expected& x) {
-  FUZZ_CHECK(f.data_segments < TW_MAX_PENDING_PKTS);  // schedules stay below undecidable
+  // schedules stay below undecidable (a preamble's segments do not count)
+  FUZZ_CHECK(f.data_segments < TW_MAX_PENDING_PKTS + x.base);
   if (x.judged == TW_HELLO_VALID) {
     FUZZ_CHECK(f.st.cls == TW_CLASS_TLS);
     FUZZ_CHECK(f.st.hello_version == x.version);
-    FUZZ_CHECK(f.st.hello_len == kPrefix);
+    FUZZ_CHECK(f.st.hello_len == x.base + kPrefix);
+    FUZZ_CHECK(f.st.preamble == x.preamble);
+    FUZZ_CHECK(tw_preamble_seen(&f.st) == x.preamble);
   } else if (x.judged < 0) {
     FUZZ_CHECK(f.st.cls == TW_CLASS_NOT_TLS);
     FUZZ_CHECK(f.st.reason == static_cast<uint8_t>(-x.judged));
   } else {
     FUZZ_CHECK(f.st.cls == TW_CLASS_PENDING);
   }
-  FUZZ_CHECK(f.st.hello_len <= kPrefix);
+  FUZZ_CHECK(f.st.hello_len <= x.base + kPrefix);
 }
 
 // Deterministic choices drawn from the bytes after the judged prefix.
@@ -150,11 +195,16 @@ void ScheduledSegments(const uint8_t* data, size_t size, const Expected& x) {
   if (from < n) f.Segment(isn + 1 + from, false, data + from, n - from);
   CheckVerdict(f, x);
 
-  // A retransmission that changes a judged byte.
+  // A retransmission that changes a judged byte (a preamble's byte: one
+  // that no longer fits it).
   if (f.st.hello_len > 0 && f.st.cls != TW_CLASS_NOT_TLS) {
     const uint32_t at = ch.Next(f.st.hello_len);
     const uint8_t other = static_cast<uint8_t>(data[at] ^ (1 + ch.Next(255)));
     const int r = f.Segment(isn + 1 + at, false, &other, 1);
+    if (at < x.base && PreambleByteOk(x.preamble, at, other)) {
+      FUZZ_CHECK(r == 0);
+      return;
+    }
     FUZZ_CHECK(r & TW_DATA_MISMATCH);
     FUZZ_CHECK(f.st.cls == TW_CLASS_NOT_TLS);
     FUZZ_CHECK(f.st.reason == TW_REASON_OVERLAP_MISMATCH);
@@ -174,18 +224,19 @@ bool Completable(uint8_t* buf, uint32_t k) {
   return false;
 }
 
-}  // namespace
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+void FuzzRule(const uint8_t* data, size_t size) {
   // The judge reads only what it is given: an exact-size copy lets ASan see
   // any read past `len`.
-  const size_t k = size < kPrefix ? size : kPrefix;
-  std::vector<uint8_t> exact(data, data + k);
-  const Expected x = JudgeWhole(exact.data(), k);
+  const size_t window = TW_PREAMBLE_MAX_LEN + kPrefix;
+  const size_t whole = size < window ? size : window;
+  std::vector<uint8_t> exact(data, data + whole);
+  const Expected x = JudgeWhole(exact.data(), whole);
+  const size_t k = x.base + kPrefix < size ? x.base + kPrefix : size;
   FUZZ_CHECK(x.judged == TW_HELLO_NEED_MORE || x.judged == TW_HELLO_VALID ||
-             (x.judged < 0 && x.judged >= -TW_REASON_OPAQUE_HEADERS));
-  if (x.judged == TW_HELLO_NEED_MORE) FUZZ_CHECK(k < kPrefix);
-  if (x.judged == TW_HELLO_VALID) FUZZ_CHECK(k == kPrefix);
+             (x.judged < 0 && x.judged >= -TW_REASON_BAD_PREAMBLE));
+  if (x.judged == TW_HELLO_NEED_MORE) FUZZ_CHECK(k < x.base + kPrefix);
+  if (x.judged == TW_HELLO_VALID) FUZZ_CHECK(k == x.base + kPrefix);
+  if (!g_allowed) FUZZ_CHECK(x.preamble == TW_PREAMBLE_NONE && x.judged != -TW_REASON_BAD_PREAMBLE);
 
   const uint32_t n = static_cast<uint32_t>(size < 4096 ? size : 4096);
   {  // one segment
@@ -200,7 +251,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   {  // 1-byte segments: decided at the first bad byte
     Flow f(7);
-    for (uint32_t i = 0; i < n && i < kPrefix + 2; ++i) {
+    for (uint32_t i = 0; i < n && i < x.base + kPrefix + 2; ++i) {
       f.Segment(8 + i, false, data + i, 1);
       const Expected at = JudgeWhole(data, i + 1);
       if (at.judged < 0) FUZZ_CHECK(f.st.cls == TW_CLASS_NOT_TLS && f.st.reason == -at.judged);
@@ -210,10 +261,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   ScheduledSegments(data, size, x);
 
-  if (x.judged == TW_HELLO_NEED_MORE) {
+  if (x.judged == TW_HELLO_NEED_MORE && k > x.base) {
     uint8_t buf[kPrefix + 1] = {};
-    std::memcpy(buf, data, k);
-    FUZZ_CHECK(Completable(buf, static_cast<uint32_t>(k)));
+    std::memcpy(buf, data + x.base, k - x.base);
+    FUZZ_CHECK(Completable(buf, static_cast<uint32_t>(k - x.base)));
   }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  g_allowed = 0;  // a rule without preambles
+  FuzzRule(data, size);
+  g_allowed = kAllPreambles;  // one that allows both
+  FuzzRule(data, size);
   return 0;
 }

@@ -72,7 +72,13 @@ static_assert(TW_REASON_FRAGMENTED == 10);
 static_assert(TW_REASON_STATE_LOST == 11);
 static_assert(TW_REASON_OUT_OF_WINDOW == 12);
 static_assert(TW_REASON_OPAQUE_HEADERS == 13);
-static_assert(TW_REASON_OPAQUE_HEADERS < TW_REASON_MAX, "reasons index the drop array");
+static_assert(TW_REASON_BAD_PREAMBLE == 14);
+static_assert(TW_REASON_PREAMBLE_NOT_ALLOWED == 15);
+static_assert(TW_REASON_PREAMBLE_NOT_ALLOWED < TW_REASON_MAX, "reasons index the drop array");
+static_assert(TW_PREAMBLE_POSTGRESQL == 1 && TW_PREAMBLE_MYSQL == 2, "never renumbered");
+static_assert(TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL) == 2);
+// hello_len counts the preamble too, and is a __u8.
+static_assert(TW_PREAMBLE_MAX_LEN + TW_HELLO_PREFIX < 256);
 
 static_assert(TW_ACTION_PASS == 0);
 static_assert(TW_ACTION_REPORT == 1);
@@ -152,14 +158,16 @@ static_assert(offsetof(tw_port_verdict, min_tls) == 6);
 static_assert(offsetof(tw_port_verdict, mode) == 8);
 static_assert(offsetof(tw_port_verdict, exempt) == 9);
 static_assert(offsetof(tw_port_verdict, has_rule) == 10);
-static_assert(offsetof(tw_port_verdict, pad) == 11);
-static_assert(TW_FIELD_SIZE(tw_port_verdict, pad) == 5);
+static_assert(offsetof(tw_port_verdict, preambles) == 11);  // was pad[0]
+static_assert(offsetof(tw_port_verdict, pad) == 12);
+static_assert(TW_FIELD_SIZE(tw_port_verdict, pad) == 4);
 static_assert(offsetof(tw_port_verdict, owner_groups) == 16);
 
 // ---- owner groups and selector keys (policy by owner) ----
 static_assert(sizeof(tw_owner_group) == 12);
 static_assert(offsetof(tw_owner_group, mode) == 8);
 static_assert(offsetof(tw_owner_group, is_exemption) == 9);
+static_assert(offsetof(tw_owner_group, preambles) == 10);  // was pad[0]
 static_assert(sizeof(tw_owner_uid_key) == 8);
 static_assert(sizeof(tw_owner_comm_key) == 20);
 static_assert(offsetof(tw_owner_comm_key, comm) == 4);
@@ -273,12 +281,13 @@ static_assert(offsetof(tw_flow_state, action) == 35);
 static_assert(offsetof(tw_flow_state, hello_len) == 36);
 static_assert(offsetof(tw_flow_state, data_pkts) == 37);
 static_assert(offsetof(tw_flow_state, reported) == 38);
-static_assert(offsetof(tw_flow_state, pad0) == 39);
+static_assert(offsetof(tw_flow_state, preambles) == 39);  // was pad0
 static_assert(offsetof(tw_flow_state, hello) == 40);
+static_assert(offsetof(tw_flow_state, preamble) == 51);  // was the spare hello[11]
 static_assert(offsetof(tw_flow_state, sock_cookie_lo) == 52);
 // The frozen schema-1 layout named these bytes pad1: same place, same size.
 static_assert(offsetof(tw_flow_state_v1, pad1) == offsetof(tw_flow_state, sock_cookie_lo));
-static_assert(TW_FIELD_SIZE(tw_flow_state, hello) == TW_HELLO_PREFIX + 1);
+static_assert(TW_FIELD_SIZE(tw_flow_state, hello) == TW_HELLO_PREFIX);
 
 // ---- struct tw_event_hdr ----
 static_assert(sizeof(tw_event_hdr) == 16);
@@ -305,8 +314,9 @@ static_assert(offsetof(tw_flow_event, cls) == 86);
 static_assert(offsetof(tw_flow_event, reason) == 87);
 static_assert(offsetof(tw_flow_event, mode) == 88);
 static_assert(offsetof(tw_flow_event, action) == 89);
-static_assert(offsetof(tw_flow_event, pad) == 90);
-static_assert(TW_FIELD_SIZE(tw_flow_event, pad) == 6);
+static_assert(offsetof(tw_flow_event, preamble) == 90);  // was pad[0]
+static_assert(offsetof(tw_flow_event, pad) == 91);
+static_assert(TW_FIELD_SIZE(tw_flow_event, pad) == 5);
 static_assert(offsetof(tw_flow_event, owner) == TW_EV_FLOW_V1_SIZE);
 static_assert(offsetof(tw_flow_event, owner_status) == 152);
 static_assert(TW_FIELD_SIZE(tw_flow_event, pad2) == 7);
@@ -326,8 +336,8 @@ constexpr size_t kPortKeyFields = TW_SUM2(tw_port_key, prefixlen, slot) +
                                   TW_FIELD_SIZE(tw_port_key, pad);
 constexpr size_t kPortVerdictFields =
     TW_SUM2(tw_port_verdict, rule_id, boundary) + TW_SUM2(tw_port_verdict, exemption, min_tls) +
-    TW_SUM2(tw_port_verdict, mode, exempt) + TW_SUM2(tw_port_verdict, has_rule, pad) +
-    TW_FIELD_SIZE(tw_port_verdict, owner_groups);
+    TW_SUM2(tw_port_verdict, mode, exempt) + TW_SUM2(tw_port_verdict, has_rule, preambles) +
+    TW_SUM2(tw_port_verdict, pad, owner_groups);
 constexpr size_t kSlotMetaFields = TW_SUM2(tw_slot_meta, generation, groups) +
                                    TW_SUM2(tw_slot_meta, exempt_groups, uid_free) +
                                    TW_SUM2(tw_slot_meta, comm_free, cgroup_free) +
@@ -337,7 +347,7 @@ constexpr size_t kOwnerFields = TW_SUM2(tw_owner, cgroup_id, start_boottime_ns) 
                                 TW_SUM2(tw_owner, comm, backend) + TW_FIELD_SIZE(tw_owner, pad);
 constexpr size_t kOwnerGroupFields =
     TW_SUM2(tw_owner_group, rule_id, boundary) + TW_SUM2(tw_owner_group, exemption, min_tls) +
-    TW_SUM2(tw_owner_group, mode, is_exemption) + TW_FIELD_SIZE(tw_owner_group, pad);
+    TW_SUM2(tw_owner_group, mode, is_exemption) + TW_SUM2(tw_owner_group, preambles, pad);
 constexpr size_t kStateFields = TW_FIELD_SIZE(tw_state, policy_generation);
 constexpr size_t kMetaFields =
     TW_SUM2(tw_meta, magic, meta_schema) + TW_SUM2(tw_meta, schema_flows, schema_policy) +
@@ -357,15 +367,15 @@ constexpr size_t kFlowStateFields =
     TW_SUM2(tw_flow_state, isn, rule_id) + TW_SUM2(tw_flow_state, boundary, exemption) +
     TW_SUM2(tw_flow_state, hello_version, min_tls) + TW_SUM2(tw_flow_state, cls, reason) +
     TW_SUM2(tw_flow_state, protected_, exempt) + TW_SUM2(tw_flow_state, mode, action) +
-    TW_SUM2(tw_flow_state, hello_len, data_pkts) + TW_SUM2(tw_flow_state, reported, pad0) +
-    TW_SUM2(tw_flow_state, hello, sock_cookie_lo);
+    TW_SUM2(tw_flow_state, hello_len, data_pkts) + TW_SUM2(tw_flow_state, reported, preambles) +
+    TW_SUM2(tw_flow_state, hello, preamble) + TW_FIELD_SIZE(tw_flow_state, sock_cookie_lo);
 constexpr size_t kEventHdrFields =
     TW_SUM2(tw_event_hdr, type, version) + TW_SUM2(tw_event_hdr, size, ktime_ns);
 constexpr size_t kFlowEventFields =
     TW_SUM2(tw_flow_event, hdr, flow) + TW_SUM2(tw_flow_event, sock_cookie, policy_generation) +
     TW_SUM2(tw_flow_event, ifindex, rule_id) + TW_SUM2(tw_flow_event, boundary, exemption) +
     TW_SUM2(tw_flow_event, hello_version, min_tls) + TW_SUM2(tw_flow_event, cls, reason) +
-    TW_SUM2(tw_flow_event, mode, action) + TW_FIELD_SIZE(tw_flow_event, pad) +
+    TW_SUM2(tw_flow_event, mode, action) + TW_SUM2(tw_flow_event, preamble, pad) +
     TW_SUM2(tw_flow_event, owner, owner_status) + TW_FIELD_SIZE(tw_flow_event, pad2);
 
 // Kept as runtime checks (not static_asserts) so that a violation reports

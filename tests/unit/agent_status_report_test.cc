@@ -58,6 +58,8 @@ const uint32_t kReasons[] = {
     TW_REASON_STATE_LOST,
     TW_REASON_OUT_OF_WINDOW,
     TW_REASON_OPAQUE_HEADERS,
+    TW_REASON_BAD_PREAMBLE,
+    TW_REASON_PREAMBLE_NOT_ALLOWED,
 };
 
 StatusReport Sample() {
@@ -351,8 +353,8 @@ TEST(StatusNames, EveryDefinedReasonHasADistinctName) {
 
 // status_report.h: reason_name returns "reason_N" for unknown reasons.
 TEST(StatusNames, UnknownReasonIsNamedByNumber) {
-  EXPECT_EQ(reason_name(14), "reason_14");
-  EXPECT_EQ(reason_name(15), "reason_15");
+  EXPECT_EQ(reason_name(16), "reason_16");
+  EXPECT_EQ(reason_name(200), "reason_200");
 }
 
 TEST(StatusNames, ClassesAndActions) {

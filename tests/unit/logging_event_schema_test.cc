@@ -77,6 +77,7 @@ Event FullEvent() {
       logging::TestOwner(4242u, 1000u, "psql", "/usr/bin/psql", "/user.slice/u.slice", "c0ffee");
   e.interface = "eth0";
   e.tls_version = "1.0";
+  e.preamble = "postgresql";
   e.sock_cookie = 0xfedcba9876543210ull;  // above INT64_MAX: carried as its bits
   e.count = 12;
   e.first_time = e.time - std::chrono::seconds(9);
@@ -88,7 +89,7 @@ Event FullEvent() {
 
 TEST(EventSchema, JsonHasTheSchemaVersion2Fields) {
   const auto m = parse_flat_json(render_json(FullEvent(), "web-1", "0.2.0"));
-  EXPECT_EQ(m.at("schema_version"), "3");
+  EXPECT_EQ(m.at("schema_version"), "4");
   EXPECT_EQ(m.at("id"), "abc-42");
   EXPECT_EQ(m.at("seq"), "42");
   EXPECT_EQ(m.at("pid"), "4242");
@@ -120,7 +121,8 @@ TEST(EventSchema, ThriftRoundTripCarriesTheSameFieldsAsJson) {
   schema::Event back;
   ASSERT_TRUE(parse_binary(serialize_binary(t), &back));
   EXPECT_EQ(back, t);
-  EXPECT_EQ(back.schema_version, 3);
+  EXPECT_EQ(back.schema_version, 4);
+  EXPECT_EQ(back.preamble, "postgresql");
   EXPECT_EQ(back.id, "abc-42");
   EXPECT_EQ(back.seq, 42);
   EXPECT_EQ(back.time_us, 1763720340123456);
@@ -158,6 +160,7 @@ TEST(EventSchema, ThriftRoundTripCarriesTheSameFieldsAsJson) {
       {"interface", bool(back.__isset.interface_name)},
       {"sock_cookie", bool(back.__isset.sock_cookie)},
       {"tls_version", bool(back.__isset.tls_version)},
+      {"preamble", bool(back.__isset.preamble)},
       {"pid", bool(back.__isset.pid)},
       {"uid", bool(back.__isset.uid)},
       {"comm", bool(back.__isset.comm)},

@@ -68,17 +68,26 @@ TEST(PolicyConfigs, DemoPolicyIsWhatTheSandboxExpects) {
   const auto c = compile_policy(*r.policy, Now());
   EXPECT_EQ(c.version, "demo-1");
   EXPECT_EQ(c.boundary_names, std::vector<std::string>{"remote-region"});
-  EXPECT_EQ(c.rule_names, std::vector<std::string>{"remote-region-tls"});
-  EXPECT_EQ(c.rule_modes, std::vector<std::string>{"enforce"});
+  EXPECT_EQ(c.rule_names,
+            (std::vector<std::string>{"remote-region-databases", "remote-region-tls"}));
+  EXPECT_EQ(c.rule_modes, (std::vector<std::string>{"enforce", "enforce"}));
   EXPECT_EQ(c.exemption_names, std::vector<std::string>{"legacy-metrics"});
-  ASSERT_EQ(c.rules.size(), 5u);
-  EXPECT_EQ(c.rules[3].port_lo, 8000);
-  EXPECT_EQ(c.rules[3].port_hi, 8099);
-  EXPECT_EQ(c.rules[4].port_lo, 9100);  // the exempted metrics port is covered
-  EXPECT_EQ(c.rules[4].port_hi, 9100);
+  // The databases rule (id 0): 3306 and 5432, after a PostgreSQL or MySQL
+  // preamble. The TLS rule (id 1): five rows, no preamble.
+  ASSERT_EQ(c.rules.size(), 7u);
+  EXPECT_EQ(c.rules[0].port_lo, 3306);
+  EXPECT_EQ(c.rules[1].port_lo, 5432);
+  EXPECT_EQ(c.rules[5].port_lo, 8000);
+  EXPECT_EQ(c.rules[5].port_hi, 8099);
+  EXPECT_EQ(c.rules[6].port_lo, 9100);  // the exempted metrics port is covered
+  EXPECT_EQ(c.rules[6].port_hi, 9100);
   for (const auto& e : c.rules) {
     EXPECT_EQ(e.mode, TW_MODE_ENFORCE);
     EXPECT_EQ(e.min_tls, 0x0303);
+    EXPECT_EQ(e.preambles, e.rule_id == 0 ? TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL) |
+                                                TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL)
+                                          : 0u)
+        << e.port_lo;
   }
   ASSERT_EQ(c.exempts.size(), 1u);
   EXPECT_EQ(c.exempts[0].port_lo, 9100);

@@ -1095,5 +1095,44 @@ TEST(BuildKernelTables, ClassLimitIsNeverTheBindingOne) {
   EXPECT_LE(t.classes, static_cast<size_t>(TW_MAX_CLASSES));
 }
 
+// ============================ preambles ============================
+
+TEST(BuildKernelTables, PreamblesReachThePortVerdictsAndOwnerGroups) {
+  const Policy p = MustLoad(R"(
+version = "kt-preambles"
+[boundaries.db]
+cidrs = ["10.9.0.0/16"]
+
+[[rules]]
+name = "db-tls"
+boundary = "db"
+ports = [443, 3306, 5432]
+mode = "enforce"
+preambles = ["postgresql"]
+
+[[rules]]
+name = "db-mysql-app"
+boundary = "db"
+ports = [3306]
+mode = "enforce"
+comms = ["app"]
+preambles = ["mysql", "postgresql"]
+)");
+  const CompiledPolicy c = compile_policy(p, Now());
+  const KernelTables t = build_kernel_tables(c);
+  size_t rows = 0;
+  for (const auto& row : t.ports) {
+    ASSERT_TRUE(row.verdict.has_rule);
+    EXPECT_EQ(row.verdict.preambles, TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL)) << row.port;
+    for (uint8_t b : row.verdict.pad) EXPECT_EQ(b, 0);
+    ++rows;
+  }
+  EXPECT_GE(rows, 3u);
+  ASSERT_EQ(t.owners.groups.size(), 1u);
+  EXPECT_EQ(t.owners.groups[0].preambles,
+            TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL) | TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL));
+  EXPECT_EQ(t.owners.groups[0].pad[0], 0);
+}
+
 }  // namespace
 }  // namespace tlswall::policy

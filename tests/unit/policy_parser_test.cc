@@ -508,5 +508,53 @@ TEST(PolicyParser, TlsVersionNames) {
   EXPECT_STREQ(mode_name(Mode::kMonitor), "monitor");
 }
 
+// ---- preambles ----
+
+TEST(PolicyParser, PreamblesAreParsedIntoTheRulesMask) {
+  const auto r = Load(kHead + kRule + "preambles = [\"mysql\", \"postgresql\"]\n");
+  ASSERT_TRUE(r.ok()) << All(r);
+  EXPECT_EQ(r.policy->rules[0].preambles,
+            TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL) | TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL));
+  const auto none = Load(kHead + kRule);
+  ASSERT_TRUE(none.ok()) << All(none);
+  EXPECT_EQ(none.policy->rules[0].preambles, 0);
+}
+
+TEST(PolicyParser, UnknownPreambleNamesTheAcceptedOnesAndStartTls) {
+  const auto r = Load(kHead + kRule + "preambles = [\"postgresql\", \"smtp\"]\n");
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(HasDiag(r, "p.toml:8:28: error: ",
+                      "unknown preamble \"smtp\" in preambles of rule \"remote-tls\"; accepted: "
+                      "\"postgresql\", \"mysql\" (SMTP STARTTLS"))
+      << All(r);
+  EXPECT_EQ(Errors(r), 1u) << All(r);
+}
+
+TEST(PolicyParser, PreamblesMustBeANonEmptyListOfDistinctNames) {
+  const auto text = Load(kHead + kRule + "preambles = \"postgresql\"\n");
+  EXPECT_FALSE(text.ok());
+  EXPECT_TRUE(HasDiag(text, "p.toml:8:13: error: ", "preambles of rule \"remote-tls\""))
+      << All(text);
+  const auto empty = Load(kHead + kRule + "preambles = []\n");
+  EXPECT_TRUE(
+      HasDiag(empty, "p.toml:8:13: error: ", "is empty; remove the key to allow no preamble"))
+      << All(empty);
+  const auto twice = Load(kHead + kRule + "preambles = [\"mysql\", \"mysql\"]\n");
+  EXPECT_TRUE(HasDiag(twice, "p.toml:8:23: error: ", "lists \"mysql\" twice")) << All(twice);
+  const auto number = Load(kHead + kRule + "preambles = [5432]\n");
+  EXPECT_TRUE(HasDiag(number, "p.toml:8:14: error: ", "each entry of preambles")) << All(number);
+}
+
+TEST(PolicyParser, PreambleNamesRoundTrip) {
+  EXPECT_EQ(preamble_from_string("postgresql"), TW_PREAMBLE_POSTGRESQL);
+  EXPECT_EQ(preamble_from_string("mysql"), TW_PREAMBLE_MYSQL);
+  EXPECT_EQ(preamble_from_string("none"), TW_PREAMBLE_NONE);
+  EXPECT_EQ(preamble_from_string("MySQL"), TW_PREAMBLE_NONE);
+  EXPECT_EQ(preambles_to_string(0), "none");
+  EXPECT_EQ(preambles_to_string(TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL) |
+                                TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL)),
+            "postgresql, mysql");
+}
+
 }  // namespace
 }  // namespace tlswall::policy

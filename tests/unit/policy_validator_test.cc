@@ -302,5 +302,19 @@ TEST(PolicyValidator, RepeatedPrefixesCountOnce) {
   EXPECT_TRUE(r.ok()) << All(r).substr(0, 2000);
 }
 
+TEST(PolicyValidator, OverlapWithDifferentPreamblesIsAnError) {
+  const auto r = Load(kHead + RuleText("a", "remote", "[5432]", "preambles = [\"postgresql\"]\n") +
+                      RuleText("b", "remote", "[\"5000-6000\"]"));
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(HasDiag(r, "p.toml:13:1: error: ",
+                      "\"a\" is monitor with min_tls 1.2 and preambles postgresql; give "
+                      "overlapping rules the same mode, min_tls and preambles"))
+      << All(r);
+  const auto same =
+      Load(kHead + RuleText("a", "remote", "[5432]", "preambles = [\"postgresql\"]\n") +
+           RuleText("b", "remote", "[\"5000-6000\"]", "preambles = [\"postgresql\"]\n"));
+  EXPECT_TRUE(same.ok()) << All(same);
+}
+
 }  // namespace
 }  // namespace tlswall::policy
