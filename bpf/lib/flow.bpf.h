@@ -151,6 +151,50 @@ static __always_inline int tw_untracked(struct __sk_buff *skb, const struct tw_p
 	return TC_ACT_UNSPEC;
 }
 
+/* State gone (evicted under table pressure) from a local connection none of
+ * whose data the peer has acknowledged yet: its stream start is still known
+ * (snd_una = ISN + 1; bytes_acked counts only the SYN), so the flow is
+ * judged from its first byte as if its SYN had just been seen, instead of
+ * being passed as "state lost" (which a client could otherwise provoke by
+ * flooding the table between its SYN and its first bytes). A segment past the start is then data
+ * ahead of the collected prefix (held back in enforce mode until the
+ * retransmission from snd_una arrives). Flows with acknowledged data, and
+ * forwarded traffic (no local socket), keep the state-lost path: an
+ * established flow is never blocked mid-stream. NULL if not applicable. */
+static __always_inline struct tw_flow_state *tw_rebuild_young(struct __sk_buff *skb,
+							   const struct tw_pkt *p,
+							   __u64 generation,
+							   struct tw_flow_state *fresh)
+{
+	struct bpf_sock *sk = skb->sk;
+	struct bpf_tcp_sock *tp;
+	struct tw_decision d;
+
+	if (!sk)
+		return NULL;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return NULL;
+	tp = bpf_tcp_sock(sk);
+	/* Nothing received either: a client that speaks first. A local
+	 * server's accepted socket has read its client's request by the time
+	 * it answers (its state was marked inbound at the SYN-ACK). */
+	if (!tp || tp->bytes_acked > 1 || tp->data_segs_in)
+		return NULL;
+	__builtin_memset(fresh, 0, sizeof(*fresh));
+	fresh->first_seen_ns = bpf_ktime_get_ns();
+	fresh->isn = tp->snd_una - 1;
+	fresh->cls = TW_CLASS_PENDING;
+	fresh->sock_cookie_lo = (__u32)bpf_get_socket_cookie(skb);
+	tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
+	tw_apply_decision(fresh, &d, generation);
+	if (bpf_map_update_elem(&tw_flows, &p->key, fresh, BPF_ANY) < 0) {
+		tw_count(TW_CNT_FLOW_TABLE_FULL);
+		return NULL;
+	}
+	return bpf_map_lookup_elem(&tw_flows, &p->key);
+}
+
 /* IP fragments and hidden L4 towards a boundary: no ports, no stream. In an
  * enforce rule's boundary they are dropped; elsewhere counted and passed. */
 TW_COLD int tw_opaque(struct __sk_buff *skb, const struct tw_pkt *p, __u64 generation)
@@ -223,7 +267,9 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 	if (!st) {
 		if (!p->payload_len)
 			return TC_ACT_UNSPEC;
-		return tw_untracked(skb, p, generation);
+		st = tw_rebuild_young(skb, p, generation, &fresh);
+		if (!st)
+			return tw_untracked(skb, p, generation);
 	}
 
 	if (st->cls == TW_CLASS_INBOUND) {
