@@ -301,6 +301,7 @@ class Storm:
         if d.get("state_lost", 0) < 1 or not st_events:
             bad.append(f"pressure not counted/reported: state_lost {d.get('state_lost')}, {len(st_events)} events")
         self.figures["exhaustion"] = {"table": 1024, "held": first.get("held"), "echoed": after.get("echoed"),
+                                      "plain": plain["started"], "plain_blocked": plain["failed"],
                                       "storm_flows": storm["total"], "state_lost": d.get("state_lost"),
                                       "state_lost_events": len(st_events)}
         return not bad, (f"table 1024; held {first.get('held')} TLS, after a storm of {storm['total']} flows "
@@ -402,8 +403,8 @@ def write_report(figs: dict, cmd: str) -> None:
 
 Measured by `tests/e2e/test_storm_e2e.py` (ctest `e2e_storm`), which asserts
 correctness under the load; the figures are what this run held on this
-{os.cpu_count()}-CPU VM (client, sink and daemon share it; the generator is
-the limit, not the classifier).
+{os.cpu_count()}-CPU VM, where the load generator, the sink and tlswalld share
+the CPUs (a ceiling of this setup, not of the classifier).
 
 | what | figure |
 |---|---|
@@ -414,11 +415,13 @@ the limit, not the classifier).
 | blocked events + counted losses | {s.get('events_blocked')} + {s.get('events_lost')} |
 | tlswalld RSS before / after / peak | {s.get('daemon_rss_kib_before')} / {s.get('daemon_rss_kib_after')} / {s.get('daemon_peak_rss_kib')} KiB |
 | flow table 1024 entries: held TLS connections through a storm of {x.get('storm_flows')} flows | {x.get('echoed')} of {x.get('held')} still carry data; state_lost {x.get('state_lost')} counted, {x.get('state_lost_events')} events |
+| the same storm's plaintext flows (state evicted between SYN and data) | {x.get('plain_blocked')} of {x.get('plain')} blocked |
 | policy churn: writes / generations applied | {c.get('policy_writes')} / {c.get('generations_applied')} in {c.get('seconds')} s |
 | flows under churn checked (one verdict, its generation's mode, client agrees) | {c.get('flows_checked')} of {c.get('flows')} ({c.get('dropped')} dropped, {c.get('reported')} reported) |
 
-Kernel memory is fixed: the flow table and the other maps are allocated at
-load (`bpftool map show` memlock), so a storm cannot grow it; the verifier's
+The BPF maps are sized at load (the flow table is a preallocated LRU hash:
+a storm evicts, it does not grow; `[bpf] flow_table_entries`); owner records
+live in socket storage and go with their sockets. The verifier's
 instruction counts per program are in the kernel-matrix section.
 
 Reproduce:
