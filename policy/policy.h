@@ -136,6 +136,9 @@ struct UpgradeRule {
   std::string client_key;
   std::vector<std::string> alpn;
   uint16_t min_tls = 0x0303;  // 1.2 default; 1.3 allowed here
+  // "" or "postgresql": the server wants an SSLRequest before the
+  // ClientHello (the proxy sends it; a client's own is answered 'N').
+  std::string preamble;
   SourceLocation where;
 };
 

@@ -19,7 +19,7 @@ const std::vector<std::string> kTopKeys = {"version",    "default_mode", "defaul
 const std::vector<std::string> kUpgradeKeys = {
     "name",    "boundary", "ports",       "server_name", "server_names",
     "ca_file", "alpn",     "client_cert", "client_key",  "min_tls",
-    "cgroups", "users",    "comms",       "executables"};
+    "cgroups", "users",    "comms",       "executables", "preamble"};
 const std::vector<std::string> kTerminationKeys = {"name", "port",      "backend", "cert",
                                                    "key",  "client_ca", "mode"};
 
@@ -691,6 +691,18 @@ class FileParser {
           } else {
             u.alpn.push_back(*s);
           }
+        }
+      } else if (k == "preamble") {
+        auto s = get_string(value, "preamble of " + what);
+        if (s && *s != "postgresql") {
+          diags_.error(at(value), "unknown preamble \"" + *s + "\" of " + what +
+                                      ": the upgrade proxy knows \"postgresql\" (SSLRequest); "
+                                      "leave it out for protocols that start with TLS");
+          ok = false;
+        } else if (!s) {
+          ok = false;
+        } else {
+          u.preamble = *s;
         }
       } else if (k == "min_tls") {
         // Here 1.3 is a valid minimum: the proxy makes the handshake itself.

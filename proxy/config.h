@@ -22,6 +22,8 @@ class ConfigError : public std::runtime_error {
 
 enum class TlsVersion { kTls12, kTls13 };
 
+enum class UpgradePreamble : uint8_t { kNone, kPostgresql };
+
 struct UpgradeRule {
   std::string id;  // what OriginalDestination::rule_id names; also the counter key
   // Name sent as SNI and verified against the server certificate (DNS name,
@@ -38,6 +40,11 @@ struct UpgradeRule {
   std::vector<std::string> alpn;  // offered in order, e.g. {"h2", "http/1.1"}
   TlsVersion min_version = TlsVersion::kTls12;
   size_t session_cache_entries = 1024;  // per rule; 0 disables resumption
+  // What the server expects before the ClientHello. kPostgresql: the proxy
+  // sends an SSLRequest and needs the answer 'S' (else the upgrade fails
+  // closed); a client's own SSLRequest or GSSENCRequest is answered 'N' by
+  // the proxy, so the client goes on in plaintext to the proxy.
+  UpgradePreamble preamble = UpgradePreamble::kNone;
 };
 
 enum class TerminatorMode {

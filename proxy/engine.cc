@@ -42,6 +42,20 @@ constexpr int kMaxEvents = 128;
 constexpr int kAcceptBurst = 64;
 constexpr int kPumpRounds = 32;
 
+// PostgreSQL: SSLRequest and GSSENCRequest (length 8, then a code).
+constexpr unsigned char kPgSslRequest[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f};
+constexpr unsigned char kPgGssEncRequest[8] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30};
+
+// 1: `p` (n bytes) is one of the client's PostgreSQL encryption requests;
+// 0: a proper prefix of one (wait for more); -1: neither.
+int pg_encryption_request(const char* p, size_t n) {
+  const size_t k = std::min<size_t>(n, 8);
+  const bool ssl = std::memcmp(p, kPgSslRequest, k) == 0;
+  const bool gss = std::memcmp(p, kPgGssEncRequest, k) == 0;
+  if (!ssl && !gss) return -1;
+  return n >= 8 ? 1 : 0;
+}
+
 struct AtomicCounters {
   std::string rule;
   bool terminator = false;
@@ -140,7 +154,9 @@ struct Side {
   uint32_t registered = 0;  // mask in epoll; 0: not in epoll
 };
 
-enum class Phase { kSniff, kConnecting, kHandshake, kPipe };
+// kPreamble: an upgrade toward a server that wants a plaintext request
+// before TLS (PostgreSQL's SSLRequest), between connect and handshake.
+enum class Phase { kSniff, kConnecting, kPreamble, kHandshake, kPipe };
 enum class Mode { kUndecided, kTls, kPassthrough, kPlaintext };
 
 // One proxied connection. Side a is the accepted client; side b the
@@ -163,6 +179,7 @@ struct Conn {
   SessionSlot slot;
   bool b_connected = false;
   bool peek_stalled = false;
+  size_t preamble_sent = 0;  // kPreamble: bytes of the SSLRequest written
   uint64_t bytes_up = 0, bytes_down = 0;
   bool dead = false;
   std::string tls_version, cipher, alpn, peer_subject;
@@ -367,6 +384,7 @@ class Worker {
   void begin_after_connect(Conn& c);
   void start_connect(Conn& c, const SocketAddress& to);
   bool handshake(Conn& c);
+  bool server_preamble(Conn& c);
   void on_established(Conn& c, SSL* ssl);
   bool a_readable(const Conn& c) const;
   bool read_into(Conn& c, Side& s, Buffer& buf, bool from_client);
@@ -636,6 +654,10 @@ void Worker::pump(Conn& c) {
       progress |= c.terminator ? sniff_terminator(c) : sniff_upgrade(c);
       if (c.dead) return;
     }
+    if (c.phase == Phase::kPreamble) {
+      progress |= server_preamble(c);
+      if (c.dead) return;
+    }
     if (c.phase == Phase::kHandshake) {
       progress |= handshake(c);
       if (c.dead) return;
@@ -672,6 +694,22 @@ bool Worker::sniff_upgrade(Conn& c) {
   if (!c.a.read_eof && !c.a2b.full()) {
     progress = read_into(c, c.a, c.a2b, true);
     if (c.dead) return false;
+  }
+  if (!c.a2b.empty() && c.up->rule().preamble == UpgradePreamble::kPostgresql) {
+    // The client asks for TLS or GSS encryption itself: say no for the
+    // server (the proxy makes the TLS), and wait for its startup message.
+    const int r = pg_encryption_request(c.a2b.data(), c.a2b.size());
+    if (r == 0 && !c.a.read_eof) return progress;
+    if (r == 1) {
+      const char no = 'N';
+      if (::send(c.a.fd.get(), &no, 1, MSG_NOSIGNAL) != 1) {
+        fail(c, FailureReason::kProtocol,
+             "client: cannot answer its SSLRequest: " + errno_text(errno));
+        return false;
+      }
+      c.a2b.consumed(8);
+      return true;
+    }
   }
   if (!c.a2b.empty()) {
     __u16 version = 0;
@@ -753,6 +791,11 @@ void Worker::decide_plaintext(Conn& c) {
 }
 
 void Worker::begin_after_connect(Conn& c) {
+  if (!c.terminator && c.mode == Mode::kTls &&
+      c.up->rule().preamble == UpgradePreamble::kPostgresql && c.phase != Phase::kPreamble) {
+    c.phase = Phase::kPreamble;
+    return;
+  }
   if (!c.terminator && c.mode == Mode::kTls) {
     c.b.ssl = c.up->new_ssl(c.b.fd.get(), c.server_name, &c.slot);
     if (!c.b.ssl) return fail(c, FailureReason::kProtocol, "SSL_new: " + drain_openssl_errors());
@@ -761,6 +804,45 @@ void Worker::begin_after_connect(Conn& c) {
   }
   c.phase = Phase::kPipe;
   c.last_activity = Clock::now();
+}
+
+// PostgreSQL before TLS: SSLRequest out, one byte back ('S': go on with
+// the handshake; anything else fails closed, nothing of the client's was
+// sent). Only that byte is read, so no TLS byte is taken from the stream.
+bool Worker::server_preamble(Conn& c) {
+  while (c.preamble_sent < sizeof(kPgSslRequest)) {
+    const ssize_t n = ::send(c.b.fd.get(), kPgSslRequest + c.preamble_sent,
+                             sizeof(kPgSslRequest) - c.preamble_sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      c.preamble_sent += static_cast<size_t>(n);
+      continue;
+    }
+    if (n < 0 && (errno == EINTR)) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+    fail(c, FailureReason::kConnect, "server: sending SSLRequest: " + errno_text(errno));
+    return false;
+  }
+  char answer = 0;
+  ssize_t n;
+  do {
+    n = ::recv(c.b.fd.get(), &answer, 1, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+  if (n < 0) {
+    fail(c, FailureReason::kConnect, "server: after SSLRequest: " + errno_text(errno));
+    return false;
+  }
+  if (n == 0 || answer != 'S') {
+    fail(c, FailureReason::kProtocol,
+         n == 0 ? std::string("server closed the connection after SSLRequest")
+         : answer == 'N'
+             ? std::string("server refused TLS (answered 'N' to SSLRequest)")
+             : "server answered SSLRequest with byte " +
+                   std::to_string(static_cast<int>(static_cast<unsigned char>(answer))));
+    return false;
+  }
+  begin_after_connect(c);  // phase is kPreamble: now the TLS handshake
+  return true;
 }
 
 bool Worker::handshake(Conn& c) {
@@ -927,6 +1009,8 @@ void Worker::update_interest(Conn& c) {
   if (b.fd) {
     if (!c.b_connected) {
       mb = EPOLLOUT;
+    } else if (c.phase == Phase::kPreamble) {
+      mb = c.preamble_sent < sizeof(kPgSslRequest) ? uint32_t{EPOLLOUT} : uint32_t{EPOLLIN};
     } else if (c.phase == Phase::kHandshake && !c.terminator) {
       mb = b.want_hs;
     } else if (c.phase == Phase::kPipe) {
@@ -950,6 +1034,7 @@ void Worker::tick(Clock::time_point now) {
       if (now >= c->deadline) {
         const char* what = c->phase == Phase::kSniff       ? "waiting for the first bytes"
                            : !c->b_connected && c->b.fd    ? "connecting"
+                           : c->phase == Phase::kPreamble  ? "waiting for the answer to SSLRequest"
                            : c->phase == Phase::kHandshake ? "TLS handshake"
                                                            : "connecting";
         fail(*c, FailureReason::kTimeout,

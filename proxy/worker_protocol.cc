@@ -82,6 +82,7 @@ void io(A& a, UpgradeRule& r) {
   io_strings(a, r.alpn);
   io_enum(a, r.min_version, TlsVersion::kTls13);
   io_size(a, r.session_cache_entries);
+  io_enum(a, r.preamble, UpgradePreamble::kPostgresql);
 }
 
 template <class A>

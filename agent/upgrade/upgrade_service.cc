@@ -287,6 +287,8 @@ void UpgradeService::apply(const policy::Policy& p) {
     r.cert_file = u.client_cert;
     r.key_file = u.client_key;
     r.alpn = u.alpn;
+    r.preamble = u.preamble == "postgresql" ? proxy::UpgradePreamble::kPostgresql
+                                            : proxy::UpgradePreamble::kNone;
     r.min_version = u.min_tls >= 0x0304 ? proxy::TlsVersion::kTls13 : proxy::TlsVersion::kTls12;
     pc.upgrade.push_back(r);
 

@@ -106,6 +106,8 @@ def ensure_packages() -> str:
 
 class E2E:
     def __init__(self, sb: S.Sandbox, bdir: Path, checks: S.Checks, data: Path):
+        self.cg: S.Cgroups | None = None
+        self.legacy = ""
         self.sb, self.bdir, self.c, self.data = sb, bdir, checks, data
         self.policy_dir = sb.tmp / "policy.d"
         self.policy_dir.mkdir()
@@ -263,6 +265,46 @@ class E2E:
         return self.expect_blocked("mariadb --ssl", lambda: self.mariadb(ssl=True), 3306,
                                    "not_handshake_record", fast_required=False)
 
+    # -- the upgrade proxy toward PostgreSQL (issue 5) -----------------------
+    def start_upgrade_daemon(self):
+        """A new daemon with [upgrade] on a child cgroup and an [[upgrades]]
+        rule for 5432 with preamble = "postgresql"."""
+        self.d.stop()
+        self.cg = S.Cgroups()
+        self.legacy = self.cg.make("legacy")
+        self.write_policy(policy_text("preamble-3-upgrade", preambles=True) + f"""
+[[upgrades]]
+name = "legacy-psql"
+boundary = "{BOUNDARY}"
+ports = [5432]
+server_name = "{SERVER}"
+ca_file = "{self.sb.cert}"
+preamble = "postgresql"
+""")
+        d = S.Daemon(self.sb, self.bdir, name="tlswalld-pgupgrade")
+        d.write_config(str(self.policy_dir), extra={"events": {"aggregate_window_ms": 0},
+                                                    "upgrade": {"cgroup": self.cg.rel("legacy"), "port": 15443}})
+        self.d = d
+        d.start()
+        st = d.status()
+        return bool(st.get("upgrade", {}).get("running")), f"upgrade {st.get('upgrade', {}).get('summary')}"
+
+    def psql_upgraded(self, sslmode: str):
+        """A legacy psql in the upgrade cgroup: plaintext to the proxy, which
+        sends the SSLRequest and makes verified TLS to the real server; the
+        server reports the session encrypted."""
+        start = len(self.d.read_events())
+        conn = (f"host={SERVER} port=5432 user=postgres dbname=postgres sslmode={sslmode} "
+                "gssencmode=disable connect_timeout=8")
+        r = self.sb.run_in_cgroup(self.sb.client_ns, self.legacy,
+                                  ["psql", "-X", "-At", conn, "-c",
+                                   "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()"], timeout=20)
+        ev = self.d.wait_event(lambda e: e.get("type") == "upgraded" and e.get("rule") == "legacy-psql",
+                               timeout=5, start_index=start)
+        ok = r.rc == 0 and r.stdout.strip().startswith("t|TLS") and ev is not None
+        return ok, (f"psql sslmode={sslmode} rc={r.rc}: server says {r.stdout.strip()!r} {r.brief(150)}; "
+                    f"event {ev and {k: ev.get(k) for k in ('rule', 'tls_version', 'server_name')}}")
+
     def counters(self):
         # Two TLS flows after a preamble (psql, mariadb) and at least five
         # blocked ones; the reload's two flows were TLS-free.
@@ -312,9 +354,16 @@ def main() -> int:
                                    t.pg_require_blocked_without_preamble)
                         checks.run("mariadb_ssl_blocked_without_preamble", t.mariadb_ssl_blocked_without_preamble)
                     checks.run("status_counters", t.counters)
+                    if checks.run("daemon_with_upgrade_proxy", t.start_upgrade_daemon):
+                        checks.run("psql_sslmode_disable_upgraded_through_sslrequest",
+                                   lambda: t.psql_upgraded("disable"))
+                        checks.run("psql_sslmode_prefer_own_sslrequest_declined_and_upgraded",
+                                   lambda: t.psql_upgraded("prefer"))
             finally:
                 if t.d:
                     t.d.stop()
+                if t.cg:
+                    t.cg.close()
                     if os.environ.get("TLSWALL_E2E_SHOW_LOG"):
                         print(t.d.proc.log_tail(200) if t.d.proc else "")
     except S.Interrupted as e:

@@ -329,6 +329,21 @@ void TlsTestServer::serve(OwnedFd fd, size_t index) {
     live_fds_.erase(fd.get());
     cv_.notify_all();
   };
+  if (opts_.pg_answer) {
+    char req[8];
+    size_t got = 0;
+    while (got < sizeof(req)) {
+      const ssize_t n = ::recv(fd.get(), req + got, sizeof(req) - got, 0);
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    rec.preamble.assign(req, got);
+    if (got < sizeof(req) || ::send(fd.get(), &opts_.pg_answer, 1, MSG_NOSIGNAL) != 1 ||
+        opts_.pg_answer != 'S') {
+      finish();
+      return;
+    }
+  }
   if (SSL_accept(ssl.get()) != 1) {
     ERR_clear_error();
     finish();

@@ -61,6 +61,9 @@ struct TlsServerOptions {
     kSource,             // send source_bytes of pattern, then close
   } behavior = Behavior::kEcho;
   size_t source_bytes = 0;
+  // Non-zero: a PostgreSQL server; expects an SSLRequest before TLS and
+  // answers this byte ('S' goes on with TLS, anything else closes).
+  char pg_answer = 0;
 };
 
 // What the server saw of one connection.
@@ -75,6 +78,7 @@ struct ServerConnRecord {
   uint64_t sent_count = 0;
   bool handshake_ok = false;
   bool done = false;
+  std::string preamble;  // pg_answer servers: the bytes read before TLS
 };
 
 // A TLS server with blocking OpenSSL, one thread per connection.

@@ -258,6 +258,76 @@ INSTANTIATE_TEST_SUITE_P(
                                     FailureReason::kCertificate, "self-signed"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+const std::string kPgSslRequest("\x00\x00\x00\x08\x04\xd2\x16\x2f", 8);
+
+UpgradeRule pg_rule(UpgradeRule r) {
+  r.preamble = UpgradePreamble::kPostgresql;
+  return r;
+}
+
+TEST_F(UpgradeTest, PostgresqlServerGetsSslRequestThenTls) {
+  TlsServerOptions opts = server_options();
+  opts.pg_answer = 'S';
+  TlsTestServer server(opts);
+  start_upgrade(config_of(pg_rule(upgrade_rule())), server.address());
+  OwnedFd fd = connect_tcp(proxy_addr);
+  ASSERT_TRUE(fd);
+  const std::string startup("\x00\x00\x00\x10\x00\x03\x00\x00user\x00pg\x00\x00", 16);
+  ASSERT_TRUE(send_all(fd.get(), startup));
+  ::shutdown(fd.get(), SHUT_WR);
+  int err = 0;
+  EXPECT_EQ(read_to_eof(fd.get(), &err), startup + "BYE 16\n");
+  EXPECT_EQ(err, 0);
+  ASSERT_TRUE(server.wait_done(1));
+  const auto rec = server.records().at(0);
+  EXPECT_EQ(rec.preamble, kPgSslRequest);  // in plaintext, before the handshake
+  EXPECT_TRUE(rec.handshake_ok);
+  EXPECT_EQ(rec.received, startup);  // the client's bytes, inside TLS
+  EXPECT_TRUE(events.wait_for<Upgraded>());
+}
+
+TEST_F(UpgradeTest, PostgresqlClientsOwnSslRequestIsAnsweredNo) {
+  // psql's default sslmode=prefer asks first: the proxy declines for the
+  // server, the client goes on in plaintext, the wire is the proxy's TLS.
+  TlsServerOptions opts = server_options();
+  opts.pg_answer = 'S';
+  TlsTestServer server(opts);
+  start_upgrade(config_of(pg_rule(upgrade_rule())), server.address());
+  OwnedFd fd = connect_tcp(proxy_addr);
+  ASSERT_TRUE(fd);
+  ASSERT_TRUE(send_all(fd.get(), kPgSslRequest.substr(0, 3)));  // split: still recognised
+  std::this_thread::sleep_for(50ms);
+  ASSERT_TRUE(send_all(fd.get(), kPgSslRequest.substr(3)));
+  char answer = 0;
+  ASSERT_EQ(::recv(fd.get(), &answer, 1, 0), 1);
+  EXPECT_EQ(answer, 'N');
+  ASSERT_TRUE(send_all(fd.get(), "startup"));
+  ::shutdown(fd.get(), SHUT_WR);
+  int err = 0;
+  EXPECT_EQ(read_to_eof(fd.get(), &err), "startupBYE 7\n");
+  ASSERT_TRUE(server.wait_done(1));
+  EXPECT_EQ(server.records().at(0).preamble, kPgSslRequest);
+  EXPECT_EQ(server.records().at(0).received, "startup");  // not the client's SSLRequest
+}
+
+TEST_F(UpgradeTest, PostgresqlServerRefusingTlsFailsClosed) {
+  TlsServerOptions opts = server_options();
+  opts.pg_answer = 'N';
+  TlsTestServer server(opts);
+  start_upgrade(config_of(pg_rule(upgrade_rule())), server.address());
+  OwnedFd fd = connect_tcp(proxy_addr);
+  ASSERT_TRUE(fd);
+  ASSERT_TRUE(send_all(fd.get(), "secret startup"));
+  expect_reset(fd.get());
+  auto ev = events.wait_for<UpgradeFailure>();
+  ASSERT_TRUE(ev);
+  EXPECT_EQ(ev->reason, FailureReason::kProtocol);
+  EXPECT_NE(ev->detail.find("refused TLS"), std::string::npos) << ev->detail;
+  ASSERT_TRUE(server.wait_done(1));
+  EXPECT_FALSE(server.records().at(0).handshake_ok);
+  EXPECT_EQ(server.records().at(0).received_count, 0u);
+}
+
 TEST_F(UpgradeTest, TlsClientIsPassedThroughUnchanged) {
   TlsTestServer server(server_options());
   start_upgrade(config_of(upgrade_rule()), server.address());

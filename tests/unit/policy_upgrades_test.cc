@@ -119,6 +119,22 @@ TEST(PolicyUpgrades, RejectsBadSettingsAtTheirPosition) {
 
 // Enforcement rules match owners through the attribution records, which
 // carry no executable: only [[upgrades]] select by executable.
+TEST(PolicyUpgrades, PostgresqlPreambleIsTheOnlyOne) {
+  const std::string head =
+      "[[upgrades]]\nname = \"u\"\nboundary = \"db\"\nports = [5432]\nserver_name = \"db\"\n";
+  const auto ok = Load(head + "preamble = \"postgresql\"\n");
+  ASSERT_TRUE(ok.ok()) << All(ok);
+  EXPECT_EQ(ok.policy->upgrades.at(0).preamble, "postgresql");
+  const auto none = Load(head);
+  ASSERT_TRUE(none.ok()) << All(none);
+  EXPECT_EQ(none.policy->upgrades.at(0).preamble, "");
+  const auto bad = Load(head + "preamble = \"mysql\"\n");
+  EXPECT_FALSE(bad.ok());
+  EXPECT_TRUE(HasDiag(bad, "upg.toml:9:12: error: ", "unknown preamble \"mysql\"")) << All(bad);
+  const auto wrong = Load(head + "preamble = [\"postgresql\"]\n");
+  EXPECT_FALSE(wrong.ok());
+}
+
 TEST(PolicyUpgrades, ExecutablesAreForUpgradesOnly) {
   const auto r = Load(R"([[rules]]
 name = "r"
