@@ -184,8 +184,7 @@ void Daemon::on_raw_socket(const tw_raw_socket_event& r) {
   o.gid = r.gid;
   o.comm.assign(r.comm, strnlen(r.comm, sizeof(r.comm)));
   o.cgroup_id = r.cgroup_id;
-  const char* backends[] = {"", "fentry", "kprobe", "tracepoint"};
-  if (r.backend < std::size(backends)) o.backend = backends[r.backend];
+  o.backend = RawSocketProbes::backend_name(r.backend);
   if (process_info_) {
     const attribution::ProcessInfo info = process_info_->resolve(r.tgid, 0, r.cgroup_id);
     o.cgroup = info.cgroup_path;

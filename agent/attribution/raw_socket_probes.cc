@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "agent/bpf_classifier.h"  // read_percpu_u64_array
 #include "raw_socket_probes.skel.h"
 
 namespace tlswall::agent::attribution {
@@ -45,7 +46,7 @@ RawSocketProbes::RawSocketProbes(Callback on_event) : on_event_(std::move(on_eve
     if (!active_.empty()) {
       r.state = "not-tried";
       r.why = active_ + " is active";
-    } else if (try_backend(b.id, &r.why)) {
+    } else if (try_backend(b.id, b.programs, &r.why)) {
       active_ = b.name;
       r.state = "active";
       r.why = "attached";
@@ -59,11 +60,8 @@ RawSocketProbes::~RawSocketProbes() {
   for (auto* l : links_) bpf_link__destroy(l);
 }
 
-bool RawSocketProbes::try_backend(int id, std::string* why) {
-  const Backend* backend = nullptr;
-  for (const auto& b : backends()) {
-    if (b.id == id) backend = &b;
-  }
+bool RawSocketProbes::try_backend(int id, const std::vector<const char*>& programs,
+                                  std::string* why) {
   std::unique_ptr<raw_socket_probes, Deleter> skel(raw_socket_probes__open());
   if (!skel) {
     *why = "open failed: " + err_text(errno);
@@ -72,7 +70,7 @@ bool RawSocketProbes::try_backend(int id, std::string* why) {
   bpf_program* prog;
   bpf_object__for_each_program(prog, skel->obj) {
     bool mine = false;
-    for (const char* n : backend->programs) mine |= std::strcmp(bpf_program__name(prog), n) == 0;
+    for (const char* n : programs) mine |= std::strcmp(bpf_program__name(prog), n) == 0;
     bpf_program__set_autoload(prog, mine);
   }
   int err = raw_socket_probes__load(skel.get());
@@ -81,7 +79,7 @@ bool RawSocketProbes::try_backend(int id, std::string* why) {
     return false;
   }
   std::vector<bpf_link*> links;
-  for (const char* n : backend->programs) {
+  for (const char* n : programs) {
     bpf_link* l = bpf_program__attach(bpf_object__find_program_by_name(skel->obj, n));
     if (!l) {
       err = -errno;
@@ -125,17 +123,18 @@ int RawSocketProbes::on_ring(void* ctx, void* data, size_t size) {
 RawSocketProbes::Counters RawSocketProbes::counters() const {
   Counters c;
   if (!skel_) return c;
-  const int fd = bpf_map__fd(skel_->maps.raw_socket_counters);
-  const long ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) return c;
-  std::vector<uint64_t> v(static_cast<size_t>(ncpu));
-  for (uint32_t i = 0; i < TW_RAW_CNT_MAX; ++i) {
-    if (bpf_map_lookup_elem(fd, &i, v.data()) != 0) continue;
-    uint64_t sum = 0;
-    for (uint64_t x : v) sum += x;
-    (i == TW_RAW_CNT_SEEN ? c.seen : c.lost) = sum;
-  }
+  uint64_t v[TW_RAW_CNT_MAX] = {};
+  read_percpu_u64_array(bpf_map__fd(skel_->maps.raw_socket_counters), v, TW_RAW_CNT_MAX);
+  c.seen = v[TW_RAW_CNT_SEEN];
+  c.lost = v[TW_RAW_CNT_LOST];
   return c;
+}
+
+const char* RawSocketProbes::backend_name(int backend) {
+  for (const auto& b : backends()) {
+    if (b.id == backend) return b.name;
+  }
+  return "";
 }
 
 std::string RawSocketProbes::family_name(int family) {

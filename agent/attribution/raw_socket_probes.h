@@ -58,6 +58,8 @@ class RawSocketProbes {
   };
   Counters counters() const;
 
+  // "fentry" | "kprobe" | "tracepoint" for enum tw_raw_backend; "" else.
+  static const char* backend_name(int backend);
   // "packet" | "xdp" | the number.
   static std::string family_name(int family);
   // "raw" | "dgram" | ... | the number.
@@ -67,7 +69,7 @@ class RawSocketProbes {
   struct Deleter {
     void operator()(raw_socket_probes* s) const;
   };
-  bool try_backend(int backend, std::string* why);
+  bool try_backend(int backend, const std::vector<const char*>& programs, std::string* why);
   static int on_ring(void* ctx, void* data, size_t size);
 
   Callback on_event_;

@@ -151,13 +151,35 @@ static __always_inline int tw_untracked(struct __sk_buff *skb, const struct tw_p
 	return TC_ACT_UNSPEC;
 }
 
+/* A flow judged from its stream start (isn: the sequence number before its
+ * first byte), as its policy decides now: into the flow table. -1 (and
+ * counted) if the table refused it. */
+static __always_inline int tw_flow_start(struct __sk_buff *skb, const struct tw_pkt *p,
+					 __u64 generation, __u32 isn, struct tw_flow_state *fresh)
+{
+	struct tw_decision d;
+
+	__builtin_memset(fresh, 0, sizeof(*fresh));
+	fresh->first_seen_ns = bpf_ktime_get_ns();
+	fresh->isn = isn;
+	fresh->cls = TW_CLASS_PENDING;
+	fresh->sock_cookie_lo = (__u32)bpf_get_socket_cookie(skb);
+	tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
+	tw_apply_decision(fresh, &d, generation);
+	if (bpf_map_update_elem(&tw_flows, &p->key, fresh, BPF_ANY) < 0) {
+		tw_count(TW_CNT_FLOW_TABLE_FULL);
+		return -1;
+	}
+	return 0;
+}
+
 /* State gone (evicted under table pressure) from a local connection none of
  * whose data the peer has acknowledged yet: its stream start is still known
  * (snd_una = ISN + 1; bytes_acked counts only the SYN), so the flow is
  * judged from its first byte as if its SYN had just been seen, instead of
  * being passed as "state lost" (which a client could otherwise provoke by
- * flooding the table between its SYN and its first bytes). A segment past the start is then data
- * ahead of the collected prefix (held back in enforce mode until the
+ * flooding the table between its SYN and its first bytes). A segment past
+ * the start is then data ahead of the collected prefix (held back in enforce mode until the
  * retransmission from snd_una arrives). Flows with acknowledged data, and
  * forwarded traffic (no local socket), keep the state-lost path: an
  * established flow is never blocked mid-stream. NULL if not applicable. */
@@ -168,7 +190,6 @@ static __always_inline struct tw_flow_state *tw_rebuild_young(struct __sk_buff *
 {
 	struct bpf_sock *sk = skb->sk;
 	struct bpf_tcp_sock *tp;
-	struct tw_decision d;
 
 	if (!sk)
 		return NULL;
@@ -181,17 +202,8 @@ static __always_inline struct tw_flow_state *tw_rebuild_young(struct __sk_buff *
 	 * it answers (its state was marked inbound at the SYN-ACK). */
 	if (!tp || tp->bytes_acked > 1 || tp->data_segs_in)
 		return NULL;
-	__builtin_memset(fresh, 0, sizeof(*fresh));
-	fresh->first_seen_ns = bpf_ktime_get_ns();
-	fresh->isn = tp->snd_una - 1;
-	fresh->cls = TW_CLASS_PENDING;
-	fresh->sock_cookie_lo = (__u32)bpf_get_socket_cookie(skb);
-	tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
-	tw_apply_decision(fresh, &d, generation);
-	if (bpf_map_update_elem(&tw_flows, &p->key, fresh, BPF_ANY) < 0) {
-		tw_count(TW_CNT_FLOW_TABLE_FULL);
+	if (tw_flow_start(skb, p, generation, tp->snd_una - 1, fresh) < 0)
 		return NULL;
-	}
 	return bpf_map_lookup_elem(&tw_flows, &p->key);
 }
 
@@ -229,18 +241,9 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 
 	if ((p->tcp_flags & TCP_FLAG_SYN) && !(p->tcp_flags & TCP_FLAG_ACK)) {
 		/* A new SYN, also on a reused 5-tuple, starts from scratch. */
-		__builtin_memset(&fresh, 0, sizeof(fresh));
-		fresh.first_seen_ns = bpf_ktime_get_ns();
-		fresh.isn = p->seq;
-		fresh.cls = TW_CLASS_PENDING;
-		fresh.sock_cookie_lo = (__u32)bpf_get_socket_cookie(skb);
-		tw_decide(skb, &p->key, bpf_ntohs(p->key.dport), generation, 0, &d);
-		tw_apply_decision(&fresh, &d, generation);
 		tw_count(TW_CNT_FLOWS_SEEN);
-		if (bpf_map_update_elem(&tw_flows, &p->key, &fresh, BPF_ANY) < 0) {
-			tw_count(TW_CNT_FLOW_TABLE_FULL);
+		if (tw_flow_start(skb, p, generation, p->seq, &fresh) < 0)
 			return TC_ACT_UNSPEC;
-		}
 		if (!p->payload_len) /* TFO data is judged below */
 			return TC_ACT_UNSPEC;
 	}

@@ -273,11 +273,7 @@ def ensure_packages() -> None:
     if not missing:
         return
     print(f"installing {' '.join(missing)} with apt-get", flush=True)
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q"] + missing):
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        if r.returncode != 0:
-            raise S.ToolMissing(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-400:]}")
+    S.apt_install(missing)
     still = [t for t in need if shutil.which(t) is None]
     if still:
         raise S.ToolMissing(f"still missing after apt-get install: {', '.join(still)}")

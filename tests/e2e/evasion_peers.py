@@ -120,93 +120,69 @@ def dribble(s: socket.socket, data: bytes) -> str:
     return ""
 
 
+BIG = b"x" * 65536  # one 64 KiB write after the first bytes: one large skb with GSO/TSO
+
+# Kernel-stack cases: how the bytes go out, and which bytes.
+CASES = {
+    "hello": ("send", HELLO),
+    "plain": ("send", PLAIN),
+    "hello_records": ("send", records(HELLO[5:], [100, 200])),
+    "hello_tiny_first_record": ("send", records(HELLO[5:], [4])),
+    "big_hello": ("send", HELLO + BIG),
+    "big_plain": ("send", PLAIN + BIG),
+    "v4mapped_hello": ("v4mapped", HELLO),  # AF_INET6 socket to ::ffff:<IPv4>
+    "v4mapped_plain": ("v4mapped", PLAIN),
+    "hello_1byte": ("dribble", HELLO),
+    "plain_1byte": ("dribble", PLAIN),
+    "tfo_hello": ("fastopen", HELLO),  # sendto(MSG_FASTOPEN): data in the SYN
+    "tfo_plain": ("fastopen", PLAIN),
+    "tfo_connect_hello": ("fastopen_connect", HELLO),  # TCP_FASTOPEN_CONNECT
+    "tfo_connect_plain": ("fastopen_connect", PLAIN),
+    "reuse_5tuple": ("reuse", HELLO + PLAIN),
+}
+
+
 def case(name: str, dst: str) -> dict:
+    if name not in CASES:
+        raise SystemExit(f"unknown case {name}")
+    how, data = CASES[name]
     out = {"case": name, "sport": 0, "sent": 0, "error": ""}
     addr = (dst, PORT)
     try:
-        if name in ("hello_1byte", "plain_1byte"):
-            s = connect(dst)
-            s.connect(addr)
-            out["sport"] = s.getsockname()[1]
-            data = HELLO if name == "hello_1byte" else PLAIN
-            out["error"] = dribble(s, data)
-            out["sent"] = len(data)
-            finish(s)
-        elif name in ("hello_records", "hello_tiny_first_record"):
-            hs = HELLO[5:]
-            data = records(hs, [100, 200]) if name == "hello_records" else records(hs, [4])
-            s = connect(dst)
-            s.connect(addr)
-            out["sport"] = s.getsockname()[1]
-            s.sendall(data)
-            out["sent"] = len(data)
-            finish(s)
-        elif name in ("tfo_hello", "tfo_plain"):
-            data = HELLO if name == "tfo_hello" else PLAIN
-            s = connect(dst)
-            s.sendto(data, socket.MSG_FASTOPEN, addr)  # data in the SYN (with a cookie)
-            out["sport"] = s.getsockname()[1]
-            out["sent"] = len(data)
-            finish(s)
-        elif name in ("tfo_connect_hello", "tfo_connect_plain"):
-            data = HELLO if name == "tfo_connect_hello" else PLAIN
-            s = connect(dst, ((socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1),))
-            s.connect(addr)  # returns at once; the data goes in the SYN
-            out["sport"] = s.getsockname()[1]
-            s.send(data)
-            out["sent"] = len(data)
-            finish(s)
-        elif name in ("v4mapped_hello", "v4mapped_plain"):
-            data = HELLO if name == "v4mapped_hello" else PLAIN
+        if how == "reuse":
+            # The same 5-tuple twice: TLS first, then plaintext. Closed with
+            # RST so no TIME_WAIT holds the tuple.
+            out["sport"] = 40000 + os.getpid() % 20000
+            for part in (HELLO, PLAIN):
+                s = connect(dst, ((socket.SOL_SOCKET, socket.SO_REUSEADDR, 1),))
+                s.bind(("", out["sport"]))
+                s.connect(addr)
+                s.sendall(part)
+                out["sent"] += len(part)
+                finish(s, 0.4)
+                time.sleep(0.2)
+            return out
+        if how == "v4mapped":
             s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
             s.settimeout(3)
             s.connect(("::ffff:" + dst, PORT))
-            out["sport"] = s.getsockname()[1]
-            s.sendall(data)
-            out["sent"] = len(data)
-            finish(s)
-        elif name in ("big_hello", "big_plain"):
-            # One 64 KiB write after the first bytes (GSO/TSO make it one
-            # large skb on the way out).
-            data = (HELLO if name == "big_hello" else PLAIN) + b"x" * 65536
+        elif how == "fastopen":
             s = connect(dst)
-            s.connect(addr)
-            out["sport"] = s.getsockname()[1]
-            try:
-                s.sendall(data)
-                out["sent"] = len(data)
-            except OSError as e:
-                out["error"] = f"{type(e).__name__}: {e}"
-            finish(s, 0.5)
-        elif name == "reuse_5tuple":
-            # The same 5-tuple twice: TLS first, then plaintext. Closed with
-            # RST so no TIME_WAIT holds the tuple.
-            sport = 40000 + os.getpid() % 20000
-            for i, data in enumerate((HELLO, PLAIN)):
-                s = connect(dst, ((socket.SOL_SOCKET, socket.SO_REUSEADDR, 1),))
-                s.bind(("", sport))
-                s.connect(addr)
-                s.sendall(data)
-                out["sent"] += len(data)
-                finish(s, 0.4)
-                time.sleep(0.2)
-            out["sport"] = sport
-        elif name == "plain":
-            s = connect(dst)
-            s.connect(addr)
-            out["sport"] = s.getsockname()[1]
-            s.sendall(PLAIN)
-            out["sent"] = len(PLAIN)
-            finish(s)
-        elif name == "hello":
-            s = connect(dst)
-            s.connect(addr)
-            out["sport"] = s.getsockname()[1]
-            s.sendall(HELLO)
-            out["sent"] = len(HELLO)
-            finish(s)
+        elif how == "fastopen_connect":
+            s = connect(dst, ((socket.IPPROTO_TCP, TCP_FASTOPEN_CONNECT, 1),))
+            s.connect(addr)  # returns at once; the first send goes in the SYN
         else:
-            raise SystemExit(f"unknown case {name}")
+            s = connect(dst)
+            s.connect(addr)
+        if how == "fastopen":
+            s.sendto(data, socket.MSG_FASTOPEN, addr)  # connects, data in the SYN (with a cookie)
+        out["sport"] = s.getsockname()[1]  # before sending: a blocked send raises
+        if how == "dribble":
+            out["error"] = dribble(s, data)
+        elif how != "fastopen":
+            s.sendall(data)
+        out["sent"] = len(data)
+        finish(s, 0.5 if len(data) > len(BIG) else 0.3)
     except OSError as e:
         out["error"] = out["error"] or f"{type(e).__name__}: {e}"
     return out

@@ -100,6 +100,17 @@ def require_tools(*names: str) -> None:
         raise ToolMissing(f"{PYTHON} missing -- install with: apt-get install -y python3")
 
 
+def apt_install(packages: list[str]) -> None:
+    """Installs Debian packages a test needs (apt-get update, then install);
+    a failure raises ToolMissing, so the test fails, never skips."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends"] + packages):
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+        if r.returncode != 0:
+            raise ToolMissing(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-400:]}")
+
+
 def check_addr(addr: str) -> str:
     """Refuses any address outside the test ranges (defence in depth)."""
     ip = ipaddress.ip_address(addr.strip("[]"))
@@ -461,6 +472,14 @@ class Sandbox:
         proc = Proc(name, p, log_path)
         self.procs.append(proc)
         return proc
+
+    def nstat(self, ns: str, key: str) -> int:
+        """One kernel SNMP/netstat counter of `ns` (absolute: nstat -a)."""
+        r = self.run(ns, ["nstat", "-az", key])
+        for line in r.stdout.splitlines():
+            if line.split() and line.split()[0] == key:
+                return int(line.split()[1])
+        raise SandboxError(f"nstat {key} in {ns}: {r.brief()}")
 
     def wait_listen(self, port: int, ns: str | None = None, timeout: float = 10) -> None:
         ns = ns or self.server_ns

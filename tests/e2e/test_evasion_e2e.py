@@ -44,6 +44,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import sandbox as S  # noqa: E402
+from evasion_peers import HELLO  # noqa: E402
 
 PEERS = str(HERE / "evasion_peers.py")
 CRAFT_V4, CRAFT_V6 = "198.18.0.77", "2001:db8:1::77"
@@ -107,13 +108,8 @@ def ensure_packages() -> None:
         need.append("ethtool")
     if subprocess.run([S.PYTHON, "-c", "import scapy"], capture_output=True).returncode != 0:
         need.append("python3-scapy")
-    if not need:
-        return
-    r = subprocess.run(["apt-get", "install", "-y", "--no-install-recommends"] + need,
-                       capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    if r.returncode != 0:
-        raise S.ToolMissing(f"apt-get install {' '.join(need)} failed: {r.stderr[-300:]}")
+    if need:
+        S.apt_install(need)
 
 
 class Evasion:
@@ -162,11 +158,7 @@ class Evasion:
         return json.loads(r.stdout.strip().splitlines()[-1])
 
     def nstat(self, key: str) -> int:
-        r = self.sb.client(["nstat", "-az", key])
-        for line in r.stdout.splitlines():
-            if line.startswith(key):
-                return int(line.split()[1])
-        return 0
+        return self.sb.nstat(self.sb.client_ns, key)
 
     def check(self, kind: str, name: str, dst: str, verdict: str, reason: str):
         ev0 = len(self.d.read_events())
@@ -210,7 +202,7 @@ class Evasion:
             # TLS on the tuple first (all through), then plaintext on the
             # same tuple: a new SYN starts the judgement over.
             sizes = [x["bytes"] for x in lines]
-            if sizes != [res["sent"] - len(b"GET / HTTP/1.1\r\nHost: evasion.tlswall.test\r\nUser-Agent: evasion\r\n\r\n"), 0]:
+            if sizes != [len(HELLO), 0]:
                 bad.append(f"server got {sizes} on the two connections (want [hello, 0])")
             if len(drops) != 1:
                 bad.append(f"{len(drops)} drop events (want 1 for the plaintext one)")

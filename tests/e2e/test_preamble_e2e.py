@@ -35,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
 from pathlib import Path
 
@@ -92,12 +91,7 @@ def ensure_packages() -> str:
     missing = [p for p, path in PACKAGES.items() if not glob.glob(path)]
     if not missing:
         return "all present"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for cmd in (["apt-get", "update"],
-                ["apt-get", "install", "-y", "--no-install-recommends"] + missing):
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        if r.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-400:]}")
+    S.apt_install(missing)
     still = [p for p, path in PACKAGES.items() if not glob.glob(path)]
     if still:
         raise RuntimeError(f"installed {missing}, but still missing: {still}")

@@ -156,11 +156,7 @@ class Storm:
         return self.d.status().get("counters", {})
 
     def syn_retrans(self) -> int:
-        r = self.sb.client(["nstat", "-az", "TcpExtTCPSynRetrans"])
-        for line in r.stdout.splitlines():
-            if line.startswith("TcpExtTCPSynRetrans"):
-                return int(line.split()[1])
-        raise S.SandboxError(f"nstat: {r.brief()}")
+        return self.sb.nstat(self.sb.client_ns, "TcpExtTCPSynRetrans")
 
     def client(self, mix: str, seconds: float, concurrency: int, log: Path | None = None) -> dict:
         cmd = [self.tool, "client", "--dst", S.SRV_BOUNDARY_V4, "--seconds", str(seconds),
