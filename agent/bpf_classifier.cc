@@ -161,6 +161,7 @@ struct TcClassifier::Table {
 std::vector<TcClassifier::Table> TcClassifier::tables() {
   auto& m = skel_->maps;
   return {{"flows", m.tw_flows, TW_SCHEMA_FLOWS},
+          {"tls_checks", m.tw_tls_checks, TW_SCHEMA_CHECKS},
           {"lpm4", m.tw_lpm4, TW_SCHEMA_POLICY},
           {"lpm6", m.tw_lpm6, TW_SCHEMA_POLICY},
           {"ports", m.tw_ports, TW_SCHEMA_POLICY},
@@ -185,6 +186,7 @@ TcClassifier::TcClassifier(const ClassifierOptions& opts) : opts_(opts) {
   if (!raw) throw std::runtime_error(std::string("cannot open BPF object: ") + errstr(errno));
   skel_.reset(raw);
   int err = bpf_map__set_max_entries(skel_->maps.tw_flows, opts.flow_table_entries);
+  if (!err) err = bpf_map__set_max_entries(skel_->maps.tw_tls_checks, opts.flow_table_entries);
   if (!err) err = bpf_map__set_max_entries(skel_->maps.tw_events, opts.ringbuf_bytes);
   if (err) throw std::runtime_error("cannot size BPF maps: " + errstr(err));
 
@@ -244,10 +246,11 @@ TcClassifier::TcClassifier(const ClassifierOptions& opts) : opts_(opts) {
     throw std::runtime_error("cannot load the tc classifier into the kernel: " + errstr(err) +
                              " (details in the bpf log above)");
   }
-  // Program ids never change after load: the periodic attachment check
-  // compares against these instead of asking the kernel each time.
-  egress_prog_id_ = prog_id_of(egress_prog_fd());
-  egress_l3_prog_id_ = prog_id_of(egress_l3_prog_fd());
+  for (const LinkKind kind : {LinkKind::kEthernet, LinkKind::kL3}) {
+    for (const TcDirection dir : {TcDirection::kEgress, TcDirection::kIngress}) {
+      prog_ids_[prog_index(kind, dir)] = prog_id_of(prog_fd_for(kind, dir));
+    }
+  }
   generation_map_len_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   void* mem = mmap(nullptr, generation_map_len_, PROT_READ | PROT_WRITE, MAP_SHARED,
                    bpf_map__fd(skel_->maps.tw_state), 0);
@@ -347,12 +350,17 @@ void TcClassifier::migrate_counters(int old_counters_fd, int old_drops_fd) {
 }
 
 void TcClassifier::attach_one(Attachment& a, const std::vector<tw_iface_rec>& recorded) {
-  const int prog = prog_fd_for(a.kind);
   bool created_before = false;
   for (const auto& r : recorded) {
     if (static_cast<int>(r.ifindex) == a.ifindex) created_before = r.created_qdisc;
   }
-  a.created_qdisc = tc_attach_or_replace(a.ifindex, a.ifname, prog) || created_before;
+  // Egress first: the classifier judges every flow; ingress only answers
+  // the flows egress put under deeper checks.
+  bool created = false;
+  for (const TcDirection dir : {TcDirection::kEgress, TcDirection::kIngress}) {
+    created = tc_attach_or_replace(a.ifindex, a.ifname, prog_fd_for(a.kind, dir), dir) || created;
+  }
+  a.created_qdisc = created || created_before;
   tw_iface_rec rec{};
   rec.ifindex = static_cast<uint32_t>(a.ifindex);
   rec.created_qdisc = a.created_qdisc;
@@ -362,8 +370,8 @@ void TcClassifier::attach_one(Attachment& a, const std::vector<tw_iface_rec>& re
   rec.netns_dev = ns.dev;
   rec.netns_ino = ns.ino;
   records_->put_iface(rec);
-  log().info("tc egress on {} (ifindex {}): {}{}", a.ifname, a.ifindex,
-             report_.previous ? "program replaced in place" : "attached",
+  log().info("tc egress and ingress on {} (ifindex {}): {}{}", a.ifname, a.ifindex,
+             report_.previous ? "programs replaced in place" : "attached",
              a.created_qdisc ? ", clsact qdisc ours" : "");
 }
 
@@ -457,6 +465,10 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
   }
   pin_replace(egress_prog_fd(), pin_path(opts_.pin_root, "prog_egress", 1));
   pin_replace(egress_l3_prog_fd(), pin_path(opts_.pin_root, "prog_egress_l3", 1));
+  pin_replace(prog_fd_for(LinkKind::kEthernet, TcDirection::kIngress),
+              pin_path(opts_.pin_root, "prog_ingress", 1));
+  pin_replace(prog_fd_for(LinkKind::kL3, TcDirection::kIngress),
+              pin_path(opts_.pin_root, "prog_ingress_l3", 1));
 
   tw_meta m = report_.previous.value_or(tw_meta{});
   m.magic = TW_META_MAGIC;
@@ -474,77 +486,85 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
 }
 
 bool TcClassifier::still_attached(const Attachment& a) const {
-  const uint32_t id = tc_attached_prog_id(a.ifindex);
-  return id != 0 && id == (a.kind == LinkKind::kEthernet ? egress_prog_id_ : egress_l3_prog_id_);
+  for (const TcDirection dir : {TcDirection::kEgress, TcDirection::kIngress}) {
+    if (!attached_here(a, dir)) return false;
+  }
+  return true;
+}
+
+bool TcClassifier::attached_here(const Attachment& a, TcDirection dir) const {
+  const uint32_t id = tc_attached_prog_id(a.ifindex, dir);
+  return id != 0 && id == prog_ids_[prog_index(a.kind, dir)];
 }
 
 bool TcClassifier::repair_attachments(
     const std::function<void(const std::string&, const std::string&)>& restored) {
   bool ok = true;
   for (auto& a : attachments_) {
-    if (still_attached(a)) {
-      // In place, but does another filter run before ours? It would see
-      // (and could pass) every packet first.
-      std::vector<TcFilterEntry> chain;
-      try {
-        chain = list_egress_filters(a.ifindex);
-      } catch (const std::exception& e) {
-        log().warn("cannot read the egress filters of {}: {}", a.ifname, e.what());
-        continue;
-      }
-      const TcFilterEntry* first = first_egress_filter(chain);
-      if (!first ||
-          (first->priority == TcFilterId::kPriority && first->handle == TcFilterId::kHandle)) {
-        continue;
-      }
-      const std::string why = "a foreign " + first->kind + " filter (prio " +
-                              std::to_string(first->priority) + ", handle 0x" +
-                              [&] {
-                                char b[16];
-                                std::snprintf(b, sizeof(b), "%x", first->handle);
-                                return std::string(b);
-                              }() +
-                              ") was put in front of ours";
-      try {
-        // A filter added at a priority goes first among its peers: take ours
-        // out and put it back in front.
-        const int prog = prog_fd_for(a.kind);
-        tc_detach(a.ifindex, a.ifname, false);
-        tc_attach_or_replace(a.ifindex, a.ifname, prog);
-        const TcFilterEntry* now = first_egress_filter(list_egress_filters(a.ifindex));
-        if (now && now->priority == TcFilterId::kPriority && now->handle == TcFilterId::kHandle) {
-          restored(a.ifname, why + "; ours runs first again");
-        } else {
-          restored(a.ifname, why +
-                                 "; ours could NOT be moved in front (it runs at a lower "
-                                 "priority number?): remove the foreign filter");
-          ok = false;
-        }
-      } catch (const std::exception& e) {
-        log().error("cannot move the classifier in front on {}: {}", a.ifname, e.what());
-        ok = false;
-      }
-      continue;
-    }
-    const unsigned idx = if_nametoindex(a.ifname.c_str());
-    if (idx == 0) {
-      ok = false;  // the interface is gone; nothing to attach to
-      continue;
-    }
-    const std::string why = tc_attached_prog_id(a.ifindex) == 0
-                                ? "our filter (or its clsact qdisc) was removed"
-                                : "another program replaced our filter";
-    try {
-      a.ifindex = static_cast<int>(idx);
-      const int prog = prog_fd_for(a.kind);
-      if (tc_attach_or_replace(a.ifindex, a.ifname, prog)) a.created_qdisc = true;
-      restored(a.ifname, why);
-    } catch (const std::exception& e) {
-      log().error("cannot restore the classifier on {}: {}", a.ifname, e.what());
-      ok = false;
+    for (const TcDirection dir : {TcDirection::kEgress, TcDirection::kIngress}) {
+      ok = repair_one(a, dir, restored) && ok;
     }
   }
   return ok;
+}
+
+bool TcClassifier::repair_one(
+    Attachment& a, TcDirection dir,
+    const std::function<void(const std::string&, const std::string&)>& restored) {
+  const std::string side = tc_direction_name(dir);
+  const int prog = prog_fd_for(a.kind, dir);
+  if (attached_here(a, dir)) {
+    // In place, but does another filter run before ours? It would see
+    // (and could pass) every packet first.
+    std::vector<TcFilterEntry> chain;
+    try {
+      chain = list_filters(a.ifindex, dir);
+    } catch (const std::exception& e) {
+      log().warn("cannot read the {} filters of {}: {}", side, a.ifname, e.what());
+      return true;
+    }
+    const TcFilterEntry* first = first_filter(chain);
+    if (!first ||
+        (first->priority == TcFilterId::kPriority && first->handle == TcFilterId::kHandle)) {
+      return true;
+    }
+    char handle[16];
+    std::snprintf(handle, sizeof(handle), "%x", first->handle);
+    const std::string why = "a foreign " + first->kind + " " + side + " filter (prio " +
+                            std::to_string(first->priority) + ", handle 0x" + handle +
+                            ") was put in front of ours";
+    try {
+      // A filter added at a priority goes first among its peers: take ours
+      // out and put it back in front.
+      tc_detach_one(a.ifindex, a.ifname, dir);
+      tc_attach_or_replace(a.ifindex, a.ifname, prog, dir);
+      const TcFilterEntry* now = first_filter(list_filters(a.ifindex, dir));
+      if (now && now->priority == TcFilterId::kPriority && now->handle == TcFilterId::kHandle) {
+        restored(a.ifname, why + "; ours runs first again");
+        return true;
+      }
+      restored(a.ifname, why +
+                             "; ours could NOT be moved in front (it runs at a lower "
+                             "priority number?): remove the foreign filter");
+    } catch (const std::exception& e) {
+      log().error("cannot move the classifier in front on {} ({}): {}", a.ifname, side, e.what());
+    }
+    return false;
+  }
+  const unsigned idx = if_nametoindex(a.ifname.c_str());
+  if (idx == 0) return false;  // the interface is gone; nothing to attach to
+  const std::string why = tc_attached_prog_id(a.ifindex, dir) == 0
+                              ? "our " + side + " filter (or its clsact qdisc) was removed"
+                              : "another program replaced our " + side + " filter";
+  try {
+    a.ifindex = static_cast<int>(idx);
+    if (tc_attach_or_replace(a.ifindex, a.ifname, prog, dir)) a.created_qdisc = true;
+    restored(a.ifname, why);
+    return true;
+  } catch (const std::exception& e) {
+    log().error("cannot restore the classifier on {} ({}): {}", a.ifname, side, e.what());
+    return false;
+  }
 }
 
 void TcClassifier::detach_all() {
@@ -616,15 +636,23 @@ std::array<uint64_t, TW_REASON_MAX> TcClassifier::drops_by_reason() const {
   return out;
 }
 
-int TcClassifier::egress_prog_fd() const { return bpf_program__fd(skel_->progs.tlswall_egress); }
-int TcClassifier::prog_fd_for(LinkKind kind) const {
-  return kind == LinkKind::kEthernet ? egress_prog_fd() : egress_l3_prog_fd();
+int TcClassifier::egress_prog_fd() const { return prog_fd_for(LinkKind::kEthernet); }
+int TcClassifier::egress_l3_prog_fd() const { return prog_fd_for(LinkKind::kL3); }
+int TcClassifier::ingress_prog_fd() const {
+  return prog_fd_for(LinkKind::kEthernet, TcDirection::kIngress);
 }
 
-int TcClassifier::egress_l3_prog_fd() const {
-  return bpf_program__fd(skel_->progs.tlswall_egress_l3);
+int TcClassifier::prog_fd_for(LinkKind kind, TcDirection dir) const {
+  const auto& p = skel_->progs;
+  const bool eth = kind == LinkKind::kEthernet;
+  if (dir == TcDirection::kEgress) {
+    return bpf_program__fd(eth ? p.tlswall_egress : p.tlswall_egress_l3);
+  }
+  return bpf_program__fd(eth ? p.tlswall_ingress : p.tlswall_ingress_l3);
 }
+
 int TcClassifier::flows_fd() const { return bpf_map__fd(skel_->maps.tw_flows); }
+int TcClassifier::tls_checks_fd() const { return bpf_map__fd(skel_->maps.tw_tls_checks); }
 std::map<std::string, uint32_t> TcClassifier::table_schemas() {
   std::map<std::string, uint32_t> out;
   for (const Table& t : tables()) out[t.name] = t.schema;

@@ -1,5 +1,6 @@
 // Owns the tc classifier: its skeleton (programs + tables, embedded in the
-// binary), its pinned tables under the pin root, and its tc egress filters.
+// binary), its pinned tables under the pin root, and its tc filters (egress:
+// the classifier; ingress: the server side of its deeper TLS checks).
 //
 // The kernel side outlives the daemon: tables and programs are pinned, tc
 // filters stay attached. A starting daemon adopts the pinned tables whose
@@ -74,7 +75,7 @@ class TcClassifier {
 
   const AdoptionReport& adoption() const { return report_; }
 
-  // Makes our programs the egress filters of `ifnames` (replacing the
+  // Makes our programs the egress and ingress filters of `ifnames` (replacing the
   // previous release's in place), detaches from recorded interfaces no
   // longer named, pins what is new, retires replaced tables, and records
   // everything. All interfaces are validated before any is touched.
@@ -89,7 +90,8 @@ class TcClassifier {
   // An attached interface was renamed (the filter stays).
   void renamed(int ifindex, const std::string& name);
 
-  // Re-attaches where our filter has gone or runs another program. Calls
+  // Re-attaches where a filter of ours has gone, runs another program or
+  // has a foreign filter in front of it (either side). Calls
   // `restored(ifname, why)` for each. Returns false if some could not be.
   bool repair_attachments(
       const std::function<void(const std::string&, const std::string&)>& restored);
@@ -125,9 +127,11 @@ class TcClassifier {
 
   int egress_prog_fd() const;
   int egress_l3_prog_fd() const;
-  // The program for a link kind (Ethernet or L3).
-  int prog_fd_for(LinkKind kind) const;
+  int ingress_prog_fd() const;
+  // The program for a link kind (Ethernet or L3) and side.
+  int prog_fd_for(LinkKind kind, TcDirection dir = TcDirection::kEgress) const;
   int flows_fd() const;
+  int tls_checks_fd() const;
   // Every table this classifier uses, by name, with its schema version.
   std::map<std::string, uint32_t> table_schemas();
   // The policy tables, for BpfPolicyMaps.
@@ -149,6 +153,12 @@ class TcClassifier {
   std::vector<Table> tables();
   void migrate_flows(int old_fd, uint32_t old_schema);
   void attach_one(Attachment& a, const std::vector<tw_iface_rec>& recorded);
+  bool attached_here(const Attachment& a, TcDirection dir) const;
+  bool repair_one(Attachment& a, TcDirection dir,
+                  const std::function<void(const std::string&, const std::string&)>& restored);
+  static size_t prog_index(LinkKind kind, TcDirection dir) {
+    return (kind == LinkKind::kL3 ? 2 : 0) + (dir == TcDirection::kIngress ? 1 : 0);
+  }
   void migrate_counters(int old_counters_fd, int old_drops_fd);
 
   ClassifierOptions opts_;
@@ -161,8 +171,9 @@ class TcClassifier {
   OwnedFd old_flows_;  // the replaced flow table, copied after the switch
   uint32_t old_flows_schema_ = 0;
   std::vector<Attachment> attachments_;
-  uint32_t egress_prog_id_ = 0;
-  uint32_t egress_l3_prog_id_ = 0;
+  // Program ids by prog_index: they never change after load, so the
+  // periodic attachment check compares against these.
+  std::array<uint32_t, 4> prog_ids_{};
   uint64_t* generation_word_ = nullptr;  // mmapped tw_state element 0
   bpf_link* reaper_link_ = nullptr;
   std::string flow_reaper_ = "off: not started";

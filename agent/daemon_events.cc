@@ -70,6 +70,8 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
   e.sock_cookie = fe.sock_cookie;
   if (fe.hello_version) e.tls_version = policy::tls_version_to_string(fe.hello_version);
   if (fe.preamble) e.preamble = policy::preamble_name(fe.preamble);
+  if (fe.server_version) e.server_tls_version = policy::tls_version_to_string(fe.server_version);
+  if (hdr.type == TW_EV_FLOW_VERDICT) e.evidence = evidence_name(fe.evidence);
   if (has_owner) e.owner = owner_of(fe);
   if (names) {
     e.policy_version = names->version;
@@ -133,6 +135,12 @@ logging::Owner Daemon::owner_of(const tw_flow_event& fe) {
                      ? "no attribution probe is attached (see tlswallctl status)"
                      : "the socket has no owner record: it was opened before the probes ran";
       break;
+    case TW_OWNER_UNKNOWN:
+      o.attribution = "not_looked_up";
+      o.detail =
+          "decided on the server's answer at tc ingress, where the packet has no socket yet; the "
+          "flow's client-side events name its owner";
+      return o;
     case TW_OWNER_NO_SOCKET:
       o.attribution = "no_socket";
       o.detail =

@@ -48,6 +48,14 @@ const char* counter_name(uint32_t c) {
       return "flows_reaped";
     case TW_CNT_FLOWS_KEPT:
       return "flows_kept_after_close";
+    case TW_CNT_SERVERS_CHECKED:
+      return "servers_answered_tls";
+    case TW_CNT_SERVERS_NOT_TLS:
+      return "servers_not_tls";
+    case TW_CNT_SERVER_VERSION_UNKNOWN:
+      return "server_version_unknown";
+    case TW_CNT_BAD_RECORDS:
+      return "bad_later_records";
     default:
       return nullptr;
   }
@@ -87,6 +95,10 @@ std::string reason_name(uint32_t r) {
       return "bad_preamble";
     case TW_REASON_PREAMBLE_NOT_ALLOWED:
       return "preamble_not_allowed";
+    case TW_REASON_BAD_RECORD:
+      return "bad_record";
+    case TW_REASON_SERVER_NOT_TLS:
+      return "server_not_tls";
     default:
       return "reason_" + std::to_string(r);
   }
@@ -106,6 +118,17 @@ const char* class_name(uint32_t c) {
       return "inbound";
     default:
       return "unknown";
+  }
+}
+
+const char* evidence_name(uint32_t e) {
+  switch (e) {
+    case TW_EVIDENCE_CLIENT_RECORDS:
+      return "client_records";
+    case TW_EVIDENCE_SERVER_HELLO:
+      return "server_hello";
+    default:
+      return "client_hello";
   }
 }
 

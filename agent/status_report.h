@@ -145,5 +145,7 @@ const char* counter_name(uint32_t counter);  // nullptr for unused slots
 std::string reason_name(uint32_t reason);    // "reason_N" for unknown
 const char* class_name(uint32_t cls);
 const char* action_name(uint32_t action);
+// enum tw_evidence: "client_hello", "client_records", "server_hello".
+const char* evidence_name(uint32_t evidence);
 
 }  // namespace tlswall::agent

@@ -21,10 +21,18 @@ std::string errstr(int err) { return std::strerror(err < 0 ? -err : err); }
 
 spdlog::logger& log() { return logging::get(logging::Subsystem::kBpf); }
 
+bpf_tc_attach_point attach_point(TcDirection dir) {
+  return dir == TcDirection::kEgress ? BPF_TC_EGRESS : BPF_TC_INGRESS;
+}
+
 }  // namespace
 
-bool tc_attach_or_replace(int ifindex, const std::string& ifname, int prog_fd) {
-  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+const char* tc_direction_name(TcDirection dir) {
+  return dir == TcDirection::kEgress ? "egress" : "ingress";
+}
+
+bool tc_attach_or_replace(int ifindex, const std::string& ifname, int prog_fd, TcDirection dir) {
+  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = attach_point(dir));
   bool created = false;
   int err = bpf_tc_hook_create(&hook);
   if (err == 0) {
@@ -40,37 +48,45 @@ bool tc_attach_or_replace(int ifindex, const std::string& ifname, int prog_fd) {
       hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
       bpf_tc_hook_destroy(&hook);
     }
-    throw std::runtime_error("cannot attach tc egress filter on " + ifname + ": " + errstr(err));
+    throw std::runtime_error(std::string("cannot attach tc ") + tc_direction_name(dir) +
+                             " filter on " + ifname + ": " + errstr(err));
   }
   return created;
 }
 
-void tc_detach(int ifindex, const std::string& ifname, bool remove_qdisc) {
-  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+void tc_detach_one(int ifindex, const std::string& ifname, TcDirection dir) {
+  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = attach_point(dir));
   DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TcFilterId::kHandle,
                       .priority = TcFilterId::kPriority);
-  int err = bpf_tc_detach(&hook, &opts);
+  const int err = bpf_tc_detach(&hook, &opts);
   if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
-    log().warn("detaching tc filter from {}: {}", ifname, errstr(err));
+    log().warn("detaching tc {} filter from {}: {}", tc_direction_name(dir), ifname, errstr(err));
   }
+}
+
+void tc_detach(int ifindex, const std::string& ifname, bool remove_qdisc) {
+  tc_detach_one(ifindex, ifname, TcDirection::kEgress);
+  tc_detach_one(ifindex, ifname, TcDirection::kIngress);
   if (remove_qdisc) {
-    hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-    err = bpf_tc_hook_destroy(&hook);
+    DECLARE_LIBBPF_OPTS(
+        bpf_tc_hook, hook, .ifindex = ifindex,
+        .attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS));
+    const int err = bpf_tc_hook_destroy(&hook);
     if (err && err != -ENOENT && err != -ENODEV && err != -EINVAL) {
       log().warn("removing clsact qdisc from {}: {}", ifname, errstr(err));
     }
   }
 }
 
-uint32_t tc_attached_prog_id(int ifindex) {
-  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+uint32_t tc_attached_prog_id(int ifindex, TcDirection dir) {
+  DECLARE_LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = attach_point(dir));
   DECLARE_LIBBPF_OPTS(bpf_tc_opts, opts, .handle = TcFilterId::kHandle,
                       .priority = TcFilterId::kPriority);
   if (bpf_tc_query(&hook, &opts) != 0) return 0;
   return opts.prog_id;
 }
 
-std::vector<TcFilterEntry> list_egress_filters(int ifindex) {
+std::vector<TcFilterEntry> list_filters(int ifindex, TcDirection dir) {
   OwnedFd nl(::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE));
   if (nl.get() < 0) throw std::runtime_error(std::string("netlink: ") + std::strerror(errno));
   timeval tv{1, 0};
@@ -85,7 +101,8 @@ std::vector<TcFilterEntry> list_egress_filters(int ifindex) {
   req.nh.nlmsg_seq = 1;
   req.tc.tcm_family = AF_UNSPEC;
   req.tc.tcm_ifindex = ifindex;
-  req.tc.tcm_parent = TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS);
+  req.tc.tcm_parent =
+      TC_H_MAKE(TC_H_CLSACT, dir == TcDirection::kEgress ? TC_H_MIN_EGRESS : TC_H_MIN_INGRESS);
   if (::send(nl.get(), &req, sizeof(req), 0) < 0) {
     throw std::runtime_error(std::string("netlink send: ") + std::strerror(errno));
   }
@@ -123,7 +140,7 @@ std::vector<TcFilterEntry> list_egress_filters(int ifindex) {
   }
 }
 
-const TcFilterEntry* first_egress_filter(const std::vector<TcFilterEntry>& chain) {
+const TcFilterEntry* first_filter(const std::vector<TcFilterEntry>& chain) {
   for (const auto& e : chain) {
     if (e.handle != 0) return &e;
   }

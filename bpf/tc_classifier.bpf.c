@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * tc classifiers of tlswall, and the reaper of their flow table. Thin entry
- * points; the logic lives in lib/. Classifier return values: TC_ACT_UNSPEC
+ * tc classifiers of tlswall (egress: every flow; ingress: the server's
+ * answers of flows under deeper checks), and the reaper of their flow
+ * table. Thin entry points; the logic lives in lib/. Classifier return values: TC_ACT_UNSPEC
  * lets the packet continue (to any later filter), TC_ACT_SHOT drops it.
  */
 #include "lib/common.bpf.h"
@@ -44,6 +45,31 @@ SEC("tc")
 int tlswall_egress_l3(struct __sk_buff *skb)
 {
 	return tw_egress(skb, 0);
+}
+
+/* Ingress: the server's answers to flows under deeper checks
+ * (lib/tls_checks.bpf.h). Everything else passes. */
+static __always_inline int tw_ingress(struct __sk_buff *skb, const int l2)
+{
+	struct tw_pkt p = {};
+
+	if (tw_parse(skb, &p, l2) != TW_PARSE_TCP)
+		return TC_ACT_UNSPEC;
+	return tw_tcp_ingress(skb, &p);
+}
+
+/* Ingress of an Ethernet device. */
+SEC("tc")
+int tlswall_ingress(struct __sk_buff *skb)
+{
+	return tw_ingress(skb, 1);
+}
+
+/* Ingress of an L3 device. */
+SEC("tc")
+int tlswall_ingress_l3(struct __sk_buff *skb)
+{
+	return tw_ingress(skb, 0);
 }
 
 /* A local TCP socket is being destroyed: its flow's state goes with it when

@@ -157,6 +157,8 @@ std::string render_json(const Event& e, const std::string& host, const std::stri
   opt("interface", e.interface);
   opt("tls_version", e.tls_version);
   opt("preamble", e.preamble);
+  opt("server_tls_version", e.server_tls_version);
+  opt("evidence", e.evidence);
   opt("server_name", e.server_name);
   opt("server_subject", e.server_subject);
   opt("client_subject", e.client_subject);

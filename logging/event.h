@@ -15,7 +15,7 @@ namespace tlswall::logging {
 // Version of the event schema (tlswall_event.thrift SCHEMA_VERSION, JSON
 // "schema_version"). Bumped when a field is added; fields are never removed
 // or renamed. Version 1 was the JSON of tlswall 0.1 before event ids.
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 
 enum class EventType : uint16_t {
   kAgentStarted = 1,
@@ -110,6 +110,8 @@ struct Event {
   std::string interface;
   std::string tls_version;  // ClientHello client_version, or the version a proxy negotiated
   std::string preamble;     // plaintext preamble before the ClientHello ("postgresql", "mysql")
+  std::string server_tls_version;  // the version the server chose (ServerHello), if seen
+  std::string evidence;  // which bytes decided: client_hello | client_records | server_hello
   // Upgrade proxy events: the TLS session and who was on the other side.
   std::string server_name;     // the name verified (and sent as SNI) toward the server
   std::string server_subject;  // server certificate subject (RFC 2253), client side

@@ -109,6 +109,8 @@ schema::Event to_thrift(const Event& e, const std::string& host, const std::stri
   if (e.sock_cookie) t.__set_sock_cookie(static_cast<int64_t>(e.sock_cookie));
   opt(e.tls_version, [&](const std::string& v) { t.__set_tls_version(v); });
   opt(e.preamble, [&](const std::string& v) { t.__set_preamble(v); });
+  opt(e.server_tls_version, [&](const std::string& v) { t.__set_server_tls_version(v); });
+  opt(e.evidence, [&](const std::string& v) { t.__set_evidence(v); });
   opt(e.server_name, [&](const std::string& v) { t.__set_server_name(v); });
   opt(e.server_subject, [&](const std::string& v) { t.__set_server_subject(v); });
   opt(e.client_subject, [&](const std::string& v) { t.__set_client_subject(v); });

@@ -21,7 +21,7 @@ namespace py tlswall_event
 namespace java tlswall.event
 namespace go tlswallevent
 
-const i32 SCHEMA_VERSION = 4
+const i32 SCHEMA_VERSION = 5
 
 enum EventType {
   AGENT_STARTED = 1,
@@ -73,6 +73,8 @@ struct Event {
   11: optional string reason,         // classifier reason name, or drop stage
   12: optional string mode,           // monitor | enforce
   13: optional string previous_mode,   // mode_changed only
+  14: optional string evidence,        // which bytes decided a flow verdict: client_hello |
+                                     // client_records | server_hello (schema 5)
 
   // ---- the flow ----
   20: optional i32 family,            // 4 | 6
@@ -87,6 +89,8 @@ struct Event {
                                      // version the upgrade proxy negotiated
   29: optional string preamble,       // plaintext before the ClientHello that the rule
                                      // allows: postgresql | mysql (schema 4)
+  19: optional string server_tls_version, // the version the server chose (ServerHello):
+                                     // 1.0 .. 1.3 (schema 5)
   // ---- the upgrade proxy's TLS session ----
   70: optional string server_name,    // verified and sent as SNI toward the server
   71: optional string server_subject, // server certificate subject (RFC 2253)

@@ -27,7 +27,7 @@ struct tw_rule_entry {
   __u16 port_lo;    /* inclusive */
   __u16 port_hi;    /* inclusive */
   __u16 rule_id;    /* index into the rule name table */
-  __u16 min_tls;    /* wire version: 0x0301 TLS1.0 .. 0x0303 TLS1.2 */
+  __u16 min_tls;    /* wire version: 0x0301 TLS1.0 .. 0x0304 TLS1.3 */
   __u8 mode;        /* enum tw_mode */
   __u8 owner_group; /* TW_NO_OWNER_GROUP, or the rule's owner group bit + 1 */
   __u8 preambles;   /* TW_PREAMBLE_BIT mask the rule allows */

@@ -275,17 +275,9 @@ class FileParser {
     auto s = get_string(n, what);
     if (!s) return std::nullopt;
     const uint16_t v = tls_version_from_string(*s);
-    if (v == 0x0304) {
-      diags_.error(at(n),
-                   what +
-                       " \"1.3\" is not supported yet: a minimum of TLS 1.3 cannot be judged "
-                       "from the ClientHello (TLS 1.3 clients send legacy_version 0x0303); "
-                       "accepted: \"1.0\", \"1.1\", \"1.2\"");
-      return std::nullopt;
-    }
     if (v == 0) {
       diags_.error(at(n), "unknown TLS version " + quote(*s) + " in " + what +
-                              "; accepted: \"1.0\", \"1.1\", \"1.2\"");
+                              "; accepted: \"1.0\", \"1.1\", \"1.2\", \"1.3\"");
       return std::nullopt;
     }
     return v;

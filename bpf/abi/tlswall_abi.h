@@ -32,6 +32,7 @@
 #define TW_HELLO_PREFIX	    11	  /* ClientHello bytes judged (through client_version) */
 #define TW_MAX_PENDING_PKTS 32	  /* data packets before a flow is undecidable */
 #define TW_RECHECK_PKTS	    64 /* data packets whose overlap with the judged prefix is re-checked */
+#define TW_RECORD_CHECKS    8  /* client records after the first one whose headers are checked */
 
 /* ---- modes ---- */
 enum tw_mode {
@@ -66,6 +67,8 @@ enum tw_reason {
 	TW_REASON_OPAQUE_HEADERS = 13,	     /* IPv6 extension chain too long, or ESP */
 	TW_REASON_BAD_PREAMBLE = 14,	     /* began like a preamble the rule allows, is not one */
 	TW_REASON_PREAMBLE_NOT_ALLOWED = 15, /* a preamble the rule no longer allows (reload) */
+	TW_REASON_BAD_RECORD = 16,	     /* a later record header of the client is not TLS */
+	TW_REASON_SERVER_NOT_TLS = 17,	     /* the server's answer is no ServerHello or alert */
 };
 
 /* ---- preambles: plaintext a client sends before its ClientHello ----
@@ -114,12 +117,16 @@ enum tw_counter {
 	TW_CNT_FLOWS_INBOUND = 15,     /* connections accepted by local servers (not judged) */
 	TW_CNT_FLOWS_REAPED = 16,      /* flow state deleted when its socket was destroyed */
 	TW_CNT_FLOWS_KEPT = 17,	       /* socket destroyed, state kept: violation or undecided */
-	TW_CNT_MAX = 18,
+	TW_CNT_SERVERS_CHECKED = 18,   /* protected TLS flows whose server answered TLS */
+	TW_CNT_SERVERS_NOT_TLS = 19,   /* ... whose server answered something else */
+	TW_CNT_SERVER_VERSION_UNKNOWN = 20, /* TLS answer, negotiated version not visible */
+	TW_CNT_BAD_RECORDS = 21,	    /* protected TLS flows with a later non-TLS record */
+	TW_CNT_MAX = 22,
 };
 
 /* Drop reasons use enum tw_reason; per-reason drop counts live in a second
  * per-CPU array of TW_REASON_MAX entries. */
-#define TW_REASON_MAX 16
+#define TW_REASON_MAX 18
 
 /* ---- policy tables (one slot per generation, slot is part of the key) ----
  *
@@ -174,7 +181,7 @@ struct tw_port_verdict {
 	__u16 rule_id;	 /* index into the user-space rule name table */
 	__u16 boundary;	 /* index into the boundary name table */
 	__u16 exemption; /* index into the exemption name table, if exempt */
-	__u16 min_tls;	 /* wire version, host order: 0x0301 TLS1.0 .. 0x0303 */
+	__u16 min_tls;	 /* wire version, host order: 0x0301 TLS1.0 .. 0x0304 TLS1.3 */
 	__u8 mode;	 /* enum tw_mode */
 	__u8 exempt;	 /* 1: an exemption without owner selectors covers it */
 	__u8 has_rule;	 /* 1: rule_id..mode valid for every owner */
@@ -295,6 +302,43 @@ struct tw_flow_state {
 #endif
 };
 
+/* ---- deeper TLS checks of protected flows judged TLS ----
+ * A valid ClientHello start is not yet a TLS connection. For a protected,
+ * non-exempt flow judged TLS the classifier keeps a check record
+ * (tw_tls_checks, keyed like the flow table) until both hold:
+ *  - the client's next TW_RECORD_CHECKS record headers after the first are
+ *    TLS record headers (egress): plaintext after a fake ClientHello is
+ *    read as a record header and fails (TW_REASON_BAD_RECORD);
+ *  - the server's first answer after the hello (ingress) is a ServerHello
+ *    (or HelloRetryRequest) or an alert (TW_REASON_SERVER_NOT_TLS if not),
+ *    and the version it chose is at least the rule's minimum
+ *    (TW_REASON_TLS_BELOW_MINIMUM).
+ * Then the record goes. Two endpoints that agree to fake TLS framing (a
+ * ClientHello prefix, ServerHello bytes, record headers around plaintext)
+ * pass: headers say nothing of what the records hold. lib/tls_records.h. */
+#define TW_CHK_SRV_KNOWN 0x01 /* srv_next is set */
+#define TW_CHK_SRV_DONE	 0x02 /* the server's answer was judged TLS */
+#define TW_CHK_RECS_DONE 0x04 /* TW_RECORD_CHECKS records judged, or the bound passed */
+#define TW_CHK_FAILED	 0x08 /* a check failed: the flow's verdict holds both ways */
+
+struct tw_tls_check {
+	__u32 srv_next;	      /* host order: server sequence number where its answer starts */
+	__u32 rec_next;	      /* client stream index of the next record header to judge */
+	__u16 server_version; /* chosen by the server, host order; 0 = not (yet) known */
+	__u8 flags;	      /* TW_CHK_* */
+	__u8 rec_have;	      /* bytes of the header at rec_next judged so far (0..4) */
+	__u8 rec_len_hi;      /* its length's high byte, once rec_have > 3 */
+	__u8 recs_checked;    /* whole record headers judged after the first record */
+	__u8 pad[2];
+};
+
+/* Which bytes decided a verdict (events); never reuse numbers. */
+enum tw_evidence {
+	TW_EVIDENCE_CLIENT_HELLO = 0,	/* the stream's first bytes (and preamble) */
+	TW_EVIDENCE_CLIENT_RECORDS = 1, /* a later record header of the client */
+	TW_EVIDENCE_SERVER_HELLO = 2,	/* the server's answer (tc ingress) */
+};
+
 /* ---- socket owners (attribution) ----
  * A probe records who opened a connecting socket before its SYN leaves
  * (connect() sends the SYN from inside the syscall). The record lives in
@@ -371,7 +415,13 @@ struct tw_flow_event {
 	/* enum tw_preamble the flow sent whole before its ClientHello (was
 	 * padding, zeroed: version 2 events from older programs say none). */
 	__u8 preamble;
-	__u8 pad[5];
+	/* enum tw_evidence: which bytes decided (was padding, zeroed: older
+	 * programs decided from the ClientHello only). */
+	__u8 evidence;
+	/* Version the server chose (ServerHello, supported_versions), host
+	 * order; 0 = not seen or not visible (was padding). */
+	__u16 server_version;
+	__u8 pad[2];
 	/* version 2: */
 	struct tw_owner owner; /* valid per owner_status */
 	__u8 owner_status;     /* enum tw_owner_status */
@@ -404,6 +454,7 @@ struct tw_state {
 #define TW_SCHEMA_EVENTS   1 /* tw_events (tw_event_hdr framing) */
 #define TW_SCHEMA_META	   1 /* tw_meta below: append-only */
 #define TW_SCHEMA_OWNERS   1 /* tw_owners, tw_owner_tuples (struct tw_owner) */
+#define TW_SCHEMA_CHECKS   1 /* tw_tls_checks: tw_flow_key -> tw_tls_check */
 
 #define TW_META_MAGIC 0x314c4c4157534c54ULL /* "TLSWALL1" little-endian */
 

@@ -23,8 +23,26 @@ static __always_inline void tw_count_drop(__u32 reason)
 		*v += 1;
 }
 
+/* Which bytes decided a flow's class (enum tw_evidence). */
+static __always_inline __u8 tw_evidence_of(const struct tw_flow_state *st)
+{
+	if (st->cls != TW_CLASS_NOT_TLS)
+		return TW_EVIDENCE_CLIENT_HELLO;
+	if (st->reason == TW_REASON_BAD_RECORD)
+		return TW_EVIDENCE_CLIENT_RECORDS;
+	if (st->reason == TW_REASON_SERVER_NOT_TLS || st->reason == TW_REASON_TLS_BELOW_MINIMUM)
+		return TW_EVIDENCE_SERVER_HELLO;
+	return TW_EVIDENCE_CLIENT_HELLO;
+}
+
+/* `check` of tw_emit_flow_event(): the version the server chose (0 if not
+ * known), and whether the packet came in (tc ingress: it has no socket
+ * yet, so the owner is not looked up and owner_status says unknown). */
+#define TW_CHECK_AT_INGRESS (1u << 16)
+
+/* An event on a flow (key: as egress sees it). */
 TW_COLD void tw_emit_flow_event(struct __sk_buff *skb, const struct tw_flow_key *key,
-				const struct tw_flow_state *st, __u16 type)
+				const struct tw_flow_state *st, __u16 type, __u32 check)
 {
 	struct tw_flow_event *e;
 
@@ -51,8 +69,15 @@ TW_COLD void tw_emit_flow_event(struct __sk_buff *skb, const struct tw_flow_key 
 	e->mode = st->mode;
 	e->action = st->action;
 	e->preamble = tw_preamble_seen(st);
+	e->evidence = tw_evidence_of(st);
+	e->server_version = (__u16)check;
 	__builtin_memset(e->pad, 0, sizeof(e->pad));
-	e->owner_status = tw_owner_fill(skb, key, &e->owner);
+	if (check & TW_CHECK_AT_INGRESS) {
+		__builtin_memset(&e->owner, 0, sizeof(e->owner));
+		e->owner_status = TW_OWNER_UNKNOWN;
+	} else {
+		e->owner_status = tw_owner_fill(skb, key, &e->owner);
+	}
 	__builtin_memset(e->pad2, 0, sizeof(e->pad2));
 	bpf_ringbuf_submit(e, 0);
 }

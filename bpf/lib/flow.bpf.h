@@ -12,19 +12,14 @@
  *
  * While a flow is undecided only bytes that extend a valid ClientHello
  * prefix leave (at most 10 constrained header bytes), after a preamble its
- * rule allows (lib/preamble.h); the first bad byte decides. In enforce mode, data beyond the collected prefix is held back
- * (dropped, the sender retransmits) until the prefix is complete.
+ * rule allows (lib/preamble.h); the first bad byte decides. In enforce mode, data beyond the
+ * collected prefix is held back (dropped, the sender retransmits) until the prefix is complete.
  */
 #ifndef TLSWALL_BPF_LIB_FLOW_BPF_H
 #define TLSWALL_BPF_LIB_FLOW_BPF_H
 
-#include "lib/events.bpf.h"
-/* lib/hello_stream.h's preamble scan is a global function: verified once. */
-#define TW_HELLO_SRC	    struct __sk_buff
-#define TW_PREAMBLE_SCAN_FN __attribute__((noinline)) int
-#include "lib/hello_stream.h"
-#include "lib/parse.bpf.h"
 #include "lib/policy.bpf.h"
+#include "lib/tls_checks.bpf.h"
 
 static __always_inline void tw_apply_decision(struct tw_flow_state *st, const struct tw_decision *d,
 					      __u64 generation)
@@ -38,72 +33,6 @@ static __always_inline void tw_apply_decision(struct tw_flow_state *st, const st
 	st->min_tls = d->min_tls;
 	st->mode = d->mode;
 	st->preambles = d->preambles;
-}
-
-/* The byte source of lib/hello_stream.h: the packet's payload. */
-static __always_inline int tw_hello_load(void *src, __u32 off, void *dst, const __u32 len)
-{
-	return tw_load((struct __sk_buff *)src, off, dst, len);
-}
-
-/* Counters after tw_hello_on_data(). A flow reclassified from TLS to not
- * TLS keeps them balanced: per-CPU values are summed modulo 2^64, so the
- * decrement may land on any CPU. */
-TW_COLD void tw_count_reclassified(int was_tls)
-{
-	if (was_tls) {
-		__u32 k = TW_CNT_FLOWS_TLS;
-		__u64 *v = bpf_map_lookup_elem(&tw_counters, &k);
-
-		if (v)
-			*v -= 1;
-	}
-	tw_count(TW_CNT_FLOWS_NOT_TLS);
-}
-
-static __always_inline void tw_count_data(int r)
-{
-	if (r & TW_DATA_MISMATCH)
-		tw_count_reclassified(r & TW_DATA_WAS_TLS);
-	if (r & TW_DATA_TLS)
-		tw_count(TW_CNT_FLOWS_TLS);
-	if (r & TW_DATA_NOT_TLS)
-		tw_count(TW_CNT_FLOWS_NOT_TLS);
-}
-
-/* The verdict for a protected, non-exempt, decided flow. */
-static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_pkt *p,
-				      struct tw_flow_state *st)
-{
-	__u8 reason, action;
-
-	if (st->cls == TW_CLASS_NOT_TLS) {
-		reason = st->reason;
-	} else if (st->cls == TW_CLASS_TLS && st->hello_version < st->min_tls) {
-		reason = TW_REASON_TLS_BELOW_MINIMUM;
-	} else {
-		return TC_ACT_UNSPEC;
-	}
-	action = st->mode == TW_MODE_ENFORCE ? TW_ACTION_DROP : TW_ACTION_REPORT;
-	if (!st->reported || st->action != action) {
-		st->action = action;
-		st->reported = 1;
-		if (st->cls == TW_CLASS_TLS)
-			st->reason = reason;
-		tw_count(action == TW_ACTION_DROP ? TW_CNT_PLAINTEXT_BLOCKED
-						  : TW_CNT_PLAINTEXT_REPORTED);
-		if (reason == TW_REASON_TLS_BELOW_MINIMUM)
-			tw_count(TW_CNT_TLS_BELOW_MINIMUM);
-		tw_emit_flow_event(skb, &p->key, st, TW_EV_FLOW_VERDICT);
-	}
-	if (action != TW_ACTION_DROP)
-		return TC_ACT_UNSPEC;
-	/* Let our own resets out: the daemon's socket destroy sends one so
-	 * the peer forgets the flow too. */
-	if (p->tcp_flags & TCP_FLAG_RST)
-		return TC_ACT_UNSPEC;
-	tw_count_drop(reason);
-	return TC_ACT_SHOT;
 }
 
 /* During an upgrade the previous release's flow table is still attached as
@@ -144,7 +73,7 @@ static __always_inline int tw_untracked(struct __sk_buff *skb, const struct tw_p
 		st.reason = TW_REASON_STATE_LOST;
 		st.reported = 1;
 		tw_count(TW_CNT_STATE_LOST);
-		tw_emit_flow_event(skb, &p->key, &st, TW_EV_FLOW_UNTRACKED);
+		tw_emit_flow_event(skb, &p->key, &st, TW_EV_FLOW_UNTRACKED, 0);
 	}
 	if (bpf_map_update_elem(&tw_flows, &p->key, &st, BPF_NOEXIST) < 0)
 		tw_count(TW_CNT_FLOW_TABLE_FULL);
@@ -184,9 +113,9 @@ static __always_inline int tw_flow_start(struct __sk_buff *skb, const struct tw_
  * forwarded traffic (no local socket), keep the state-lost path: an
  * established flow is never blocked mid-stream. NULL if not applicable. */
 static __always_inline struct tw_flow_state *tw_rebuild_young(struct __sk_buff *skb,
-							   const struct tw_pkt *p,
-							   __u64 generation,
-							   struct tw_flow_state *fresh)
+							      const struct tw_pkt *p,
+							      __u64 generation,
+							      struct tw_flow_state *fresh)
 {
 	struct bpf_sock *sk = skb->sk;
 	struct bpf_tcp_sock *tp;
@@ -231,6 +160,7 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 	struct tw_flow_state *st;
 	struct tw_decision d;
 	__u64 generation;
+	int r = 0;
 
 	/* Pure ACKs, FINs and RSTs carry no stream bytes: nothing to judge and
 	 * nothing to block (a blocked flow's data is what is dropped). Half of
@@ -297,8 +227,8 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 	if (p->payload_len) {
 		/* Collect and judge the hello prefix while pending; early in a
 		 * TLS flow, re-check retransmissions of it (lib/hello_stream.h). */
-		int r = tw_hello_on_data(skb, p->payload_off, p->seq, p->tcp_flags & TCP_FLAG_SYN,
-					 p->payload_len, st);
+		r = tw_hello_on_data(skb, p->payload_off, p->seq, p->tcp_flags & TCP_FLAG_SYN,
+				     p->payload_len, st);
 
 		tw_count_data(r);
 		if ((r & TW_DATA_AHEAD) && st->cls == TW_CLASS_PENDING && st->protected_ &&
@@ -318,7 +248,11 @@ static __always_inline int tw_tcp_egress(struct __sk_buff *skb, struct tw_pkt *p
 		}
 		return TC_ACT_UNSPEC;
 	}
-	return tw_enforce(skb, p, st);
+	/* Early in a TLS flow, its next record headers (lib/tls_checks.bpf.h). */
+	if (st->cls == TW_CLASS_TLS && p->payload_len &&
+	    ((r & TW_DATA_TLS) || st->data_pkts < TW_RECHECK_PKTS))
+		tw_check_client(skb, p, st, r & TW_DATA_TLS);
+	return tw_enforce(skb, &p->key, p->tcp_flags, st, 0);
 }
 
 #endif /* TLSWALL_BPF_LIB_FLOW_BPF_H */

@@ -25,6 +25,7 @@
 
 #include "lib/events.bpf.h"
 #include "lib/sock_key.bpf.h"
+#include "lib/tls_hello.h"
 
 static __always_inline int tw_flow_settled(const struct tw_flow_state *st)
 {
@@ -32,7 +33,7 @@ static __always_inline int tw_flow_settled(const struct tw_flow_state *st)
 		return 1; /* not judged; an untracked flow was reported already */
 	if (!st->protected_ || st->exempt)
 		return 1;
-	return st->cls == TW_CLASS_TLS && st->hello_version >= st->min_tls;
+	return st->cls == TW_CLASS_TLS && st->hello_version >= tw_client_version_floor(st->min_tls);
 }
 
 static __always_inline void tw_reap(struct sock *sk)
@@ -52,6 +53,8 @@ static __always_inline void tw_reap(struct sock *sk)
 	st = bpf_map_lookup_elem(&tw_flows, &key);
 	if (!st || st->sock_cookie_lo != (__u32)cookie)
 		return;
+	/* Deeper checks end with the socket (lib/tls_checks.bpf.h). */
+	bpf_map_delete_elem(&tw_tls_checks, &key);
 	if (!tw_flow_settled(st)) {
 		tw_count(TW_CNT_FLOWS_KEPT);
 		return;

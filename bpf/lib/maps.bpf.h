@@ -23,6 +23,18 @@ struct {
 	__type(value, struct tw_flow_state);
 } tw_flows SEC(".maps");
 
+/* Deeper checks of protected flows judged TLS (abi/tlswall_abi.h, "deeper
+ * TLS checks"): a record per flow until its later client records and its
+ * server's answer are judged; the egress and ingress classifiers share it.
+ * LRU like the flow table, and as large: an evicted record ends its
+ * flow's checks (counted: TW_CNT_FLOW_TABLE_FULL is for the flow table). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct tw_flow_key);
+	__type(value, struct tw_tls_check);
+} tw_tls_checks SEC(".maps");
+
 /* IPv4 destination -> class: (slot, prefix) -> tw_dest_value. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);

@@ -48,7 +48,8 @@ struct tw_pkt {
 	struct tw_flow_key key;
 	__u32 payload_off; /* offset of the first TCP payload byte */
 	__u32 payload_len;
-	__u32 seq; /* host order */
+	__u32 seq;     /* host order */
+	__u32 ack_seq; /* host order; valid with TCP_FLAG_ACK */
 	__u8 tcp_flags;
 	__u8 opaque_reason; /* enum tw_reason, for TW_PARSE_OPAQUE */
 };
@@ -85,6 +86,7 @@ static __always_inline int tw_parse_tcp(struct __sk_buff *skb, struct tw_pkt *p,
 	p->key.dport = th.dest;
 	p->key.proto = IPPROTO_TCP_;
 	p->seq = bpf_ntohl(th.seq);
+	p->ack_seq = bpf_ntohl(th.ack_seq);
 	p->tcp_flags = ((__u8 *)&th)[13];
 	p->payload_off = l4_off + doff;
 	p->payload_len = end - p->payload_off;

@@ -89,4 +89,12 @@ static __always_inline int tw_hello_judge(const __u8 *buf, __u32 len, __u16 *cli
 	return TW_HELLO_VALID;
 }
 
+/* The lowest client_version a ClientHello may carry under a rule minimum.
+ * TLS 1.3 clients send 0x0303 (RFC 8446 4.1.2): a minimum of TLS 1.3 is
+ * held against the version the server chooses (lib/tls_records.h). */
+static __always_inline __u16 tw_client_version_floor(__u16 min_tls)
+{
+	return min_tls > 0x0303 ? 0x0303 : min_tls;
+}
+
 #endif /* TLSWALL_BPF_LIB_TLS_HELLO_H */

@@ -181,6 +181,14 @@ void ClassifierHarness::reset() {
   if (bpf_map_get_next_key(cls_->flows_fd(), nullptr, &next) == 0) {
     throw std::runtime_error("cannot empty tw_flows between tests");
   }
+  keys.clear();
+  prev = nullptr;
+  while (bpf_map_get_next_key(cls_->tls_checks_fd(), prev, &next) == 0) {
+    keys.push_back(next);
+    cur = next;
+    prev = &cur;
+  }
+  for (const auto& k : keys) bpf_map_delete_elem(cls_->tls_checks_fd(), &k);
   ring_buffer__consume(ring_);
   pending_.clear();
   bad_event_sizes_ = 0;
@@ -217,6 +225,7 @@ uint16_t ClassifierHarness::rule_id(const std::string& rule_name) const {
 }
 
 int ClassifierHarness::prog_fd(Prog prog) const {
+  if (prog == Prog::kIngress) return cls_->ingress_prog_fd();
   return prog == Prog::kL3 ? shared_l3_prog_fd(*cls_) : cls_->egress_prog_fd();
 }
 
@@ -283,13 +292,28 @@ std::vector<tw_flow_event> ClassifierHarness::drain_events() {
 }
 
 const char* counter_name(uint32_t c) {
-  static const char* const kNames[TW_CNT_MAX] = {
-      "packets",         "flows_seen",         "flows_tls",
-      "flows_not_tls",   "plaintext_reported", "plaintext_blocked",
-      "exempt",          "state_lost",         "packets_dropped",
-      "events_lost",     "held_out_of_window", "opaque_to_boundary",
-      "flow_table_full", "parse_errors",       "tls_below_minimum",
-      "flows_inbound",   "flows_reaped",       "flows_kept_after_close"};
+  static const char* const kNames[TW_CNT_MAX] = {"packets",
+                                                 "flows_seen",
+                                                 "flows_tls",
+                                                 "flows_not_tls",
+                                                 "plaintext_reported",
+                                                 "plaintext_blocked",
+                                                 "exempt",
+                                                 "state_lost",
+                                                 "packets_dropped",
+                                                 "events_lost",
+                                                 "held_out_of_window",
+                                                 "opaque_to_boundary",
+                                                 "flow_table_full",
+                                                 "parse_errors",
+                                                 "tls_below_minimum",
+                                                 "flows_inbound",
+                                                 "flows_reaped",
+                                                 "flows_kept_after_close",
+                                                 "servers_answered_tls",
+                                                 "servers_not_tls",
+                                                 "server_version_unknown",
+                                                 "bad_later_records"};
   return c < TW_CNT_MAX ? kNames[c] : "(out of range)";
 }
 
@@ -308,8 +332,10 @@ const char* reason_name(uint32_t r) {
                                                     "state_lost",
                                                     "out_of_window",
                                                     "opaque_headers",
-                                                    "(14)",
-                                                    "(15)"};
+                                                    "bad_preamble",
+                                                    "preamble_not_allowed",
+                                                    "bad_record",
+                                                    "server_not_tls"};
   return r < TW_REASON_MAX ? kNames[r] : "(out of range)";
 }
 

@@ -27,10 +27,11 @@ namespace tlswall::bpftest {
 constexpr int kPass = -1;  // TC_ACT_UNSPEC
 constexpr int kDrop = 2;   // TC_ACT_SHOT
 
-// The classifier's two tc programs: tlswall_egress (frames start with the
-// MAC header) and tlswall_egress_l3 (packets start with the IP header, the
-// family in skb->protocol; tun, WireGuard, ipip).
-enum class Prog { kEthernet, kL3 };
+// The classifier's tc programs: tlswall_egress (frames start with the
+// MAC header), tlswall_egress_l3 (packets start with the IP header, the
+// family in skb->protocol; tun, WireGuard, ipip) and tlswall_ingress (the
+// server side of the deeper TLS checks; Ethernet frames).
+enum class Prog { kEthernet, kL3, kIngress };
 
 // Compiles TOML policy text; throws std::runtime_error with the diagnostics.
 policy::CompiledPolicy compile_policy_text(const std::string& toml);

@@ -77,7 +77,7 @@ TEST_F(DegradedModeTest, SequenceWrapLongAfterTheHelloIsNotAnOverlap) {
   ASSERT_EQ(h().verdict(f.segment(kSyn, isn)), kPass);
   ASSERT_EQ(h().verdict(f.segment(kAck | kPsh, isn + 1, hello)), kPass);
   uint32_t seq = isn + 1 + static_cast<uint32_t>(hello.size());
-  const Bytes bulk(1000, 0x17);
+  const Bytes bulk = tls_record(23, 1000);  // application data, a record a segment
   for (int i = 0; i < TW_RECHECK_PKTS + 4; ++i, seq += 1000) {
     ASSERT_EQ(h().verdict(f.segment(kAck | kPsh, seq, bulk)), kPass);
   }

@@ -689,7 +689,8 @@ TEST_F(LargeFrameTest, GsoLikeSuperPacketWithHelloPasses) {
 
   ASSERT_EQ(h().verdict(flow.segment(kSyn, 7000)), kPass);
   Bytes payload = client_hello({0x0301, 0x0303, true, "bulk.example"});
-  payload.resize(kSuperPayload, 0x17);  // the hello, then application data
+  while (payload.size() < kSuperPayload) payload = concat(payload, tls_record(23, 4096));
+  payload.resize(kSuperPayload);
   PacketBuilder b;
   b.ipv4(kClient4, kRemote4).tcp(flow.sport, flow.dport, kAck | kPsh, 7001).payload(payload);
   ClassifierHarness::Run r = h().run(b.build(), &ctx);

@@ -315,7 +315,7 @@ Bytes FlowSpec::segment(uint8_t flags, uint32_t seq, const Bytes& payload) const
     b.ipv6(src, dst);
     for (const V6ExtHeader& e : v6_exts) b.v6_ext(e);
   }
-  b.tcp(sport, dport, flags, seq, (flags & kAck) ? 0x50000001u : 0u);
+  b.tcp(sport, dport, flags, seq, (flags & kAck) ? ack : 0u);
   if ((flags & kSyn) && !(flags & kAck)) {
     b.tcp_options({0x02, 0x04, 0x05, 0xb4, 0x04, 0x02});  // MSS 1460, SACK permitted
   }
@@ -425,6 +425,64 @@ Bytes client_hello(const HelloSpec& spec) {
   put16(rec, spec.record_version);
   put16(rec, static_cast<uint16_t>(hs.size()));
   append(rec, hs);
+  return rec;
+}
+
+Bytes tls_record(uint8_t type, size_t total, uint8_t fill) {
+  Bytes rec = {type};
+  put16(rec, 0x0303);
+  put16(rec, static_cast<uint16_t>(total - 5));
+  rec.resize(total, fill);
+  return rec;
+}
+
+Bytes server_hello(const ServerHelloSpec& spec) {
+  const bool tls13 = spec.version >= 0x0304;
+  Bytes body;
+  put16(body, tls13 ? 0x0303 : spec.version);
+  for (int i = 0; i < 32; ++i) body.push_back(static_cast<uint8_t>(0xa5 ^ (i * 3)));  // random
+  body.push_back(32);  // legacy_session_id_echo
+  for (int i = 0; i < 32; ++i) body.push_back(static_cast<uint8_t>(0xc3 + i));
+  append(body, tls13 ? Bytes{0x13, 0x01} : Bytes{0xc0, 0x2f});
+  body.push_back(0);  // compression: null
+  Bytes ext;
+  if (tls13) {
+    Bytes ks;  // key_share: the server's one share
+    put16(ks, 0x001d);
+    put16(ks, static_cast<uint16_t>(spec.key_share_bytes));
+    for (size_t i = 0; i < spec.key_share_bytes; ++i) ks.push_back(static_cast<uint8_t>(i));
+    put16(ext, 0x0033);
+    put16(ext, static_cast<uint16_t>(ks.size()));
+    append(ext, ks);
+    put16(ext, 0x002b);  // supported_versions: the chosen one
+    put16(ext, 2);
+    put16(ext, spec.version);
+  } else {
+    put16(ext, 0xff01);  // renegotiation_info
+    put16(ext, 1);
+    ext.push_back(0);
+    put16(ext, 0x0017);  // extended_master_secret
+    put16(ext, 0);
+  }
+  put16(body, static_cast<uint16_t>(ext.size()));
+  append(body, ext);
+  Bytes hs = {0x02};
+  put24(hs, static_cast<uint32_t>(body.size()));
+  append(hs, body);
+  Bytes rec = {0x16};
+  put16(rec, 0x0303);
+  put16(rec, static_cast<uint16_t>(hs.size()));
+  append(rec, hs);
+  if (spec.trailing) {
+    append(rec, tls_record(20, 6, 1));
+    if (spec.trailing > 6) append(rec, tls_record(23, spec.trailing - 6));
+  }
+  return rec;
+}
+
+Bytes tls_alert(uint8_t description) {
+  Bytes rec = {0x15, 0x03, 0x03, 0x00, 0x02, 0x02};
+  rec.push_back(description);
   return rec;
 }
 

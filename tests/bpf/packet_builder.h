@@ -146,8 +146,9 @@ struct FlowSpec {
   std::vector<VlanTag> vlans;
   std::vector<V6ExtHeader> v6_exts;
   Bytes v4_options = {};
-  size_t pad_to = 0;  // Ethernet padding up to this frame size
-  bool l3 = false;    // packets start at the IP header (PacketBuilder::l3())
+  size_t pad_to = 0;          // Ethernet padding up to this frame size
+  bool l3 = false;            // packets start at the IP header (PacketBuilder::l3())
+  uint32_t ack = 0x50000001;  // acknowledgement number of segments with kAck
 
   // A frame of this flow.
   Bytes segment(uint8_t flags, uint32_t seq, const Bytes& payload = {}) const;
@@ -171,6 +172,24 @@ struct HelloSpec {
 
 // A complete, well-formed TLS record carrying a ClientHello.
 Bytes client_hello(const HelloSpec& spec = {});
+
+// A whole TLS record of `total` bytes (header included): type, version
+// 0x0303, a body of `fill` bytes.
+Bytes tls_record(uint8_t type, size_t total, uint8_t fill = 0x5c);
+
+// The server's first flight as TLS servers send it: a handshake record with
+// a ServerHello choosing `version` (legacy_version 0x0303 and a
+// supported_versions extension after a key_share for TLS 1.3; the version
+// itself as legacy_version and no supported_versions below), then
+// `trailing` more bytes of records (change_cipher_spec, application data).
+struct ServerHelloSpec {
+  uint16_t version = 0x0304;
+  size_t key_share_bytes = 32;  // x25519; 1120 for X25519MLKEM768
+  size_t trailing = 0;
+};
+Bytes server_hello(const ServerHelloSpec& spec = {});
+// An alert record (a server refusing the handshake): fatal, `description`.
+Bytes tls_alert(uint8_t description);
 
 Bytes ascii(const std::string& s);
 

@@ -221,7 +221,7 @@ class EventsE2E:
             want = {"type": "plaintext_blocked", "type_id": 6, "severity": "warning", "action": "drop",
                     "reason": "not_handshake_record", "mode": "enforce", "family": 4, "src": S.CLIENT_V4,
                     "dst": DST, "dport": EPORT, "protocol": "tcp", "rule": L.RULE_ENFORCE,
-                    "boundary": L.BOUNDARY, "policy_version": self.policy_version, "schema_version": 4,
+                    "boundary": L.BOUNDARY, "policy_version": self.policy_version, "schema_version": 5,
                     "interface": "eth0", "host": st["host"], "agent_version": st["version"]}
             bad = {k: e.get(k) for k, v in want.items() if str(e.get(k)) != str(v)}
             m = ID_RE.match(str(e.get("id", "")))

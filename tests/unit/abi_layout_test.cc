@@ -28,9 +28,10 @@ static_assert(TW_POLICY_SLOTS <= 0xff + 1, "the slot is one key byte");
 static_assert(TW_HELLO_PREFIX == 11);
 static_assert(TW_MAX_PENDING_PKTS == 32);
 static_assert(
-    TW_CNT_MAX == 18,
+    TW_CNT_MAX == 22,
     "per-CPU counter array size (a bigger pinned array is rebuilt, its counts carried over)");
-static_assert(TW_REASON_MAX == 16, "per-CPU drop-reason array size");
+static_assert(TW_REASON_MAX == 18, "per-CPU drop-reason array size");
+static_assert(TW_RECORD_CHECKS == 8);
 static_assert(TW_EV_FLOW_VERDICT_VERSION == 2);
 static_assert(TW_EV_FLOW_V1_SIZE == 96, "version 1 events end where version 2 appends");
 static_assert(TW_MAX_OWNER_GROUPS == 64, "owner groups are bits of a __u64");
@@ -74,7 +75,9 @@ static_assert(TW_REASON_OUT_OF_WINDOW == 12);
 static_assert(TW_REASON_OPAQUE_HEADERS == 13);
 static_assert(TW_REASON_BAD_PREAMBLE == 14);
 static_assert(TW_REASON_PREAMBLE_NOT_ALLOWED == 15);
-static_assert(TW_REASON_PREAMBLE_NOT_ALLOWED < TW_REASON_MAX, "reasons index the drop array");
+static_assert(TW_REASON_BAD_RECORD == 16);
+static_assert(TW_REASON_SERVER_NOT_TLS == 17);
+static_assert(TW_REASON_SERVER_NOT_TLS < TW_REASON_MAX, "reasons index the drop array");
 static_assert(TW_PREAMBLE_POSTGRESQL == 1 && TW_PREAMBLE_MYSQL == 2, "never renumbered");
 static_assert(TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL) == 2);
 // hello_len counts the preamble too, and is a __u8.
@@ -102,7 +105,14 @@ static_assert(TW_CNT_TLS_BELOW_MINIMUM == 14);
 static_assert(TW_CNT_FLOWS_INBOUND == 15);
 static_assert(TW_CNT_FLOWS_REAPED == 16);
 static_assert(TW_CNT_FLOWS_KEPT == 17);
-static_assert(TW_CNT_FLOWS_KEPT < TW_CNT_MAX, "counters index the counter array");
+static_assert(TW_CNT_SERVERS_CHECKED == 18);
+static_assert(TW_CNT_SERVERS_NOT_TLS == 19);
+static_assert(TW_CNT_SERVER_VERSION_UNKNOWN == 20);
+static_assert(TW_CNT_BAD_RECORDS == 21);
+static_assert(TW_CNT_BAD_RECORDS < TW_CNT_MAX, "counters index the counter array");
+static_assert(TW_EVIDENCE_CLIENT_HELLO == 0, "zeroed padding of older events means this");
+static_assert(TW_EVIDENCE_CLIENT_RECORDS == 1);
+static_assert(TW_EVIDENCE_SERVER_HELLO == 2);
 
 static_assert(TW_EV_FLOW_VERDICT == 1);
 static_assert(TW_EV_FLOW_UNTRACKED == 2);
@@ -314,9 +324,23 @@ static_assert(offsetof(tw_flow_event, cls) == 86);
 static_assert(offsetof(tw_flow_event, reason) == 87);
 static_assert(offsetof(tw_flow_event, mode) == 88);
 static_assert(offsetof(tw_flow_event, action) == 89);
-static_assert(offsetof(tw_flow_event, preamble) == 90);  // was pad[0]
-static_assert(offsetof(tw_flow_event, pad) == 91);
-static_assert(TW_FIELD_SIZE(tw_flow_event, pad) == 5);
+static_assert(offsetof(tw_flow_event, preamble) == 90);        // was pad[0]
+static_assert(offsetof(tw_flow_event, evidence) == 91);        // was pad[0]
+static_assert(offsetof(tw_flow_event, server_version) == 92);  // was pad[1..2]
+static_assert(offsetof(tw_flow_event, pad) == 94);
+static_assert(TW_FIELD_SIZE(tw_flow_event, pad) == 2);
+
+// ---- struct tw_tls_check (tw_tls_checks, TW_SCHEMA_CHECKS) ----
+static_assert(TW_SCHEMA_CHECKS == 1);
+static_assert(sizeof(tw_tls_check) == 16);
+static_assert(offsetof(tw_tls_check, srv_next) == 0);
+static_assert(offsetof(tw_tls_check, rec_next) == 4);
+static_assert(offsetof(tw_tls_check, server_version) == 8);
+static_assert(offsetof(tw_tls_check, flags) == 10);
+static_assert(offsetof(tw_tls_check, rec_have) == 11);
+static_assert(offsetof(tw_tls_check, rec_len_hi) == 12);
+static_assert(offsetof(tw_tls_check, recs_checked) == 13);
+static_assert(TW_FIELD_SIZE(tw_tls_check, pad) == 2);
 static_assert(offsetof(tw_flow_event, owner) == TW_EV_FLOW_V1_SIZE);
 static_assert(offsetof(tw_flow_event, owner_status) == 152);
 static_assert(TW_FIELD_SIZE(tw_flow_event, pad2) == 7);
@@ -375,8 +399,9 @@ constexpr size_t kFlowEventFields =
     TW_SUM2(tw_flow_event, hdr, flow) + TW_SUM2(tw_flow_event, sock_cookie, policy_generation) +
     TW_SUM2(tw_flow_event, ifindex, rule_id) + TW_SUM2(tw_flow_event, boundary, exemption) +
     TW_SUM2(tw_flow_event, hello_version, min_tls) + TW_SUM2(tw_flow_event, cls, reason) +
-    TW_SUM2(tw_flow_event, mode, action) + TW_SUM2(tw_flow_event, preamble, pad) +
-    TW_SUM2(tw_flow_event, owner, owner_status) + TW_FIELD_SIZE(tw_flow_event, pad2);
+    TW_SUM2(tw_flow_event, mode, action) + TW_SUM2(tw_flow_event, preamble, evidence) +
+    TW_SUM2(tw_flow_event, server_version, pad) + TW_SUM2(tw_flow_event, owner, owner_status) +
+    TW_FIELD_SIZE(tw_flow_event, pad2);
 
 // Kept as runtime checks (not static_asserts) so that a violation reports
 // which struct, without stopping the rest of the suite from building.

@@ -41,6 +41,8 @@ const uint32_t kCounters[] = {
     TW_CNT_EVENTS_LOST,     TW_CNT_HELD_OUT_OF_WINDOW, TW_CNT_FRAGMENTS,
     TW_CNT_FLOW_TABLE_FULL, TW_CNT_PARSE_ERRORS,       TW_CNT_TLS_BELOW_MINIMUM,
     TW_CNT_FLOWS_INBOUND,   TW_CNT_FLOWS_REAPED,       TW_CNT_FLOWS_KEPT,
+    TW_CNT_SERVERS_CHECKED, TW_CNT_SERVERS_NOT_TLS,    TW_CNT_SERVER_VERSION_UNKNOWN,
+    TW_CNT_BAD_RECORDS,
 };
 
 const uint32_t kReasons[] = {
@@ -60,6 +62,8 @@ const uint32_t kReasons[] = {
     TW_REASON_OPAQUE_HEADERS,
     TW_REASON_BAD_PREAMBLE,
     TW_REASON_PREAMBLE_NOT_ALLOWED,
+    TW_REASON_BAD_RECORD,
+    TW_REASON_SERVER_NOT_TLS,
 };
 
 StatusReport Sample() {
@@ -353,7 +357,7 @@ TEST(StatusNames, EveryDefinedReasonHasADistinctName) {
 
 // status_report.h: reason_name returns "reason_N" for unknown reasons.
 TEST(StatusNames, UnknownReasonIsNamedByNumber) {
-  EXPECT_EQ(reason_name(16), "reason_16");
+  EXPECT_EQ(reason_name(TW_REASON_MAX), "reason_" + std::to_string(TW_REASON_MAX));
   EXPECT_EQ(reason_name(200), "reason_200");
 }
 

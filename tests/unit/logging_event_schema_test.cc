@@ -78,6 +78,8 @@ Event FullEvent() {
   e.interface = "eth0";
   e.tls_version = "1.0";
   e.preamble = "postgresql";
+  e.server_tls_version = "1.2";
+  e.evidence = "server_hello";
   e.sock_cookie = 0xfedcba9876543210ull;  // above INT64_MAX: carried as its bits
   e.count = 12;
   e.first_time = e.time - std::chrono::seconds(9);
@@ -89,7 +91,9 @@ Event FullEvent() {
 
 TEST(EventSchema, JsonHasTheSchemaVersion2Fields) {
   const auto m = parse_flat_json(render_json(FullEvent(), "web-1", "0.2.0"));
-  EXPECT_EQ(m.at("schema_version"), "4");
+  EXPECT_EQ(m.at("schema_version"), "5");
+  EXPECT_EQ(m.at("server_tls_version"), "1.2");
+  EXPECT_EQ(m.at("evidence"), "server_hello");
   EXPECT_EQ(m.at("id"), "abc-42");
   EXPECT_EQ(m.at("seq"), "42");
   EXPECT_EQ(m.at("pid"), "4242");
@@ -121,8 +125,10 @@ TEST(EventSchema, ThriftRoundTripCarriesTheSameFieldsAsJson) {
   schema::Event back;
   ASSERT_TRUE(parse_binary(serialize_binary(t), &back));
   EXPECT_EQ(back, t);
-  EXPECT_EQ(back.schema_version, 4);
+  EXPECT_EQ(back.schema_version, 5);
   EXPECT_EQ(back.preamble, "postgresql");
+  EXPECT_EQ(back.server_tls_version, "1.2");
+  EXPECT_EQ(back.evidence, "server_hello");
   EXPECT_EQ(back.id, "abc-42");
   EXPECT_EQ(back.seq, 42);
   EXPECT_EQ(back.time_us, 1763720340123456);
@@ -161,6 +167,8 @@ TEST(EventSchema, ThriftRoundTripCarriesTheSameFieldsAsJson) {
       {"sock_cookie", bool(back.__isset.sock_cookie)},
       {"tls_version", bool(back.__isset.tls_version)},
       {"preamble", bool(back.__isset.preamble)},
+      {"server_tls_version", bool(back.__isset.server_tls_version)},
+      {"evidence", bool(back.__isset.evidence)},
       {"pid", bool(back.__isset.pid)},
       {"uid", bool(back.__isset.uid)},
       {"comm", bool(back.__isset.comm)},

@@ -322,25 +322,25 @@ TEST(PolicyParser, GoodPortsParse) {
 
 // ---- modes and TLS versions ----
 
-TEST(PolicyParser, MinTls13IsRejectedWithReason) {
+// A minimum of TLS 1.3 is held against the version the server chooses
+// (the classifier's ingress check), so it is accepted.
+TEST(PolicyParser, MinTls13IsAccepted) {
   const auto r = Load(kHead + kRule + "min_tls = \"1.3\"\n");
-  EXPECT_TRUE(HasDiag(r, "p.toml:8:11: error: ",
-                      "min_tls \"1.3\" is not supported yet: a minimum of TLS 1.3 cannot be "
-                      "judged from the ClientHello (TLS 1.3 clients send legacy_version 0x0303)"))
-      << All(r);
+  ASSERT_TRUE(r.policy) << All(r);
+  EXPECT_EQ(r.policy->rules.at(0).min_tls, 0x0304);
 }
 
-TEST(PolicyParser, DefaultMinTls13IsRejected) {
+TEST(PolicyParser, DefaultMinTls13IsAccepted) {
   const auto r = Load("default_min_tls = \"1.3\"\n" + kHead + kRule);
-  EXPECT_TRUE(HasDiag(r, "p.toml:1:19: error: ", "default_min_tls \"1.3\" is not supported yet"))
-      << All(r);
+  ASSERT_TRUE(r.policy) << All(r);
+  EXPECT_EQ(r.policy->rules.at(0).min_tls, 0x0304);
 }
 
 TEST(PolicyParser, UnknownTlsVersion) {
   const auto r = Load(kHead + kRule + "min_tls = \"1.4\"\n");
   EXPECT_TRUE(HasDiag(r, "p.toml:8:11: error: ",
                       "unknown TLS version \"1.4\" in min_tls; accepted: \"1.0\", \"1.1\", "
-                      "\"1.2\""))
+                      "\"1.2\", \"1.3\""))
       << All(r);
 }
 
@@ -474,7 +474,7 @@ name = "a"
 boundary = "b"
 ports = [0, "9-1"]
 mode = "block"
-min_tls = "1.3"
+min_tls = "1.4"
 )");
   ASSERT_FALSE(r.ok());
   ASSERT_EQ(Errors(r), 6u) << All(r);
