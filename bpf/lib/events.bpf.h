@@ -36,8 +36,9 @@ static __always_inline __u8 tw_evidence_of(const struct tw_flow_state *st)
 }
 
 /* `check` of tw_emit_flow_event(): the version the server chose (0 if not
- * known), and whether the packet came in (tc ingress: it has no socket
- * yet, so the owner is not looked up and owner_status says unknown). */
+ * known), and whether the packet came in (tc ingress: it has no socket of
+ * ours yet, so the owner is not looked up, owner_status says unknown, and
+ * sock_cookie is 0: the daemon finds the socket by its 5-tuple). */
 #define TW_CHECK_AT_INGRESS (1u << 16)
 
 /* An event on a flow (key: as egress sees it). */
@@ -56,7 +57,9 @@ TW_COLD void tw_emit_flow_event(struct __sk_buff *skb, const struct tw_flow_key 
 	e->hdr.size = sizeof(*e);
 	e->hdr.ktime_ns = bpf_ktime_get_ns();
 	__builtin_memcpy(&e->flow, key, sizeof(*key));
-	e->sock_cookie = bpf_get_socket_cookie(skb);
+	/* On ingress the packet's socket, if any, is the sender's (a veth
+	 * from another namespace keeps it): not ours to name. */
+	e->sock_cookie = (check & TW_CHECK_AT_INGRESS) ? 0 : bpf_get_socket_cookie(skb);
 	e->policy_generation = st->policy_generation;
 	e->ifindex = skb->ifindex;
 	e->rule_id = st->rule_id;

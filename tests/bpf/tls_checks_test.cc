@@ -136,6 +136,7 @@ TEST_F(TlsChecksTest, APlaintextServerAnswerBlocksTheFlowBothWays) {
   EXPECT_EQ(ev[0].evidence, TW_EVIDENCE_SERVER_HELLO);
   EXPECT_EQ(ev[0].action, TW_ACTION_DROP);
   EXPECT_EQ(ev[0].owner_status, TW_OWNER_UNKNOWN) << "no socket at ingress";
+  EXPECT_EQ(ev[0].sock_cookie, 0u) << "the daemon finds the socket by its 5-tuple";
   EXPECT_EQ(flow_key(f).sport, ev[0].flow.sport) << "the flow as egress names it";
   // The client's next bytes and the server's next answer are dropped too.
   EXPECT_EQ(h().verdict(f.segment(kAck | kPsh, seq, tls_record(23, 100))), kDrop);
