@@ -18,6 +18,13 @@
 //    (overlap_mismatch), unless it was decided not TLS already;
 //  - NEED_MORE only for a prefix that some continuation makes a hello
 //    (decided at the first bad byte, never later).
+// The same input also goes through the deeper checks (bpf/lib/tls_records.h):
+//  - as the client's records after a hello: walked as one segment (sent
+//    again until the walk stops, as its per-segment bound needs) and as
+//    1-byte segments, it reaches the same state, or fails in both;
+//  - as a server's first answer: a version it reports is 1.0 .. 1.3 (or
+//    SSL 3.0), a prefix it calls short or not TLS stays not TLS when
+//    longer if a bad byte was among the first 11.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -26,6 +33,10 @@
 
 #include "tests/fuzz/fuzz_check.h"
 #include "tests/fuzz/hello_stream_buffer.h"
+
+extern "C" {
+#include "lib/tls_records.h"
+}
 
 namespace {
 
@@ -268,6 +279,50 @@ void FuzzRule(const uint8_t* data, size_t size) {
   }
 }
 
+bool SameWalk(const tw_tls_check& a, const tw_tls_check& b) {
+  return a.rec_next == b.rec_next && a.rec_have == b.rec_have && a.recs_checked == b.recs_checked &&
+         (a.rec_have < 4 || a.rec_len_hi == b.rec_len_hi);
+}
+
+void FuzzDeeperChecks(const uint8_t* data, size_t size) {
+  const uint32_t n = static_cast<uint32_t>(size < 4096 ? size : 4096);
+  std::vector<uint8_t> exact(data, data + n);  // ASan sees reads past the end
+  Payload whole{exact.data(), n};
+
+  // The client's records from stream index 0: one segment, sent again
+  // until the walk stops moving, against 1-byte segments.
+  tw_tls_check one{}, bytes{};
+  int r_one = 0, r_bytes = 0;
+  for (int i = 0; i < 64 && !r_one; ++i) {
+    const tw_tls_check before = one;
+    r_one = tw_records_walk(&whole, 0, 0, n, &one);
+    if (SameWalk(before, one)) break;
+  }
+  for (uint32_t i = 0; i < n && !r_bytes; ++i) {
+    Payload b{exact.data() + i, 1};
+    r_bytes = tw_records_walk(&b, 0, i, 1, &bytes);
+  }
+  FUZZ_CHECK(r_one == r_bytes);
+  if (!r_one) FUZZ_CHECK(SameWalk(one, bytes));
+  FUZZ_CHECK(one.recs_checked <= TW_RECORD_CHECKS);
+
+  // The server's first answer.
+  __u16 version = 0;
+  const int whole_r = tw_server_answer_judge(&whole, 0, n, &version);
+  FUZZ_CHECK(whole_r >= -TW_REASON_SERVER_NOT_TLS && whole_r <= TW_ANSWER_ALERT);
+  FUZZ_CHECK(whole_r == -TW_REASON_SERVER_NOT_TLS || whole_r >= 0);
+  if (whole_r == TW_ANSWER_HELLO && version) FUZZ_CHECK(version >= 0x0300 && version <= 0x0304);
+  if (whole_r != TW_ANSWER_HELLO) FUZZ_CHECK(version == 0);
+  for (uint32_t k = 1; k < 11 && k <= n; ++k) {
+    std::vector<uint8_t> pre(exact.begin(), exact.begin() + k);
+    Payload p{pre.data(), k};
+    __u16 v = 0;
+    const int r = tw_server_answer_judge(&p, 0, k, &v);
+    if (r < 0) FUZZ_CHECK(whole_r < 0);  // a bad byte among the first 11 stays bad
+    if (r == TW_ANSWER_ALERT) FUZZ_CHECK(whole_r == TW_ANSWER_ALERT);
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -275,5 +330,6 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzRule(data, size);
   g_allowed = kAllPreambles;  // one that allows both
   FuzzRule(data, size);
+  FuzzDeeperChecks(data, size);
   return 0;
 }
