@@ -6,8 +6,11 @@
 //       Accepts on every listener. A connection's first bytes are sorted:
 //       0x16 0x03 -> "tls", anything else -> "plain". Then the server closes
 //       (it closes first, so clients park no TIME_WAIT), or, on an `echo`
-//       listener, echoes everything until the client closes. On SIGTERM it
-//       prints one JSON line of counts per listener and exits.
+//       listener, echoes everything until the client closes; there a "tls"
+//       connection's ClientHello is answered like a TLS server's (a
+//       ServerHello record: tlswall judges the server's first answer) and
+//       only the bytes after it are echoed. On SIGTERM it prints one JSON
+//       line of counts per listener and exits.
 //   tlswall_storm client --dst IP --seconds S --concurrency N
 //       --mix KIND:PORT[,KIND:PORT...] [--log FILE]
 //       New connections, N in flight, round robin over the mix: `tls` sends a
@@ -18,8 +21,9 @@
 //       connection.
 //   tlswall_storm hold --dst IP --port P --count K
 //       Opens K connections to an echo listener and sends a ClientHello on
-//       each, waits for its echo, then for a line on stdin; then sends 4 KiB
-//       on each and checks the echo. Prints {"held", "echoed", "failed"}.
+//       each, waits for the ServerHello, then for a line on stdin; then sends
+//       a 4 KiB application-data record on each and checks the echo. Prints
+//       {"held", "echoed", "failed"}.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -117,6 +121,33 @@ std::string client_hello() {
   return rec + hs;
 }
 
+// A TLS 1.3 ServerHello record (x25519 key share, supported_versions).
+std::string server_hello() {
+  std::string body = "\x03\x03";
+  body += std::string(32, '\x5a');  // random
+  body += '\x20';
+  body += std::string(32, '\x11');  // legacy_session_id_echo
+  body += std::string("\x13\x01\x00", 3);
+  std::string ext;
+  put16(ext, 0x0033);  // key_share: x25519
+  put16(ext, 36);
+  put16(ext, 0x001d);
+  put16(ext, 32);
+  ext += std::string(32, '\x07');
+  put16(ext, 0x002b);  // supported_versions: TLS 1.3
+  put16(ext, 2);
+  put16(ext, 0x0304);
+  put16(body, static_cast<unsigned>(ext.size()));
+  body += ext;
+  std::string hs = "\x02";
+  hs += '\0';
+  put16(hs, static_cast<unsigned>(body.size()));
+  hs += body;
+  std::string rec = "\x16\x03\x03";
+  put16(rec, static_cast<unsigned>(hs.size()));
+  return rec + hs;
+}
+
 // ---- server ----------------------------------------------------------------
 
 volatile sig_atomic_t g_stop = 0;
@@ -160,7 +191,11 @@ int server(const std::vector<std::string>& args) {
     size_t listener;
     std::string head;
     bool sorted = false;
+    size_t seen = 0;        // bytes received before the connection was sorted
+    size_t unanswered = 0;  // echo, tls: ClientHello bytes still to come (not echoed)
   };
+  const std::string answer = server_hello();
+  const size_t hello_size = client_hello().size();
   std::map<int, Conn> conns;
   std::fprintf(stderr, "tlswall_storm server: %zu listeners\n", ls.size());
   char buf[65536];
@@ -197,14 +232,31 @@ int server(const std::vector<std::string>& args) {
                                                 8 - std::min<size_t>(8, c.head.size())));
             if (c.head.size() >= 5) {
               c.sorted = true;
-              (c.head[0] == 0x16 && c.head[1] == 0x03 ? l.tls : l.plain) += 1;
+              const bool tls = c.head[0] == 0x16 && c.head[1] == 0x03;
+              (tls ? l.tls : l.plain) += 1;
               if (!l.echo) {
                 done = true;
                 break;
               }
+              // Bytes of earlier reads (fewer than 5, all in head) were
+              // held back until now.
+              const std::string early = tls ? answer : c.head.substr(0, c.seen);
+              c.unanswered = tls && hello_size > c.seen ? hello_size - c.seen : 0;
+              if (send(fd, early.data(), early.size(), MSG_NOSIGNAL) !=
+                  static_cast<ssize_t>(early.size())) {
+                done = true;
+                break;
+              }
+            } else {
+              c.seen += static_cast<size_t>(r);
+              continue;
             }
           }
-          if (l.echo && send(fd, buf, static_cast<size_t>(r), MSG_NOSIGNAL) != r) {
+          const size_t skip = std::min(c.unanswered, static_cast<size_t>(r));
+          c.unanswered -= skip;
+          const size_t rest = static_cast<size_t>(r) - skip;
+          if (l.echo && rest &&
+              send(fd, buf + skip, rest, MSG_NOSIGNAL) != static_cast<ssize_t>(rest)) {
             done = true;  // a slow reader is not part of this test
             break;
           }
@@ -449,7 +501,7 @@ int hold(const std::vector<std::string>& args) {
   for (size_t i = 0; i < count; ++i) {
     const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0 ||
-        !send_all(fd, hello) || !recv_exact(fd, hello.size())) {
+        !send_all(fd, hello) || !recv_exact(fd, server_hello().size())) {
       ++failed;
       close(fd);
       continue;
@@ -459,8 +511,10 @@ int hold(const std::vector<std::string>& args) {
   std::printf("{\"held\":%zu,\"failed_to_open\":%zu}\n", fds.size(), failed);
   std::fflush(stdout);
   std::string line;
-  std::getline(std::cin, line);  // the storm runs meanwhile
-  const std::string data(4096, 'x');
+  std::getline(std::cin, line);       // the storm runs meanwhile
+  std::string data = "\x17\x03\x03";  // an application-data record of 4 KiB
+  put16(data, 4096 - 5);
+  data += std::string(4096 - 5, 'x');
   size_t echoed = 0, broken = 0;
   for (int fd : fds) {
     if (send_all(fd, data) && recv_exact(fd, data.size())) {
