@@ -1,4 +1,5 @@
-// Cost of the egress classifier per packet kind, measured in the kernel with
+// Cost of the classifier (egress, and the ingress side of its deeper
+// checks) per packet kind, measured in the kernel with
 // BPF_PROG_TEST_RUN (the kernel times each run; no network stack, no peer).
 // Separates the program's own cost from the tc hook's and the stack's, which
 // bench_enforce.py measures together. Loads the real classifier with a
@@ -88,9 +89,12 @@ int main(int argc, char** argv) {
     if (!loaded.ok()) throw std::runtime_error("bench policy invalid");
     pub.publish(policy::compile_policy(*loaded.policy, now));
     const int prog = cls.egress_prog_fd();
+    const int ingress = cls.ingress_prog_fd();
     const Bytes h = hello();
+    const Bytes answer = bpftest::server_hello();
 
-    Stat syn_prot, syn_miss, syn_unprot, hello_pkt, data_after, pure_ack;
+    Stat syn_prot, syn_miss, syn_unprot, hello_pkt, data_after, pure_ack, server_hello_pkt,
+        ingress_unchecked;
     int ret = 0;
     for (int i = 0; i < flows; ++i) {
       const uint16_t sport = static_cast<uint16_t>(1024 + (i % 60000));
@@ -108,6 +112,16 @@ int main(int argc, char** argv) {
                                .build(),
                            1, &ret));
       if (ret != -1) throw std::runtime_error("a valid hello was not passed");
+      // The server's answer (the hello acknowledged sequence 1): judged at
+      // ingress, with the check record the hello made.
+      server_hello_pkt.add(run_ns(ingress,
+                                  PacketBuilder()
+                                      .ipv4("198.18.130.10", src)
+                                      .tcp(443, sport, bpftest::kAck | bpftest::kPsh, 1, isn + 518)
+                                      .payload(answer)
+                                      .build(),
+                                  1, &ret));
+      if (ret != -1) throw std::runtime_error("a valid ServerHello was not passed");
       // A protected destination seen for the first time: the decision
       // cache misses (32,000 distinct addresses, 1,024 cache entries).
       const std::string fresh =
@@ -124,15 +138,24 @@ int main(int argc, char** argv) {
     const Bytes later = PacketBuilder()
                             .ipv4("198.18.0.1", "198.18.130.10")
                             .tcp(1024, 443, bpftest::kAck | bpftest::kPsh, 1000u + 1 + 517, 1)
-                            .payload(Bytes(1400, 0x17))
+                            .payload(bpftest::tls_record(23, 1400))
                             .build();
     const Bytes ack = PacketBuilder()
                           .ipv4("198.18.0.1", "198.18.130.10")
                           .tcp(1024, 443, bpftest::kAck, 1000u + 1 + 517, 1)
                           .build();
+    // Ingress data of a flow without a check record (an unprotected one,
+    // or one whose checks are done: almost everything received).
+    const Bytes in_data = PacketBuilder()
+                              .ipv4("198.18.1.10", "198.18.0.1")
+                              .tcp(443, 1024, bpftest::kAck | bpftest::kPsh, 5000, 1)
+                              .payload(bpftest::tls_record(23, 1400))
+                              .build();
     for (int i = 0; i < 50; ++i) {
       data_after.add(run_ns(prog, later, 1000, &ret));
+      if (ret != -1) throw std::runtime_error("later data of a verified flow was not passed");
       pure_ack.add(run_ns(prog, ack, 1000, &ret));
+      ingress_unchecked.add(run_ns(ingress, in_data, 1000, &ret));
     }
     std::printf("classifier cost per packet (median ns, BPF_PROG_TEST_RUN, %d new flows):\n",
                 flows);
@@ -147,6 +170,10 @@ int main(int argc, char** argv) {
                 data_after.median());
     std::printf("  pure ACK (no lookup)                                 %6.0f\n",
                 pure_ack.median());
+    std::printf("  ingress: the server's ServerHello judged             %6.0f\n",
+                server_hello_pkt.median());
+    std::printf("  ingress: data of a flow without checks (1 lookup)    %6.0f\n",
+                ingress_unchecked.median());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_classifier: %s\n", e.what());
     rc = 1;

@@ -121,6 +121,9 @@ def dribble(s: socket.socket, data: bytes) -> str:
 
 
 BIG = b"x" * 65536  # one 64 KiB write after the first bytes: one large skb with GSO/TSO
+# The same 64 KiB as TLS application-data records: what follows a ClientHello
+# must be records (the classifier walks the next record headers).
+BIG_RECORDS = b"".join(b"\x17\x03\x03" + struct.pack("!H", 16379) + b"x" * 16379 for _ in range(4))
 
 # Kernel-stack cases: how the bytes go out, and which bytes.
 CASES = {
@@ -128,7 +131,7 @@ CASES = {
     "plain": ("send", PLAIN),
     "hello_records": ("send", records(HELLO[5:], [100, 200])),
     "hello_tiny_first_record": ("send", records(HELLO[5:], [4])),
-    "big_hello": ("send", HELLO + BIG),
+    "big_hello": ("send", HELLO + BIG_RECORDS),
     "big_plain": ("send", PLAIN + BIG),
     "v4mapped_hello": ("v4mapped", HELLO),  # AF_INET6 socket to ::ffff:<IPv4>
     "v4mapped_plain": ("v4mapped", PLAIN),
