@@ -415,7 +415,10 @@ class E2E:
         tls_bad = [a.get("err") for a in tls if not a["ok"]][:3]
         st_final = self.d.status()
         applied = [e.get("policy_version") for e in self.d.read_events()[ev_start:] if e.get("type") == "policy_applied"]
-        ok = (applied == ["e2e-enforce-hup", "e2e-enforce-ctl"] and st1 is not None and gen1 > gen0 and rr.rc == 0 and gen2 > gen1
+        # The file watcher may see the second write before the explicit
+        # reload arrives (slow machines, qemu): then both apply it.
+        ok = (applied[:2] == ["e2e-enforce-hup", "e2e-enforce-ctl"]
+              and all(v == "e2e-enforce-ctl" for v in applied[2:3]) and len(applied) <= 3 and st1 is not None and gen1 > gen0 and rr.rc == 0 and gen2 > gen1
               and len(before) >= 3 and before_ok == len(before)
               and len(after) >= 3 and after_blocked == len(after) and not after_slow
               and len(tls) >= 6 and tls_ok == len(tls)
