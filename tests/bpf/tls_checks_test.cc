@@ -6,12 +6,20 @@
 
 #include <bpf/bpf.h>
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "tests/bpf/classifier_harness.h"
 #include "tests/bpf/fixture_policies.h"
+#include "tests/fuzz/hello_stream_buffer.h"
+
+extern "C" {
+#include "lib/tls_records.h"
+}
 
 namespace tlswall::bpftest {
 namespace {
@@ -305,6 +313,50 @@ TEST_F(TlsChecksTest, UnprotectedAndExemptFlowsAreNotChecked) {
     EXPECT_EQ(h().verdict(f.segment(kAck | kPsh, seq, ascii("GET /"))), kPass) << dst;
   }
   EXPECT_EQ(Counter(TW_CNT_PACKETS_DROPPED), 0u);
+}
+
+// Differential: the loaded ingress program and the user-space build of
+// tw_server_answer_judge() agree on every answer: real-shaped ServerHellos
+// (TLS 1.2, 1.3, a large key share), each of their prefixes, alerts,
+// plaintext, and every seed of the hello fuzzer's corpus taken as an answer.
+TEST_F(TlsChecksTest, IngressAndTheUserSpaceJudgeAgreeOnEveryAnswer) {
+  std::vector<std::pair<std::string, Bytes>> answers = {
+      {"tls13", server_hello()},
+      {"tls12", server_hello({0x0303, 0, 0})},
+      {"tls10", server_hello({0x0301, 0, 0})},
+      {"mlkem_share", server_hello({0x0304, 1120, 0})},
+      {"with_records", server_hello({0x0304, 32, 900})},
+      {"alert", tls_alert(40)},
+      {"http", ascii("HTTP/1.1 200 OK\r\n\r\n")},
+      {"smtp", ascii("220 mail.example ESMTP\r\n")},
+  };
+  const Bytes sh = server_hello({0x0304, 32, 0});
+  for (size_t k = 1; k < sh.size(); k += (k < 16 ? 1 : 7)) {
+    answers.push_back({"tls13_prefix_" + std::to_string(k), Bytes(sh.begin(), sh.begin() + k)});
+  }
+  const std::filesystem::path corpus =
+      std::filesystem::path(TLSWALL_SOURCE_DIR) / "tests/fuzz/corpus/tls_hello";
+  for (const auto& e : std::filesystem::directory_iterator(corpus)) {
+    std::ifstream in(e.path(), std::ios::binary);
+    Bytes b{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+    if (!b.empty() && b.size() < 1400)
+      answers.push_back({"corpus_" + e.path().filename().string(), b});
+  }
+  ASSERT_GT(answers.size(), 40u);
+  for (const auto& [name, bytes] : answers) {
+    const FlowSpec f = NextFlow(kRemote4, 8443);  // min 1.3: the version matters
+    uint32_t seq = 0;
+    ASSERT_EQ(Hello(f, &seq), kPass) << name;
+    hello::Payload p{bytes.data(), static_cast<uint32_t>(bytes.size())};
+    __u16 version = 0;
+    const int want = tw_server_answer_judge(&p, 0, p.len, &version);
+    const bool blocked = want < 0 || (want == TW_ANSWER_HELLO && version && version < 0x0304);
+    EXPECT_EQ(Answer(f, bytes), blocked ? kDrop : kPass) << name << " judged " << want;
+    const auto c = Check(f);
+    ASSERT_TRUE(c.has_value()) << name;
+    EXPECT_EQ(c->server_version, version) << name;
+    EXPECT_EQ(bool(c->flags & TW_CHK_FAILED), blocked) << name;
+  }
 }
 
 }  // namespace
