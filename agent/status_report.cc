@@ -48,6 +48,10 @@ const char* counter_name(uint32_t c) {
       return "flows_reaped";
     case TW_CNT_FLOWS_KEPT:
       return "flows_kept_after_close";
+    case TW_CNT_UDP_FLOWS:
+      return "udp_flows";
+    case TW_CNT_UDP_NOT_ALLOWED:
+      return "udp_not_allowed";
     default:
       return nullptr;
   }
@@ -87,6 +91,10 @@ std::string reason_name(uint32_t r) {
       return "bad_preamble";
     case TW_REASON_PREAMBLE_NOT_ALLOWED:
       return "preamble_not_allowed";
+    case TW_REASON_UDP_NOT_ALLOWED:
+      return "udp_not_allowed";
+    case TW_REASON_NOT_QUIC:
+      return "not_quic";
     default:
       return "reason_" + std::to_string(r);
   }

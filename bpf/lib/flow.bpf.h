@@ -12,8 +12,8 @@
  *
  * While a flow is undecided only bytes that extend a valid ClientHello
  * prefix leave (at most 10 constrained header bytes), after a preamble its
- * rule allows (lib/preamble.h); the first bad byte decides. In enforce mode, data beyond the collected prefix is held back
- * (dropped, the sender retransmits) until the prefix is complete.
+ * rule allows (lib/preamble.h); the first bad byte decides. In enforce mode, data beyond the
+ * collected prefix is held back (dropped, the sender retransmits) until the prefix is complete.
  */
 #ifndef TLSWALL_BPF_LIB_FLOW_BPF_H
 #define TLSWALL_BPF_LIB_FLOW_BPF_H
@@ -71,25 +71,18 @@ static __always_inline void tw_count_data(int r)
 		tw_count(TW_CNT_FLOWS_NOT_TLS);
 }
 
-/* The verdict for a protected, non-exempt, decided flow. */
-static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_pkt *p,
-				      struct tw_flow_state *st)
+/* A protected, non-exempt flow its rule does not allow, for `reason` (TCP:
+ * not TLS or below the minimum; UDP: lib/udp_flow.bpf.h): reported once
+ * per action (counted, an event), and in enforce mode dropped. */
+static __always_inline int tw_flow_violation(struct __sk_buff *skb, const struct tw_pkt *p,
+					     struct tw_flow_state *st, __u8 reason)
 {
-	__u8 reason, action;
+	__u8 action = st->mode == TW_MODE_ENFORCE ? TW_ACTION_DROP : TW_ACTION_REPORT;
 
-	if (st->cls == TW_CLASS_NOT_TLS) {
-		reason = st->reason;
-	} else if (st->cls == TW_CLASS_TLS && st->hello_version < st->min_tls) {
-		reason = TW_REASON_TLS_BELOW_MINIMUM;
-	} else {
-		return TC_ACT_UNSPEC;
-	}
-	action = st->mode == TW_MODE_ENFORCE ? TW_ACTION_DROP : TW_ACTION_REPORT;
 	if (!st->reported || st->action != action) {
 		st->action = action;
 		st->reported = 1;
-		if (st->cls == TW_CLASS_TLS)
-			st->reason = reason;
+		st->reason = reason;
 		tw_count(action == TW_ACTION_DROP ? TW_CNT_PLAINTEXT_BLOCKED
 						  : TW_CNT_PLAINTEXT_REPORTED);
 		if (reason == TW_REASON_TLS_BELOW_MINIMUM)
@@ -104,6 +97,17 @@ static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_pkt
 		return TC_ACT_UNSPEC;
 	tw_count_drop(reason);
 	return TC_ACT_SHOT;
+}
+
+/* The verdict for a protected, non-exempt, decided TCP flow. */
+static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_pkt *p,
+				      struct tw_flow_state *st)
+{
+	if (st->cls == TW_CLASS_NOT_TLS)
+		return tw_flow_violation(skb, p, st, st->reason);
+	if (st->cls == TW_CLASS_TLS && st->hello_version < st->min_tls)
+		return tw_flow_violation(skb, p, st, TW_REASON_TLS_BELOW_MINIMUM);
+	return TC_ACT_UNSPEC;
 }
 
 /* During an upgrade the previous release's flow table is still attached as
@@ -184,9 +188,9 @@ static __always_inline int tw_flow_start(struct __sk_buff *skb, const struct tw_
  * forwarded traffic (no local socket), keep the state-lost path: an
  * established flow is never blocked mid-stream. NULL if not applicable. */
 static __always_inline struct tw_flow_state *tw_rebuild_young(struct __sk_buff *skb,
-							   const struct tw_pkt *p,
-							   __u64 generation,
-							   struct tw_flow_state *fresh)
+							      const struct tw_pkt *p,
+							      __u64 generation,
+							      struct tw_flow_state *fresh)
 {
 	struct bpf_sock *sk = skb->sk;
 	struct bpf_tcp_sock *tp;
@@ -208,16 +212,20 @@ static __always_inline struct tw_flow_state *tw_rebuild_young(struct __sk_buff *
 }
 
 /* IP fragments and hidden L4 towards a boundary: no ports, no stream. In an
- * enforce rule's boundary they are dropped; elsewhere counted and passed. */
+ * enforce rule's boundary they are dropped; elsewhere counted and passed.
+ * UDP fragments meet only the rules that restrict UDP (udp = "quic" or
+ * "block": QUIC is never fragmented, RFC 9000 14); under rules that allow
+ * UDP they pass uncounted, as before the udp key. */
 TW_COLD int tw_opaque(struct __sk_buff *skb, const struct tw_pkt *p, __u64 generation)
 {
+	const int udp = p->key.proto == IPPROTO_UDP_;
 	struct tw_decision d;
 
 	tw_decide(skb, &p->key, 0, generation, 1, &d);
-	if (!d.any_rule)
+	if (!(d.dest_flags & (udp ? TW_DEST_ANY_UDP_RULE : TW_DEST_ANY_RULE)))
 		return TC_ACT_UNSPEC;
 	tw_count(TW_CNT_FRAGMENTS);
-	if (!d.any_enforce)
+	if (!(d.dest_flags & (udp ? TW_DEST_ANY_UDP_ENFORCE : TW_DEST_ANY_ENFORCE)))
 		return TC_ACT_UNSPEC;
 	tw_count_drop(p->opaque_reason);
 	return TC_ACT_SHOT;

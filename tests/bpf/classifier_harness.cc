@@ -45,10 +45,10 @@ policy::CompiledPolicy compile_policy_text(const std::string& toml) {
   return policy::compile_policy(*r.policy, now);
 }
 
-tw_flow_key flow_key(const FlowSpec& flow) {
+tw_flow_key flow_key(const FlowSpec& flow, uint8_t proto) {
   tw_flow_key k{};
   k.family = static_cast<__u8>(flow.family);
-  k.proto = 6;
+  k.proto = proto;
   k.sport = htons(flow.sport);
   k.dport = htons(flow.dport);
   if (flow.family == 4) {
@@ -251,8 +251,8 @@ int ClassifierHarness::verdict(const Bytes& frame, Prog prog) const {
   return r.retval;
 }
 
-std::optional<tw_flow_state> ClassifierHarness::flow(const FlowSpec& f) const {
-  const tw_flow_key k = flow_key(f);
+std::optional<tw_flow_state> ClassifierHarness::flow(const FlowSpec& f, uint8_t proto) const {
+  const tw_flow_key k = flow_key(f, proto);
   tw_flow_state st{};
   if (bpf_map_lookup_elem(cls_->flows_fd(), &k, &st) != 0) return std::nullopt;
   return st;
@@ -283,13 +283,30 @@ std::vector<tw_flow_event> ClassifierHarness::drain_events() {
 }
 
 const char* counter_name(uint32_t c) {
-  static const char* const kNames[TW_CNT_MAX] = {
-      "packets",         "flows_seen",         "flows_tls",
-      "flows_not_tls",   "plaintext_reported", "plaintext_blocked",
-      "exempt",          "state_lost",         "packets_dropped",
-      "events_lost",     "held_out_of_window", "opaque_to_boundary",
-      "flow_table_full", "parse_errors",       "tls_below_minimum",
-      "flows_inbound",   "flows_reaped",       "flows_kept_after_close"};
+  static const char* const kNames[TW_CNT_MAX] = {"packets",
+                                                 "flows_seen",
+                                                 "flows_tls",
+                                                 "flows_not_tls",
+                                                 "plaintext_reported",
+                                                 "plaintext_blocked",
+                                                 "exempt",
+                                                 "state_lost",
+                                                 "packets_dropped",
+                                                 "events_lost",
+                                                 "held_out_of_window",
+                                                 "opaque_to_boundary",
+                                                 "flow_table_full",
+                                                 "parse_errors",
+                                                 "tls_below_minimum",
+                                                 "flows_inbound",
+                                                 "flows_reaped",
+                                                 "flows_kept_after_close",
+                                                 "(18)",
+                                                 "(19)",
+                                                 "(20)",
+                                                 "(21)",
+                                                 "udp_flows",
+                                                 "udp_not_allowed"};
   return c < TW_CNT_MAX ? kNames[c] : "(out of range)";
 }
 
@@ -308,8 +325,12 @@ const char* reason_name(uint32_t r) {
                                                     "state_lost",
                                                     "out_of_window",
                                                     "opaque_headers",
-                                                    "(14)",
-                                                    "(15)"};
+                                                    "bad_preamble",
+                                                    "preamble_not_allowed",
+                                                    "(16)",
+                                                    "(17)",
+                                                    "udp_not_allowed",
+                                                    "not_quic"};
   return r < TW_REASON_MAX ? kNames[r] : "(out of range)";
 }
 

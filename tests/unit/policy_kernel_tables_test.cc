@@ -1124,6 +1124,7 @@ preambles = ["mysql", "postgresql"]
   for (const auto& row : t.ports) {
     ASSERT_TRUE(row.verdict.has_rule);
     EXPECT_EQ(row.verdict.preambles, TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL)) << row.port;
+    EXPECT_EQ(row.verdict.udp, TW_UDP_ALLOW) << row.port;
     for (uint8_t b : row.verdict.pad) EXPECT_EQ(b, 0);
     ++rows;
   }
@@ -1131,7 +1132,79 @@ preambles = ["mysql", "postgresql"]
   ASSERT_EQ(t.owners.groups.size(), 1u);
   EXPECT_EQ(t.owners.groups[0].preambles,
             TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL) | TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL));
-  EXPECT_EQ(t.owners.groups[0].pad[0], 0);
+  EXPECT_EQ(t.owners.groups[0].udp, TW_UDP_ALLOW);
+}
+
+// ============================ udp ============================
+
+TEST(BuildKernelTables, UdpVerdictsReachThePortVerdictsOwnerGroupsAndDestFlags) {
+  const Policy p = MustLoad(R"(
+version = "kt-udp"
+[boundaries.remote]
+cidrs = ["10.9.0.0/16"]
+[boundaries.staging]
+cidrs = ["10.8.0.0/16"]
+[boundaries.open]
+cidrs = ["10.7.0.0/16"]
+
+[[rules]]
+name = "web"
+boundary = "remote"
+ports = [443]
+mode = "enforce"
+udp = "quic"
+
+[[rules]]
+name = "dns"
+boundary = "remote"
+ports = [53]
+mode = "enforce"
+udp = "block"
+
+[[rules]]
+name = "web-app"
+boundary = "remote"
+ports = [8443]
+mode = "monitor"
+comms = ["app"]
+udp = "block"
+
+[[rules]]
+name = "staging"
+boundary = "staging"
+ports = [443]
+udp = "block"
+
+[[rules]]
+name = "open"
+boundary = "open"
+ports = [443]
+)");
+  const CompiledPolicy c = compile_policy(p, Now());
+  const KernelTables t = build_kernel_tables(c);
+  std::map<std::string, uint8_t> udp_by_rule;
+  for (const auto& row : t.ports) {
+    if (!row.verdict.has_rule) continue;
+    udp_by_rule[c.rule_names.at(row.verdict.rule_id)] = row.verdict.udp;
+    for (uint8_t b : row.verdict.pad) EXPECT_EQ(b, 0);
+  }
+  EXPECT_EQ(udp_by_rule["web"], TW_UDP_QUIC);
+  EXPECT_EQ(udp_by_rule["dns"], TW_UDP_BLOCK);
+  EXPECT_EQ(udp_by_rule["staging"], TW_UDP_BLOCK);
+  EXPECT_EQ(udp_by_rule["open"], TW_UDP_ALLOW);
+  ASSERT_EQ(t.owners.groups.size(), 1u);
+  EXPECT_EQ(t.owners.groups[0].udp, TW_UDP_BLOCK);
+  // Dest flags: UDP fragments meet only boundaries whose rules restrict UDP.
+  std::map<uint8_t, uint8_t> flags_by_octet;  // second octet -> flags
+  for (const auto& row : t.v4) {
+    if (row.prefix_len == 16) flags_by_octet[row.addr[1]] = row.value.flags;
+  }
+  EXPECT_EQ(flags_by_octet[9] & (TW_DEST_ANY_UDP_RULE | TW_DEST_ANY_UDP_ENFORCE),
+            TW_DEST_ANY_UDP_RULE | TW_DEST_ANY_UDP_ENFORCE);
+  EXPECT_EQ(flags_by_octet[8] & (TW_DEST_ANY_UDP_RULE | TW_DEST_ANY_UDP_ENFORCE),
+            TW_DEST_ANY_UDP_RULE);  // monitor
+  EXPECT_EQ(flags_by_octet[7] & (TW_DEST_ANY_UDP_RULE | TW_DEST_ANY_UDP_ENFORCE), 0);
+  EXPECT_EQ(flags_by_octet[7] & TW_DEST_ANY_RULE, TW_DEST_ANY_RULE);
 }
 
 }  // namespace
