@@ -138,6 +138,7 @@ class Daemon::ControlApi : public control::ControlHandler {
       pr.effective_mode = policy::mode_name(d_.effective_mode(rule));
       pr.min_tls = policy::tls_version_to_string(rule.min_tls);
       pr.owners = owner_selectors(rule.owners);
+      pr.udp = policy::udp_verdict_name(rule.udp);
       for (uint8_t p = TW_PREAMBLE_NONE + 1; p < TW_PREAMBLE_MAX; ++p) {
         if (rule.preambles & TW_PREAMBLE_BIT(p)) pr.preambles.push_back(policy::preamble_name(p));
       }

@@ -61,6 +61,7 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
   f.dst = addr_to_string(fe.flow.daddr, fe.flow.family);
   f.sport = ntohs(fe.flow.sport);
   f.dport = ntohs(fe.flow.dport);
+  f.protocol = fe.flow.proto == IPPROTO_UDP ? "udp" : "tcp";
   e.flow = f;
   e.reason = reason_name(fe.reason);
   e.mode = fe.mode == TW_MODE_ENFORCE ? "enforce" : "monitor";
@@ -93,7 +94,10 @@ void Daemon::on_kernel_event(const void* data, size_t size) {
     e.severity = Severity::kWarning;
   }
 
-  if (hdr.type == TW_EV_FLOW_VERDICT && fe.action == TW_ACTION_DROP) {
+  // A UDP socket is not destroyed: it may be unconnected and send to
+  // other, allowed destinations too; its blocked datagrams are dropped.
+  if (hdr.type == TW_EV_FLOW_VERDICT && fe.action == TW_ACTION_DROP &&
+      fe.flow.proto == IPPROTO_TCP) {
     const int rc = destroyer_.destroy(fe.flow, fe.sock_cookie);
     if (rc == 0) {
       ++sockets_destroyed_;

@@ -16,6 +16,7 @@ namespace tlswall::agent {
 namespace {}  // namespace
 
 int SocketDestroyer::destroy(const tw_flow_key& key, uint64_t cookie) {
+  if (key.proto != IPPROTO_TCP) return -EPROTONOSUPPORT;  // UDP: see daemon_events.cc
   if (nl_.get() < 0) {
     nl_ = OwnedFd(::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG));
     if (nl_.get() < 0) return -errno;

@@ -20,7 +20,8 @@ class SocketDestroyer {
  public:
   // `key` is the flow as the egress classifier saw it (saddr = local
   // socket). `cookie` is the socket cookie, or 0 to match on the 5-tuple.
-  // Returns 0, or -errno (-ENOENT: no such socket, already gone).
+  // Returns 0, or -errno (-ENOENT: no such socket, already gone;
+  // -EPROTONOSUPPORT: not a TCP flow, nothing done).
   int destroy(const tw_flow_key& key, uint64_t cookie);
 
  private:

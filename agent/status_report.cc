@@ -56,6 +56,10 @@ const char* counter_name(uint32_t c) {
       return "server_version_unknown";
     case TW_CNT_BAD_RECORDS:
       return "bad_later_records";
+    case TW_CNT_UDP_FLOWS:
+      return "udp_flows";
+    case TW_CNT_UDP_NOT_ALLOWED:
+      return "udp_not_allowed";
     default:
       return nullptr;
   }
@@ -99,6 +103,10 @@ std::string reason_name(uint32_t r) {
       return "bad_record";
     case TW_REASON_SERVER_NOT_TLS:
       return "server_not_tls";
+    case TW_REASON_UDP_NOT_ALLOWED:
+      return "udp_not_allowed";
+    case TW_REASON_NOT_QUIC:
+      return "not_quic";
     default:
       return "reason_" + std::to_string(r);
   }

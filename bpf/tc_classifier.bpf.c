@@ -8,6 +8,7 @@
 #include "lib/common.bpf.h"
 #include "lib/flow.bpf.h"
 #include "lib/flow_reap.bpf.h"
+#include "lib/udp_flow.bpf.h"
 
 #include <bpf/bpf_tracing.h>
 
@@ -22,6 +23,8 @@ static __always_inline int tw_egress(struct __sk_buff *skb, const int l2)
 	switch (tw_parse(skb, &p, l2)) {
 	case TW_PARSE_TCP:
 		return tw_tcp_egress(skb, &p);
+	case TW_PARSE_UDP:
+		return tw_udp_egress(skb, &p);
 	case TW_PARSE_OPAQUE:
 		generation = tw_active_generation();
 		return tw_opaque(skb, &p, generation);

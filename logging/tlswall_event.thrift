@@ -82,7 +82,7 @@ struct Event {
   22: optional i32 sport,
   23: optional string dst,
   24: optional i32 dport,
-  25: optional string protocol,       // tcp
+  25: optional string protocol,       // tcp or udp
   26: optional string interface_name, // JSON "interface" (a reserved word in Thrift)
   27: optional i64 sock_cookie,       // kernel socket cookie (an unsigned 64-bit value)
   28: optional string tls_version,    // ClientHello client_version: 1.0 .. 1.3, or the

@@ -31,7 +31,7 @@ struct tw_rule_entry {
   __u8 mode;        /* enum tw_mode */
   __u8 owner_group; /* TW_NO_OWNER_GROUP, or the rule's owner group bit + 1 */
   __u8 preambles;   /* TW_PREAMBLE_BIT mask the rule allows */
-  __u8 pad;
+  __u8 udp;         /* enum tw_udp_verdict of the rule */
 };
 
 /* One (exemption, port range) row. */

@@ -99,6 +99,11 @@ struct Rule {
   // Plaintext preambles allowed before the ClientHello: bits
   // TW_PREAMBLE_BIT(enum tw_preamble); 0 = the first byte must begin one.
   uint8_t preambles = 0;
+  // What UDP to the rule's boundary and ports meets: enum tw_udp_verdict.
+  // TW_UDP_ALLOW (the default: the key absent) lets it pass, as before
+  // the key existed; TW_UDP_QUIC needs each flow to begin with a client's
+  // QUIC Initial; TW_UDP_BLOCK allows none.
+  uint8_t udp = TW_UDP_ALLOW;
   SourceLocation where;
 };
 
@@ -203,6 +208,7 @@ struct OwnerGroup {
   uint16_t min_tls = 0;
   uint8_t mode = 0;       // enum tw_mode (rules)
   uint8_t preambles = 0;  // TW_PREAMBLE_BIT mask (rules)
+  uint8_t udp = 0;        // enum tw_udp_verdict (rules)
   OwnerSelector owners;
 };
 
@@ -308,5 +314,9 @@ const char* preamble_name(uint8_t preamble);  // enum tw_preamble; "none" for 0
 uint8_t preamble_from_string(const std::string& s);
 // The names of a TW_PREAMBLE_BIT mask, in number order; "none" if empty.
 std::string preambles_to_string(uint8_t mask);
+// A rule's udp verdict as the policy writes it: "allow", "quic", "block".
+// udp_verdict_from_string: TW_UDP_MAX if unknown.
+const char* udp_verdict_name(uint8_t udp);  // enum tw_udp_verdict; "unknown" if out of range
+uint8_t udp_verdict_from_string(const std::string& s);
 
 }  // namespace tlswall::policy

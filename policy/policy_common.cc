@@ -47,6 +47,26 @@ std::string preambles_to_string(uint8_t mask) {
   return out.empty() ? "none" : out;
 }
 
+const char* udp_verdict_name(uint8_t udp) {
+  switch (udp) {
+    case TW_UDP_ALLOW:
+      return "allow";
+    case TW_UDP_QUIC:
+      return "quic";
+    case TW_UDP_BLOCK:
+      return "block";
+    default:
+      return "unknown";
+  }
+}
+
+uint8_t udp_verdict_from_string(const std::string& s) {
+  for (uint8_t u = 0; u < TW_UDP_MAX; ++u) {
+    if (s == udp_verdict_name(u)) return u;
+  }
+  return TW_UDP_MAX;
+}
+
 uint16_t tls_version_from_string(const std::string& s) {
   if (s == "1.0") return 0x0301;
   if (s == "1.1") return 0x0302;

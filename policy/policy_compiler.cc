@@ -149,6 +149,7 @@ CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::t
       g.min_tls = r.min_tls;
       g.mode = r.mode == Mode::kEnforce ? TW_MODE_ENFORCE : TW_MODE_MONITOR;
       g.preambles = r.preambles;
+      g.udp = r.udp;
       g.owners = r.owners;
       rule_group[id] = add_group(std::move(g));
     }
@@ -176,6 +177,7 @@ CompiledPolicy compile_policy(const Policy& policy, std::chrono::system_clock::t
         e.min_tls = r.min_tls;
         e.mode = r.mode == Mode::kEnforce ? TW_MODE_ENFORCE : TW_MODE_MONITOR;
         e.preambles = r.preambles;
+        e.udp = r.udp;
         e.owner_group = rule_group[id];
         out.rules.push_back(e);
       }

@@ -81,6 +81,7 @@ void add_class_ports(uint16_t class_id, const tw_dest_class& cls, const Compiled
         v.min_tls = r->min_tls;
         v.mode = r->mode;
         v.preambles = r->preambles;
+        v.udp = r->udp;
       }
     }
     if (!any_rule) continue;
@@ -189,6 +190,7 @@ KernelOwnerTables build_owner_tables(const CompiledPolicy& c, const OwnerResolve
       k.min_tls = g.min_tls;
       k.mode = g.mode;
       k.preambles = g.preambles;
+      k.udp = g.udp;
     }
     t.groups.push_back(k);
     t.meta.groups |= mask;
@@ -244,6 +246,14 @@ KernelTables build_kernel_tables(const CompiledPolicy& c, const OwnerResolver& r
       // drop them.
       if (r.mode == TW_MODE_ENFORCE && r.owner_group == TW_NO_OWNER_GROUP) {
         v.flags |= TW_DEST_ANY_ENFORCE;
+      }
+      // UDP fragments meet only rules that restrict UDP (QUIC is never
+      // fragmented: RFC 9000 14); the rest pass as before the udp key.
+      if (r.udp != TW_UDP_ALLOW) {
+        v.flags |= TW_DEST_ANY_UDP_RULE;
+        if (r.mode == TW_MODE_ENFORCE && r.owner_group == TW_NO_OWNER_GROUP) {
+          v.flags |= TW_DEST_ANY_UDP_ENFORCE;
+        }
       }
     }
     return v;

@@ -51,8 +51,8 @@ bool is_host_name(const std::string& h) {
   return alpha;
 }
 const std::vector<std::string> kBoundaryKeys = {"description", "cidrs"};
-const std::vector<std::string> kRuleKeys = {"name",    "boundary", "ports", "mode",     "min_tls",
-                                            "cgroups", "users",    "comms", "preambles"};
+const std::vector<std::string> kRuleKeys = {"name",    "boundary", "ports", "mode",      "min_tls",
+                                            "cgroups", "users",    "comms", "preambles", "udp"};
 const std::vector<std::string> kExemptionKeys = {"name",    "cidrs",   "ports", "reason", "owner",
                                                  "expires", "cgroups", "users", "comms"};
 
@@ -320,6 +320,24 @@ class FileParser {
       out |= static_cast<uint8_t>(TW_PREAMBLE_BIT(p));
     }
     return ok;
+  }
+
+  // `udp = "allow" | "quic" | "block"`: what UDP to the rule's boundary and
+  // ports meets. Returns false (errors reported) if invalid.
+  bool parse_udp(const toml::node& n, const std::string& what, uint8_t& out) {
+    static const char* kAccepted = "accepted: \"allow\", \"quic\", \"block\"";
+    auto s = n.value_exact<std::string>();
+    if (!s) {
+      wrong_type(n, what, std::string("a string (") + kAccepted + ")");
+      return false;
+    }
+    const uint8_t u = udp_verdict_from_string(*s);
+    if (u == TW_UDP_MAX) {
+      diags_.error(at(n), "unknown " + what + " " + quote(*s) + "; " + kAccepted);
+      return false;
+    }
+    out = u;
+    return true;
   }
 
   // Validates a name value; returns it even when invalid so references to it
@@ -874,6 +892,8 @@ class FileParser {
         if (!pr.min_tls) pr.ok = false;
       } else if (k == "preambles") {
         if (!parse_preambles(value, "preambles of " + what, r.preambles)) pr.ok = false;
+      } else if (k == "udp") {
+        if (!parse_udp(value, "udp of " + what, r.udp)) pr.ok = false;
       } else if (parse_owner_key(k, value, what, r.owners)) {
         continue;
       } else if (is_owner_key(k)) {

@@ -80,6 +80,7 @@ std::string settings(const Rule& r) {
   std::string s =
       std::string(mode_name(r.mode)) + " with min_tls " + tls_version_to_string(r.min_tls);
   if (r.preambles) s += " and preambles " + preambles_to_string(r.preambles);
+  if (r.udp != TW_UDP_ALLOW) s += std::string(" and udp ") + udp_verdict_name(r.udp);
   return s;
 }
 
@@ -236,7 +237,7 @@ class Validator {
       for (size_t i = 0; i < j; ++i) {
         const ParsedRule& a = parsed_.rules[usable[i]];
         if (a.rule.mode == b.rule.mode && a.rule.min_tls == b.rule.min_tls &&
-            a.rule.preambles == b.rule.preambles) {
+            a.rule.preambles == b.rule.preambles && a.rule.udp == b.rule.udp) {
           continue;
         }
         // A rule with owner selectors takes precedence over one without for
@@ -254,9 +255,8 @@ class Validator {
                 cidr_to_string(cidr->family, cidr->addr, cidr->prefix_len) + " port " +
                 port_range_string(ports->lo, ports->hi) + ", but " + quote(b.rule.name) + " is " +
                 settings(b.rule) + " and " + quote(a.rule.name) + " is " + settings(a.rule) +
-                "; give overlapping rules the same mode, min_tls and preambles, or make their "
-                "boundaries or "
-                "ports disjoint");
+                "; give overlapping rules the same mode, min_tls, preambles and udp, or make "
+                "their boundaries or ports disjoint");
       }
     }
   }

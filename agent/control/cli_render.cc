@@ -331,11 +331,12 @@ std::string render_policy_text(const api::PolicyShowReply& p) {
     o << "  (none)\n";
   } else {
     std::vector<std::vector<std::string>> rows = {
-        {"  RULE", "BOUNDARY", "PORTS", "MODE", "POLICY", "MIN TLS", "OWNERS"}};
+        {"  RULE", "BOUNDARY", "PORTS", "MODE", "POLICY", "MIN TLS", "UDP", "OWNERS"}};
     for (const auto& r : p.rules) {
       rows.push_back({"  " + r.name, r.boundary, or_dash(join(r.ports, ",")),
                       r.effective_mode + (r.overridden ? " (override)" : ""), r.mode,
-                      or_dash(r.min_tls), r.owners.empty() ? "any" : owners_text(r.owners)});
+                      or_dash(r.min_tls), or_dash(r.udp),
+                      r.owners.empty() ? "any" : owners_text(r.owners)});
     }
     o << table(rows);
   }
@@ -373,6 +374,7 @@ std::string render_policy_json(const api::PolicyShowReply& p) {
                       .add_bool("overridden", r.overridden)
                       .add("min_tls", r.min_tls)
                       .add_raw("preambles", string_array(r.preambles).str())
+                      .add("udp", r.udp)
                       .add_raw("owners", owners_json(r.owners).str())
                       .str());
   }

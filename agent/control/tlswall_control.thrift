@@ -260,6 +260,7 @@ struct PolicyRule {
   7: string min_tls,           // "1.2"
   8: list<OwnerSelector> owners,  // empty = every owner
   9: list<string> preambles,   // allowed before the ClientHello: "postgresql", "mysql"
+  10: string udp,              // UDP to its boundary and ports: "allow", "quic", "block"
 }
 
 struct PolicyExemption {

@@ -69,6 +69,20 @@ enum tw_reason {
 	TW_REASON_PREAMBLE_NOT_ALLOWED = 15, /* a preamble the rule no longer allows (reload) */
 	TW_REASON_BAD_RECORD = 16,	     /* a later record header of the client is not TLS */
 	TW_REASON_SERVER_NOT_TLS = 17,	     /* the server's answer is no ServerHello or alert */
+	TW_REASON_UDP_NOT_ALLOWED = 18,	     /* UDP on a rule with udp = "block" */
+	TW_REASON_NOT_QUIC = 19,	     /* UDP flow on a udp = "quic" rule that did not
+					      * begin with a client's QUIC Initial */
+};
+
+/* ---- what a rule says of UDP to its boundary and ports (policy key `udp`) ----
+ * Stored in spare padding of tw_port_verdict and tw_owner_group: a table
+ * written by an older release holds 0, TW_UDP_ALLOW, what it meant (it let
+ * all UDP pass). Numbers are never reused. */
+enum tw_udp_verdict {
+	TW_UDP_ALLOW = 0, /* UDP passes (the default) */
+	TW_UDP_QUIC = 1,  /* each flow must begin with a QUIC Initial (lib/quic_initial.h) */
+	TW_UDP_BLOCK = 2, /* no UDP flow is allowed */
+	TW_UDP_MAX = 3,
 };
 
 /* ---- preambles: plaintext a client sends before its ClientHello ----
@@ -121,12 +135,15 @@ enum tw_counter {
 	TW_CNT_SERVERS_NOT_TLS = 19,   /* ... whose server answered something else */
 	TW_CNT_SERVER_VERSION_UNKNOWN = 20, /* TLS answer, negotiated version not visible */
 	TW_CNT_BAD_RECORDS = 21,	    /* protected TLS flows with a later non-TLS record */
-	TW_CNT_MAX = 22,
+	TW_CNT_UDP_FLOWS = 22, /* UDP flows judged: a udp = "quic"/"block" rule covers them */
+	TW_CNT_UDP_NOT_ALLOWED =
+	    23, /* of those, not allowed (also in plaintext_reported/blocked) */
+	TW_CNT_MAX = 24,
 };
 
 /* Drop reasons use enum tw_reason; per-reason drop counts live in a second
  * per-CPU array of TW_REASON_MAX entries. */
-#define TW_REASON_MAX 18
+#define TW_REASON_MAX 20
 
 /* ---- policy tables (one slot per generation, slot is part of the key) ----
  *
@@ -154,6 +171,11 @@ struct tw_lpm6_key {
 
 #define TW_DEST_ANY_RULE    0x01 /* some rule's boundary holds the address (any port) */
 #define TW_DEST_ANY_ENFORCE 0x02 /* ... and one of them is in enforce mode */
+/* Some rule with udp = "quic" or "block" covers the address (any port), and
+ * one of those is in enforce mode: what UDP fragments to it meet (0 in
+ * tables of older releases: UDP fragments pass, as they did). */
+#define TW_DEST_ANY_UDP_RULE	0x04
+#define TW_DEST_ANY_UDP_ENFORCE 0x08
 
 /* Value of an address row. */
 struct tw_dest_value {
@@ -188,7 +210,10 @@ struct tw_port_verdict {
 	/* TW_PREAMBLE_BIT mask the rule allows (with rule_id). Was padding:
 	 * a table written by an older release allows none, as it meant. */
 	__u8 preambles;
-	__u8 pad[4];
+	/* enum tw_udp_verdict of the rule (with rule_id). Was padding: a
+	 * table written by an older release says TW_UDP_ALLOW, as it meant. */
+	__u8 udp;
+	__u8 pad[3];
 	__u64 owner_groups; /* bit g: tw_owner_groups entry g covers this too */
 };
 
@@ -216,7 +241,7 @@ struct tw_owner_group {
 	__u8 mode;	 /* rule group: enum tw_mode */
 	__u8 is_exemption;
 	__u8 preambles; /* rule group: TW_PREAMBLE_BIT mask (was padding: none) */
-	__u8 pad[1];
+	__u8 udp;	/* rule group: enum tw_udp_verdict (was padding: allow) */
 };
 
 struct tw_owner_uid_key {
@@ -260,7 +285,7 @@ struct tw_flow_key {
 	__u16 sport;	/* be */
 	__u16 dport;	/* be */
 	__u8 family;	/* 4 or 6 */
-	__u8 proto;	/* IPPROTO_TCP */
+	__u8 proto;	/* IPPROTO_TCP, or IPPROTO_UDP (17) for UDP flows */
 	__u16 pad;
 };
 

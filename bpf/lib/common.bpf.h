@@ -21,6 +21,7 @@
 #define ETH_P_8021Q	 0x8100
 #define ETH_P_8021AD	 0x88A8
 #define IPPROTO_TCP_	 6
+#define IPPROTO_UDP_	 17
 #define IP_MF		 0x2000
 #define IP_OFFSET	 0x1FFF
 #define TCP_FLAG_SYN	 0x02

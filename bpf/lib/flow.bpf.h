@@ -137,16 +137,20 @@ static __always_inline struct tw_flow_state *tw_rebuild_young(struct __sk_buff *
 }
 
 /* IP fragments and hidden L4 towards a boundary: no ports, no stream. In an
- * enforce rule's boundary they are dropped; elsewhere counted and passed. */
+ * enforce rule's boundary they are dropped; elsewhere counted and passed.
+ * UDP fragments meet only the rules that restrict UDP (udp = "quic" or
+ * "block": QUIC is never fragmented, RFC 9000 14); under rules that allow
+ * UDP they pass uncounted, as before the udp key. */
 TW_COLD int tw_opaque(struct __sk_buff *skb, const struct tw_pkt *p, __u64 generation)
 {
+	const int udp = p->key.proto == IPPROTO_UDP_;
 	struct tw_decision d;
 
 	tw_decide(skb, &p->key, 0, generation, 1, &d);
-	if (!d.any_rule)
+	if (!(d.dest_flags & (udp ? TW_DEST_ANY_UDP_RULE : TW_DEST_ANY_RULE)))
 		return TC_ACT_UNSPEC;
 	tw_count(TW_CNT_FRAGMENTS);
-	if (!d.any_enforce)
+	if (!(d.dest_flags & (udp ? TW_DEST_ANY_UDP_ENFORCE : TW_DEST_ANY_ENFORCE)))
 		return TC_ACT_UNSPEC;
 	tw_count_drop(p->opaque_reason);
 	return TC_ACT_SHOT;

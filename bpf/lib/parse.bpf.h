@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Packet parsing for the classifiers: Ethernet, up to two 802.1Q/802.1ad
- * tags, IPv4, IPv6 with a bounded walk of extension headers, TCP. The fixed
+ * tags, IPv4, IPv6 with a bounded walk of extension headers, TCP and UDP. The fixed
  * headers are read with tw_load() (straight from the linear data when they
  * are there, else bpf_skb_load_bytes); VLAN tags and extension headers, rare
  * and read in loops, always with the helper (two ways to read each would
@@ -39,14 +39,16 @@ static __always_inline int tw_load(struct __sk_buff *skb, __u32 off, void *dst, 
 
 enum tw_parse_result {
 	TW_PARSE_TCP = 0,	/* key, ports, seq, flags and payload bounds are set */
-	TW_PARSE_NOT_TCP = 1,	/* not IP, or IP but not TCP: not our business */
-	TW_PARSE_OPAQUE = 2,	/* IP to key.daddr, but L4 hidden: fragment, ESP, long chain */
+	TW_PARSE_NOT_TCP = 1,	/* not IP, or IP but neither TCP nor UDP: not our business */
+	TW_PARSE_OPAQUE = 2,	/* IP to key.daddr, but L4 hidden: fragment, ESP, long chain;
+				 * key.proto: the fragment's L4 if known (UDP), else TCP */
 	TW_PARSE_MALFORMED = 3, /* truncated or inconsistent headers */
+	TW_PARSE_UDP = 4,	/* key (proto 17), ports and payload bounds are set */
 };
 
 struct tw_pkt {
 	struct tw_flow_key key;
-	__u32 payload_off; /* offset of the first TCP payload byte */
+	__u32 payload_off; /* offset of the first TCP / UDP payload byte */
 	__u32 payload_len;
 	__u32 seq;     /* host order */
 	__u32 ack_seq; /* host order; valid with TCP_FLAG_ACK */
@@ -62,8 +64,20 @@ static __always_inline void tw_v4_mapped(__u8 dst[16], __u32 addr_be)
 	__builtin_memcpy(dst + 12, &addr_be, 4);
 }
 
-/* Parses TCP at l4_off; ip_end is the offset just past the IP payload as the
- * IP header states it (0 = unknown: use skb->len, e.g. BIG TCP). */
+/* The offset just past the L4 payload: ip_end is the offset just past the
+ * IP payload as the IP header states it (0 = unknown: use skb->len, e.g.
+ * BIG TCP). A GSO packet's IP length may be stale or 0; trust the smaller
+ * one unless the header says nothing. */
+static __always_inline __u32 tw_l4_end(const struct __sk_buff *skb, __u32 ip_end)
+{
+	__u32 end = skb->len;
+
+	if (ip_end && ip_end < end)
+		end = ip_end;
+	return end;
+}
+
+/* Parses TCP at l4_off; ip_end as for tw_l4_end(). */
 static __always_inline int tw_parse_tcp(struct __sk_buff *skb, struct tw_pkt *p, __u32 l4_off,
 					__u32 ip_end)
 {
@@ -75,11 +89,7 @@ static __always_inline int tw_parse_tcp(struct __sk_buff *skb, struct tw_pkt *p,
 	doff = (__u32)th.doff * 4;
 	if (doff < sizeof(th))
 		return TW_PARSE_MALFORMED;
-	end = skb->len;
-	/* A GSO packet's IP length may be stale or 0; trust the smaller one
-	 * unless the header says nothing. */
-	if (ip_end && ip_end < end)
-		end = ip_end;
+	end = tw_l4_end(skb, ip_end);
 	if (l4_off + doff > end)
 		return TW_PARSE_MALFORMED;
 	p->key.sport = th.source;
@@ -91,6 +101,27 @@ static __always_inline int tw_parse_tcp(struct __sk_buff *skb, struct tw_pkt *p,
 	p->payload_off = l4_off + doff;
 	p->payload_len = end - p->payload_off;
 	return TW_PARSE_TCP;
+}
+
+/* Parses UDP at l4_off; ip_end as for tw_l4_end(). The payload length is
+ * the IP header's (a UDP GSO super-packet's is the sum of its datagrams). */
+static __always_inline int tw_parse_udp(struct __sk_buff *skb, struct tw_pkt *p, __u32 l4_off,
+					__u32 ip_end)
+{
+	struct udphdr uh;
+	__u32 end;
+
+	if (tw_load(skb, l4_off, &uh, sizeof(uh)) < 0)
+		return TW_PARSE_MALFORMED;
+	end = tw_l4_end(skb, ip_end);
+	if (l4_off + sizeof(uh) > end)
+		return TW_PARSE_MALFORMED;
+	p->key.sport = uh.source;
+	p->key.dport = uh.dest;
+	p->key.proto = IPPROTO_UDP_;
+	p->payload_off = l4_off + sizeof(uh);
+	p->payload_len = end - p->payload_off;
+	return TW_PARSE_UDP;
 }
 
 static __always_inline int tw_parse_ipv4(struct __sk_buff *skb, struct tw_pkt *p, __u32 off)
@@ -109,17 +140,19 @@ static __always_inline int tw_parse_ipv4(struct __sk_buff *skb, struct tw_pkt *p
 	p->key.family = 4;
 	tw_v4_mapped(p->key.saddr, ip.saddr);
 	tw_v4_mapped(p->key.daddr, ip.daddr);
-	if (ip.protocol != IPPROTO_TCP_)
+	if (ip.protocol != IPPROTO_TCP_ && ip.protocol != IPPROTO_UDP_)
 		return TW_PARSE_NOT_TCP;
 	frag = bpf_ntohs(ip.frag_off);
 	if (frag & (IP_MF | IP_OFFSET)) {
-		p->key.proto = IPPROTO_TCP_;
+		p->key.proto = ip.protocol;
 		p->opaque_reason = TW_REASON_FRAGMENTED;
 		return TW_PARSE_OPAQUE;
 	}
 	tot = bpf_ntohs(ip.tot_len);
 	if (tot && tot < ihl)
 		return TW_PARSE_MALFORMED;
+	if (ip.protocol == IPPROTO_UDP_)
+		return tw_parse_udp(skb, p, off + ihl, tot ? off + tot : 0);
 	return tw_parse_tcp(skb, p, off + ihl, tot ? off + tot : 0);
 }
 
@@ -172,6 +205,8 @@ static __always_inline int tw_parse_ipv6(struct __sk_buff *skb, struct tw_pkt *p
 		switch (nexthdr) {
 		case NEXTHDR_TCP:
 			return tw_parse_tcp(skb, p, l4, ip_end);
+		case NEXTHDR_UDP:
+			return tw_parse_udp(skb, p, l4, ip_end);
 		case NEXTHDR_ROUTING:
 			if (bpf_skb_load_bytes(skb, l4, ext, 4) < 0)
 				return TW_PARSE_MALFORMED;
@@ -198,11 +233,13 @@ static __always_inline int tw_parse_ipv6(struct __sk_buff *skb, struct tw_pkt *p
 				return TW_PARSE_MALFORMED;
 			/* A real fragment (offset != 0 or more to come) hides
 			 * part of the stream; locally generated TCP is never
-			 * fragmented. An atomic fragment (RFC 6946) is whole. */
+			 * fragmented, nor is QUIC. An atomic fragment (RFC
+			 * 6946) is whole. UDP fragments meet rules that
+			 * restrict UDP (tw_opaque()). */
 			if ((ext[2] | (ext[3] & 0xf8)) || (ext[3] & 1)) {
-				if (ext[0] == NEXTHDR_UDP || ext[0] == NEXTHDR_ICMPV6)
+				if (ext[0] == NEXTHDR_ICMPV6)
 					return TW_PARSE_NOT_TCP;
-				p->key.proto = IPPROTO_TCP_;
+				p->key.proto = ext[0] == NEXTHDR_UDP ? IPPROTO_UDP_ : IPPROTO_TCP_;
 				p->opaque_reason = TW_REASON_FRAGMENTED;
 				return TW_PARSE_OPAQUE;
 			}

@@ -17,9 +17,9 @@ struct tw_decision {
 	__u8 protected_;
 	__u8 exempt;
 	__u8 mode;
-	__u8 any_enforce; /* some enforce rule covers the address (any port) */
-	__u8 any_rule;	  /* some rule covers the address (any port) */
-	__u8 preambles;	  /* TW_PREAMBLE_BIT mask the rule allows */
+	__u8 preambles;	 /* TW_PREAMBLE_BIT mask the rule allows */
+	__u8 udp;	 /* enum tw_udp_verdict of the rule */
+	__u8 dest_flags; /* TW_DEST_* of the address: which rules cover it, any port */
 	__u8 pad[2];
 };
 
@@ -66,6 +66,7 @@ static __always_inline void tw_decide_owner(struct __sk_buff *skb, const struct 
 			d->min_tls = g->min_tls;
 			d->mode = g->mode;
 			d->preambles = g->preambles;
+			d->udp = g->udp;
 		}
 	}
 	if (exempts && !d->exempt) {
@@ -138,9 +139,8 @@ static __always_inline int tw_dcache_hit(const struct tw_dcache_entry *e,
 /* Decides for destination k->daddr and port `port` (host order): two
  * lookups, no loops, or one cache hit; where rules or exemptions with owner
  * selectors cover the port, the owner of skb's socket is matched too (never
- * cached: it depends on the socket). With any_port set, only says whether
- * some rule (and some enforce rule) covers the address, for packets whose
- * L4 is hidden. */
+ * cached: it depends on the socket). With any_port set, only says which
+ * rules cover the address (dest_flags), for packets whose L4 is hidden. */
 static __always_inline void tw_decide(struct __sk_buff *skb, const struct tw_flow_key *k,
 				      __u16 port, __u64 generation, int any_port,
 				      struct tw_decision *d)
@@ -183,8 +183,7 @@ static __always_inline void tw_decide(struct __sk_buff *skb, const struct tw_flo
 	}
 	if (!(found & TW_DC_DEST))
 		return;
-	d->any_rule = !!(dest_flags & TW_DEST_ANY_RULE);
-	d->any_enforce = !!(dest_flags & TW_DEST_ANY_ENFORCE);
+	d->dest_flags = dest_flags;
 	if (any_port || !(found & TW_DC_VERDICT) || !v)
 		return;
 	if (v->has_rule) {
@@ -194,6 +193,7 @@ static __always_inline void tw_decide(struct __sk_buff *skb, const struct tw_flo
 		d->min_tls = v->min_tls;
 		d->mode = v->mode;
 		d->preambles = v->preambles;
+		d->udp = v->udp;
 	}
 	d->exempt = v->exempt;
 	d->exemption = v->exemption;

@@ -46,29 +46,21 @@ static __always_inline void tw_count_data(int r)
 		tw_count(TW_CNT_FLOWS_NOT_TLS);
 }
 
-/* The verdict for a protected, non-exempt, decided flow (key: as egress
- * sees it; check: as for tw_emit_flow_event). A
- * ClientHello below the rule's minimum is checked here; a server's choice
- * below it, by lib/tls_checks.bpf.h (which makes the flow not TLS). */
-static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_flow_key *key,
-				      __u8 tcp_flags, struct tw_flow_state *st, __u32 check)
+/* A protected, non-exempt flow its rule does not allow, for `reason` (TCP:
+ * not TLS or below the minimum; UDP: lib/udp_flow.bpf.h): reported once
+ * per action (counted, an event), and in enforce mode dropped. key: the
+ * flow as egress sees it; tcp_flags: the packet's (0 for UDP); check: as
+ * for tw_emit_flow_event. */
+static __always_inline int tw_flow_violation(struct __sk_buff *skb, const struct tw_flow_key *key,
+					     __u8 tcp_flags, struct tw_flow_state *st, __u8 reason,
+					     __u32 check)
 {
-	__u8 reason, action;
+	__u8 action = st->mode == TW_MODE_ENFORCE ? TW_ACTION_DROP : TW_ACTION_REPORT;
 
-	if (st->cls == TW_CLASS_NOT_TLS) {
-		reason = st->reason;
-	} else if (st->cls == TW_CLASS_TLS &&
-		   st->hello_version < tw_client_version_floor(st->min_tls)) {
-		reason = TW_REASON_TLS_BELOW_MINIMUM;
-	} else {
-		return TC_ACT_UNSPEC;
-	}
-	action = st->mode == TW_MODE_ENFORCE ? TW_ACTION_DROP : TW_ACTION_REPORT;
 	if (!st->reported || st->action != action) {
 		st->action = action;
 		st->reported = 1;
-		if (st->cls == TW_CLASS_TLS)
-			st->reason = reason;
+		st->reason = reason;
 		tw_count(action == TW_ACTION_DROP ? TW_CNT_PLAINTEXT_BLOCKED
 						  : TW_CNT_PLAINTEXT_REPORTED);
 		if (reason == TW_REASON_TLS_BELOW_MINIMUM)
@@ -83,6 +75,20 @@ static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_flo
 		return TC_ACT_UNSPEC;
 	tw_count_drop(reason);
 	return TC_ACT_SHOT;
+}
+
+/* The verdict for a protected, non-exempt, decided TCP flow. A ClientHello
+ * below the rule's minimum is checked here; a server's choice below it, by
+ * lib/tls_checks.bpf.h (which makes the flow not TLS). */
+static __always_inline int tw_enforce(struct __sk_buff *skb, const struct tw_flow_key *key,
+				      __u8 tcp_flags, struct tw_flow_state *st, __u32 check)
+{
+	if (st->cls == TW_CLASS_NOT_TLS)
+		return tw_flow_violation(skb, key, tcp_flags, st, st->reason, check);
+	if (st->cls == TW_CLASS_TLS && st->hello_version < tw_client_version_floor(st->min_tls))
+		return tw_flow_violation(skb, key, tcp_flags, st, TW_REASON_TLS_BELOW_MINIMUM,
+					 check);
+	return TC_ACT_UNSPEC;
 }
 
 #endif /* TLSWALL_BPF_LIB_VERDICT_BPF_H */

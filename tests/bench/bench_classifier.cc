@@ -38,6 +38,12 @@ name = "remote"
 boundary = "remote"
 ports = [443, 80, "8000-8099"]
 mode = "enforce"
+[[rules]]
+name = "remote-quic"
+boundary = "remote"
+ports = [4433]
+mode = "enforce"
+udp = "quic"
 )";
 
 Bytes hello() {
@@ -95,6 +101,7 @@ int main(int argc, char** argv) {
 
     Stat syn_prot, syn_miss, syn_unprot, hello_pkt, data_after, pure_ack, server_hello_pkt,
         ingress_unchecked;
+    Stat udp_unprot, udp_allow, udp_quic_new, udp_quic_later;
     int ret = 0;
     for (int i = 0; i < flows; ++i) {
       const uint16_t sport = static_cast<uint16_t>(1024 + (i % 60000));
@@ -133,6 +140,16 @@ int main(int argc, char** argv) {
           prog,
           PacketBuilder().ipv4(src, "198.18.1.10").tcp(sport, 443, bpftest::kSyn, isn).build(), 1,
           &ret));
+      // A new UDP flow judged on a udp = "quic" rule: its first datagram
+      // (a QUIC Initial) is classified and its state inserted.
+      udp_quic_new.add(run_ns(prog,
+                              PacketBuilder()
+                                  .ipv4(src, "198.18.130.10")
+                                  .udp(sport, 4433)
+                                  .payload(bpftest::quic_initial())
+                                  .build(),
+                              1, &ret));
+      if (ret != -1) throw std::runtime_error("a QUIC Initial was not passed");
     }
     // Steady state of a verified flow: later data and pure ACKs (repeated).
     const Bytes later = PacketBuilder()
@@ -151,11 +168,24 @@ int main(int argc, char** argv) {
                               .tcp(443, 1024, bpftest::kAck | bpftest::kPsh, 5000, 1)
                               .payload(bpftest::tls_record(23, 1400))
                               .build();
+    // UDP: no rule (no state: the decision only), a rule with udp allow
+    // (the same), a later datagram of a judged QUIC flow (decision + lookup).
+    const Bytes dgram(1200, 0x41);
+    const Bytes u_unprot =
+        PacketBuilder().ipv4("198.18.0.1", "198.18.1.10").udp(1024, 4433).payload(dgram).build();
+    const Bytes u_allow =
+        PacketBuilder().ipv4("198.18.0.1", "198.18.130.10").udp(1024, 8000).payload(dgram).build();
+    const Bytes u_later =
+        PacketBuilder().ipv4("198.18.0.1", "198.18.130.10").udp(1024, 4433).payload(dgram).build();
     for (int i = 0; i < 50; ++i) {
       data_after.add(run_ns(prog, later, 1000, &ret));
       if (ret != -1) throw std::runtime_error("later data of a verified flow was not passed");
       pure_ack.add(run_ns(prog, ack, 1000, &ret));
       ingress_unchecked.add(run_ns(ingress, in_data, 1000, &ret));
+      udp_unprot.add(run_ns(prog, u_unprot, 1000, &ret));
+      udp_allow.add(run_ns(prog, u_allow, 1000, &ret));
+      udp_quic_later.add(run_ns(prog, u_later, 1000, &ret));
+      if (ret != -1) throw std::runtime_error("a judged QUIC flow was not passed");
     }
     std::printf("classifier cost per packet (median ns, BPF_PROG_TEST_RUN, %d new flows):\n",
                 flows);
@@ -174,6 +204,14 @@ int main(int argc, char** argv) {
                 server_hello_pkt.median());
     std::printf("  ingress: data of a flow without checks (1 lookup)    %6.0f\n",
                 ingress_unchecked.median());
+    std::printf("  UDP datagram, unprotected destination (decision)     %6.0f\n",
+                udp_unprot.median());
+    std::printf("  UDP datagram, rule with udp allow (decision)         %6.0f\n",
+                udp_allow.median());
+    std::printf("  UDP, new flow on a quic rule (classify + insert)     %6.0f\n",
+                udp_quic_new.median());
+    std::printf("  UDP, later datagram of a judged QUIC flow            %6.0f\n",
+                udp_quic_later.median());
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_classifier: %s\n", e.what());
     rc = 1;

@@ -45,10 +45,10 @@ policy::CompiledPolicy compile_policy_text(const std::string& toml) {
   return policy::compile_policy(*r.policy, now);
 }
 
-tw_flow_key flow_key(const FlowSpec& flow) {
+tw_flow_key flow_key(const FlowSpec& flow, uint8_t proto) {
   tw_flow_key k{};
   k.family = static_cast<__u8>(flow.family);
-  k.proto = 6;
+  k.proto = proto;
   k.sport = htons(flow.sport);
   k.dport = htons(flow.dport);
   if (flow.family == 4) {
@@ -260,8 +260,8 @@ int ClassifierHarness::verdict(const Bytes& frame, Prog prog) const {
   return r.retval;
 }
 
-std::optional<tw_flow_state> ClassifierHarness::flow(const FlowSpec& f) const {
-  const tw_flow_key k = flow_key(f);
+std::optional<tw_flow_state> ClassifierHarness::flow(const FlowSpec& f, uint8_t proto) const {
+  const tw_flow_key k = flow_key(f, proto);
   tw_flow_state st{};
   if (bpf_map_lookup_elem(cls_->flows_fd(), &k, &st) != 0) return std::nullopt;
   return st;
@@ -313,7 +313,9 @@ const char* counter_name(uint32_t c) {
                                                  "servers_answered_tls",
                                                  "servers_not_tls",
                                                  "server_version_unknown",
-                                                 "bad_later_records"};
+                                                 "bad_later_records",
+                                                 "udp_flows",
+                                                 "udp_not_allowed"};
   return c < TW_CNT_MAX ? kNames[c] : "(out of range)";
 }
 
@@ -335,7 +337,9 @@ const char* reason_name(uint32_t r) {
                                                     "bad_preamble",
                                                     "preamble_not_allowed",
                                                     "bad_record",
-                                                    "server_not_tls"};
+                                                    "server_not_tls",
+                                                    "udp_not_allowed",
+                                                    "not_quic"};
   return r < TW_REASON_MAX ? kNames[r] : "(out of range)";
 }
 

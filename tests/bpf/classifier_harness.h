@@ -37,8 +37,11 @@ enum class Prog { kEthernet, kL3, kIngress };
 policy::CompiledPolicy compile_policy_text(const std::string& toml);
 
 // tw_flow_key of a FlowSpec, as the classifier builds it (IPv4 mapped;
-// IPv6 daddr = the final destination, FlowSpec::final_dst()).
-tw_flow_key flow_key(const FlowSpec& flow);
+// IPv6 daddr = the final destination, FlowSpec::final_dst()); proto 6 (TCP)
+// or 17 (UDP).
+constexpr uint8_t kTcp = 6;
+constexpr uint8_t kUdp = 17;
+tw_flow_key flow_key(const FlowSpec& flow, uint8_t proto = kTcp);
 
 // One classifier per test process (loading it costs ~150 ms of verifier
 // time, too much for every row of a table); every harness starts from a
@@ -78,7 +81,7 @@ class ClassifierHarness {
   // Since this harness was created.
   std::array<uint64_t, TW_CNT_MAX> counters() const;
   std::array<uint64_t, TW_REASON_MAX> drops_by_reason() const;
-  std::optional<tw_flow_state> flow(const FlowSpec& flow) const;
+  std::optional<tw_flow_state> flow(const FlowSpec& flow, uint8_t proto = kTcp) const;
   // Every event queued since the last call, in order.
   std::vector<tw_flow_event> drain_events();
 

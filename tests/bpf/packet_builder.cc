@@ -12,6 +12,7 @@ namespace {
 constexpr uint16_t kEthIPv4 = 0x0800;
 constexpr uint16_t kEthIPv6 = 0x86DD;
 constexpr uint8_t kIpProtoTcp = 6;
+constexpr uint8_t kIpProtoUdp = 17;
 
 void put16(Bytes& b, uint16_t v) {
   b.push_back(static_cast<uint8_t>(v >> 8));
@@ -211,6 +212,13 @@ PacketBuilder& PacketBuilder::tcp(uint16_t sport, uint16_t dport, uint8_t flags,
   return *this;
 }
 
+PacketBuilder& PacketBuilder::udp(uint16_t sport, uint16_t dport) {
+  has_udp_ = true;
+  sport_ = sport;
+  dport_ = dport;
+  return *this;
+}
+
 PacketBuilder& PacketBuilder::tcp_options(const Bytes& options) {
   tcp_options_ = options;
   while (tcp_options_.size() % 4) tcp_options_.push_back(0);  // EOL padding
@@ -224,7 +232,12 @@ PacketBuilder& PacketBuilder::payload(const Bytes& bytes) {
 
 Bytes PacketBuilder::l4() const {
   Bytes b;
-  if (has_tcp_) {
+  if (has_udp_) {
+    put16(b, sport_);
+    put16(b, dport_);
+    put16(b, static_cast<uint16_t>(8 + payload_.size()));
+    put16(b, 0);  // checksum (not verified by test_run)
+  } else if (has_tcp_) {
     const size_t hlen = 20 + tcp_options_.size();
     put16(b, sport_);
     put16(b, dport_);
@@ -273,7 +286,7 @@ Bytes PacketBuilder::build() const {
     if (!v4_more_fragments_ && v4_frag_offset_ == 0) frag |= 0x4000;  // DF, as TCP sends
     put16(f, frag);
     f.push_back(64);  // TTL
-    f.push_back(kIpProtoTcp);
+    f.push_back(has_udp_ ? kIpProtoUdp : kIpProtoTcp);
     put16(f, 0);  // checksum, filled below
     f.insert(f.end(), src_, src_ + 4);
     f.insert(f.end(), dst_, dst_ + 4);
@@ -286,13 +299,14 @@ Bytes PacketBuilder::build() const {
     return f;
   }
 
+  const uint8_t l4_proto = has_udp_ ? kIpProtoUdp : kIpProtoTcp;
   Bytes exts;
   for (size_t i = 0; i < v6_exts_.size(); ++i) {
     const uint8_t next =
-        i + 1 < v6_exts_.size() ? static_cast<uint8_t>(v6_exts_[i + 1].type) : kIpProtoTcp;
+        i + 1 < v6_exts_.size() ? static_cast<uint8_t>(v6_exts_[i + 1].type) : l4_proto;
     append(exts, v6_ext_bytes(v6_exts_[i], next, dst_));
   }
-  const uint8_t first = v6_exts_.empty() ? kIpProtoTcp : static_cast<uint8_t>(v6_exts_[0].type);
+  const uint8_t first = v6_exts_.empty() ? l4_proto : static_cast<uint8_t>(v6_exts_[0].type);
   put32(f, 0x60000000);  // version 6, no traffic class, no flow label
   put16(f, static_cast<uint16_t>(ip_length_.value_or(exts.size() + l4bytes.size())));
   f.push_back(first);
@@ -306,6 +320,22 @@ Bytes PacketBuilder::build() const {
 }
 
 Bytes FlowSpec::segment(uint8_t flags, uint32_t seq, const Bytes& payload) const {
+  PacketBuilder b = ip_part();
+  b.tcp(sport, dport, flags, seq, (flags & kAck) ? ack : 0u);
+  if ((flags & kSyn) && !(flags & kAck)) {
+    b.tcp_options({0x02, 0x04, 0x05, 0xb4, 0x04, 0x02});  // MSS 1460, SACK permitted
+  }
+  b.payload(payload).pad_to(pad_to);
+  return b.build();
+}
+
+Bytes FlowSpec::datagram(const Bytes& payload) const {
+  PacketBuilder b = ip_part();
+  b.udp(sport, dport).payload(payload).pad_to(pad_to);
+  return b.build();
+}
+
+PacketBuilder FlowSpec::ip_part() const {
   PacketBuilder b;
   if (l3) b.l3();
   for (const VlanTag& t : vlans) b.vlan(t.tpid, t.vid);
@@ -315,12 +345,7 @@ Bytes FlowSpec::segment(uint8_t flags, uint32_t seq, const Bytes& payload) const
     b.ipv6(src, dst);
     for (const V6ExtHeader& e : v6_exts) b.v6_ext(e);
   }
-  b.tcp(sport, dport, flags, seq, (flags & kAck) ? ack : 0u);
-  if ((flags & kSyn) && !(flags & kAck)) {
-    b.tcp_options({0x02, 0x04, 0x05, 0xb4, 0x04, 0x02});  // MSS 1460, SACK permitted
-  }
-  b.payload(payload).pad_to(pad_to);
-  return b.build();
+  return b;
 }
 
 std::string FlowSpec::final_dst() const {
@@ -487,6 +512,20 @@ Bytes tls_alert(uint8_t description) {
 }
 
 Bytes ascii(const std::string& s) { return Bytes(s.begin(), s.end()); }
+
+Bytes quic_initial(uint32_t version, size_t size) {
+  const uint8_t type = version == 0x6b3343cfu ? 1 : 0;          // Initial: v2 0b01, v1 0b00
+  Bytes b = {static_cast<uint8_t>(0xc0 | (type << 4) | 0x03)};  // packet number length 4
+  put32(b, version);
+  b.push_back(8);  // DCID length
+  for (uint8_t i = 0; i < 8; ++i) b.push_back(static_cast<uint8_t>(0xa0 + i));
+  b.push_back(0);  // SCID length
+  b.push_back(0);  // token length
+  const size_t rest = size > b.size() + 2 ? size - b.size() - 2 : 0;
+  put16(b, static_cast<uint16_t>(0x4000 | rest));  // 2-byte varint length
+  b.resize(std::max(b.size(), size), 0x5a);        // packet number + protected payload
+  return b;
+}
 
 Bytes ssl_request() { return {0x00, 0x00, 0x00, 0x08, 0x04, 0xd2, 0x16, 0x2f}; }
 

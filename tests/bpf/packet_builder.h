@@ -104,6 +104,8 @@ class PacketBuilder {
   // e.g. to describe a GSO super-packet or BIG TCP (0).
   PacketBuilder& ip_length(uint32_t value);
   PacketBuilder& tcp(uint16_t sport, uint16_t dport, uint8_t flags, uint32_t seq, uint32_t ack = 0);
+  // UDP instead of TCP (length set, checksum 0); the payload follows it.
+  PacketBuilder& udp(uint16_t sport, uint16_t dport);
   // TCP options (padded to 4 bytes; data offset follows).
   PacketBuilder& tcp_options(const Bytes& options);
   PacketBuilder& payload(const Bytes& bytes);
@@ -128,6 +130,7 @@ class PacketBuilder {
   std::vector<V6ExtHeader> v6_exts_;
   std::optional<uint32_t> ip_length_;
   bool has_tcp_ = false;
+  bool has_udp_ = false;
   uint16_t sport_ = 0, dport_ = 0;
   uint8_t flags_ = 0;
   uint32_t seq_ = 0, ack_ = 0;
@@ -135,7 +138,7 @@ class PacketBuilder {
   Bytes payload_;
 };
 
-// A TCP connection's fixed part: addresses, ports and encapsulation. One per
+// A TCP connection's (or UDP flow's) fixed part: addresses, ports and encapsulation. One per
 // fixture case, so every case has its own 5-tuple.
 struct FlowSpec {
   int family = 4;
@@ -152,9 +155,14 @@ struct FlowSpec {
 
   // A frame of this flow.
   Bytes segment(uint8_t flags, uint32_t seq, const Bytes& payload = {}) const;
+  // A UDP datagram of this 5-tuple (proto 17) carrying `payload`.
+  Bytes datagram(const Bytes& payload) const;
   // The connection's destination: `dst`, unless an IPv6 routing header
   // with segments left names the final one (routing_header()).
   std::string final_dst() const;
+
+ private:
+  PacketBuilder ip_part() const;  // the encapsulation and IP header of this flow
 };
 
 // A plain flow (no tags, no extension headers, no options).
@@ -192,6 +200,12 @@ Bytes server_hello(const ServerHelloSpec& spec = {});
 Bytes tls_alert(uint8_t description);
 
 Bytes ascii(const std::string& s);
+
+// A client's first QUIC datagram (RFC 9000 17.2.2): a long-header Initial
+// of `version` (1, or 0x6b3343cf for QUIC v2, whose Initial type bits are
+// 0b01: RFC 9369 3.2) with an 8-byte DCID, padded to `size` bytes. The
+// protected part is filler: the classifier judges only the header.
+Bytes quic_initial(uint32_t version = 1, size_t size = 1200);
 
 // Plaintext preambles (bpf/lib/preamble.h) as real clients send them:
 // libpq's SSLRequest; the MariaDB client's SSL request (length 32, sequence

@@ -14,6 +14,12 @@ namespaces. Only 198.18.0.0/15 and 2001:db8::/32 addresses are used.
       client namespace does not own: the server's answers reach scapy's
       capture but not the kernel, which would otherwise reset the unknown
       connection. Prints the same JSON line.
+  udp_server LOG PORT...
+      Dual-stack UDP listeners: one JSON line {"lport", "peer", "sport",
+      "bytes", "head"} per datagram received.
+  udp NAME DST PORT
+      One UDP flow (a connected socket) sending the datagrams of UDP_CASES
+      NAME; prints {"case", "sport", "sent", "datagrams"}.
 """
 
 from __future__ import annotations
@@ -191,6 +197,71 @@ def case(name: str, dst: str) -> dict:
     return out
 
 
+# -- UDP ---------------------------------------------------------------------------------
+def quic_initial(version: int = 1, size: int = 1200) -> bytes:
+    """A client's first QUIC datagram as the classifier judges it (RFC 9000
+    17.2.2): long header, Initial type (0b00 in v1; 0b01 in v2, RFC 9369),
+    version, 8-byte DCID, empty SCID and token, padded to `size` bytes.
+    The protected payload is filler: only the header is judged."""
+    ptype = 1 if version == 0x6B3343CF else 0
+    head = bytes([0xC0 | (ptype << 4) | 0x03]) + struct.pack("!I", version) + bytes([8]) + bytes(range(0xA0, 0xA8))
+    head += b"\x00\x00"  # SCID length, token length
+    head += struct.pack("!H", 0x4000 | (size - len(head) - 2))
+    return head + b"\x5a" * (size - len(head))
+
+
+SHORT_HEADER = b"\x41" + b"\x33" * 1199  # a 1-RTT packet: not an Initial
+
+# UDP flows: the datagrams each sends, in order.
+UDP_CASES = {
+    "plain": [b"tlswall udp plaintext %d" % i for i in range(3)],
+    "short_header": [SHORT_HEADER, SHORT_HEADER],
+    "quic_initial": [quic_initial(1), SHORT_HEADER],
+    "quic_v2_initial": [quic_initial(0x6B3343CF), SHORT_HEADER],
+}
+
+
+def udp_server(log_path: str, ports: list[int]) -> int:
+    lock = threading.Lock()
+    log = open(log_path, "a", buffering=1)
+
+    def serve(port: int) -> None:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        s.bind(("::", port))
+        while True:
+            d, peer = s.recvfrom(65536)
+            host = peer[0][7:] if peer[0].startswith("::ffff:") else peer[0]
+            with lock:
+                log.write(json.dumps({"lport": port, "peer": host, "sport": peer[1], "bytes": len(d),
+                                      "head": d[:16].hex()}) + "\n")
+
+    for p in ports:
+        threading.Thread(target=serve, args=(p,), daemon=True).start()
+    while True:
+        time.sleep(3600)
+
+
+def udp_flow(name: str, dst: str, port: int) -> dict:
+    if name not in UDP_CASES:
+        raise SystemExit(f"unknown udp case {name}")
+    out = {"case": name, "sport": 0, "sent": 0, "datagrams": 0, "error": ""}
+    s = socket.socket(family_of(dst), socket.SOCK_DGRAM)
+    try:
+        s.connect((dst, port))
+        out["sport"] = s.getsockname()[1]
+        for d in UDP_CASES[name]:
+            s.send(d)  # a datagram dropped at tc egress is not an error here (ENOBUFS is hidden)
+            out["sent"] += len(d)
+            out["datagrams"] += 1
+            time.sleep(0.05)
+    except OSError as e:
+        out["error"] = f"{type(e).__name__}: {e}"
+    finally:
+        s.close()
+    return out
+
+
 # -- crafted cases (scapy) ---------------------------------------------------------------
 def craft(name: str, dst: str, src: str) -> dict:
     from scapy.all import IP, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrRouting, TCP, conf, fragment6, send, sr1  # noqa: E402
@@ -291,6 +362,11 @@ def main() -> int:
         return server(sys.argv[2])
     if len(sys.argv) >= 4 and sys.argv[1] == "case":
         print(json.dumps(case(sys.argv[2], sys.argv[3])), flush=True)
+        return 0
+    if len(sys.argv) >= 4 and sys.argv[1] == "udp_server":
+        return udp_server(sys.argv[2], [int(p) for p in sys.argv[3:]])
+    if len(sys.argv) >= 5 and sys.argv[1] == "udp":
+        print(json.dumps(udp_flow(sys.argv[2], sys.argv[3], int(sys.argv[4]))), flush=True)
         return 0
     if len(sys.argv) >= 5 and sys.argv[1] == "craft":
         print(json.dumps(craft(sys.argv[2], sys.argv[3], sys.argv[4])), flush=True)

@@ -26,6 +26,18 @@ Verdicts (enforce rule on port 443 of the remote boundary):
   fragments_dropped  no byte at the server, the fragments counted by
            reason (a fragment has no flow for an event)
 
+UDP across the boundary (the rules' `udp`; a recording UDP server in the
+server namespace says which datagrams arrived):
+  udp pass    every datagram arrives, no event for the flow
+  udp block   none arrives, one drop event (protocol udp, the reason)
+  udp report  (monitor rule) every datagram arrives, one report event
+  quic_client a real QUIC client (ngtcp2's gtlsclient, Debian's
+              ngtcp2-client) fetches a file from gtlsserver over QUIC v1
+              on a udp = "quic" rule: the file arrives, the flow was judged
+              (udp_flows grows), no drop event; crafted QUIC v1 and v2
+              Initials (raw bytes: this ngtcp2 knows only a v2 draft) pass
+              to the recording server, plain UDP to the same port does not.
+
     /usr/bin/python3 tests/e2e/test_evasion_e2e.py [--build-dir build]
 """
 
@@ -49,7 +61,10 @@ from evasion_peers import HELLO  # noqa: E402
 PEERS = str(HERE / "evasion_peers.py")
 CRAFT_V4, CRAFT_V6 = "198.18.0.77", "2001:db8:1::77"
 
-POLICY = """# tlswall evasion e2e policy (generated)
+UDP_PORTS = {"block": 5300, "monitor_block": 5301, "allow": 5302}
+QUIC_PORT = 4433  # gtlsserver (the recording UDP server has 443)
+
+POLICY = f"""# tlswall evasion e2e policy (generated)
 version = "evasion-1"
 default_mode = "monitor"
 
@@ -59,8 +74,30 @@ cidrs = ["198.18.128.0/17", "2001:db8:2::/48"]
 [[rules]]
 name = "evasion"
 boundary = "remote"
-ports = [443]
+ports = [443, {QUIC_PORT}]
 mode = "enforce"
+udp = "quic"
+
+[[rules]]
+name = "udp-block"
+boundary = "remote"
+ports = [{UDP_PORTS["block"]}]
+mode = "enforce"
+udp = "block"
+
+[[rules]]
+name = "udp-block-monitor"
+boundary = "remote"
+ports = [{UDP_PORTS["monitor_block"]}]
+mode = "monitor"
+udp = "block"
+
+[[rules]]
+name = "udp-allow"
+boundary = "remote"
+ports = [{UDP_PORTS["allow"]}]
+mode = "enforce"
+udp = "allow"
 """
 
 # name, peer command, destination, verdict, drop reason (or "")
@@ -100,10 +137,33 @@ CASES = [
 ]
 
 
+# UDP flows: name, peer case (evasion_peers.UDP_CASES), destination, port,
+# verdict, reason of the event (or "").
+UDP_CASES = [
+    ("udp_plain_on_block_rule", "plain", S.SRV_BOUNDARY_V4, UDP_PORTS["block"], "block", "udp_not_allowed"),
+    ("udp_plain_on_block_rule_ipv6", "plain", S.SRV_BOUNDARY_V6, UDP_PORTS["block"], "block", "udp_not_allowed"),
+    ("udp_quic_initial_on_block_rule", "quic_initial", S.SRV_BOUNDARY_V4, UDP_PORTS["block"], "block",
+     "udp_not_allowed"),
+    ("udp_plain_on_monitor_block_rule", "plain", S.SRV_BOUNDARY_V4, UDP_PORTS["monitor_block"], "report",
+     "udp_not_allowed"),
+    ("udp_plain_on_allow_rule", "plain", S.SRV_BOUNDARY_V4, UDP_PORTS["allow"], "pass", ""),
+    ("udp_plain_on_quic_rule", "plain", S.SRV_BOUNDARY_V4, 443, "block", "not_quic"),
+    ("udp_short_header_first_on_quic_rule", "short_header", S.SRV_BOUNDARY_V4, 443, "block", "not_quic"),
+    ("udp_crafted_quic_v1_initial_on_quic_rule", "quic_initial", S.SRV_BOUNDARY_V4, 443, "pass", ""),
+    ("udp_crafted_quic_v2_initial_on_quic_rule", "quic_v2_initial", S.SRV_BOUNDARY_V4, 443, "pass", ""),
+    ("udp_crafted_quic_v1_initial_on_quic_rule_ipv6", "quic_initial", S.SRV_BOUNDARY_V6, 443, "pass", ""),
+    ("udp_plain_outside_the_boundary", "plain", S.SRV_OUTSIDE_V4, UDP_PORTS["block"], "pass", ""),
+]
+
+
 def ensure_packages() -> None:
-    """ethtool (GSO switch) and scapy: installed with apt-get when missing;
-    failing that is a test failure, never a skip."""
+    """ethtool (GSO switch), scapy and ngtcp2's QUIC client and server:
+    installed with apt-get when missing; failing that is a test failure,
+    never a skip."""
     need = []
+    for tool, pkg in (("gtlsclient", "ngtcp2-client"), ("gtlsserver", "ngtcp2-server")):
+        if not shutil.which(tool):
+            need.append(pkg)
     if not shutil.which("ethtool"):
         need.append("ethtool")
     if subprocess.run([S.PYTHON, "-c", "import scapy"], capture_output=True).returncode != 0:
@@ -117,6 +177,8 @@ class Evasion:
         self.sb = sb
         self.bdir = bdir
         self.log = sb.tmp / "server.jsonl"
+        self.udp_log = sb.tmp / "udp_server.jsonl"
+        self.htdocs = sb.tmp / "htdocs"
         self.d: S.Daemon | None = None
 
     def setup(self) -> None:
@@ -133,6 +195,14 @@ class Evasion:
         self.log.write_text("")
         sb.spawn(s, "evasion-server", [S.PYTHON, PEERS, "server", str(self.log)])
         sb.wait_listen(443, ns=s)
+        self.udp_log.write_text("")
+        sb.spawn(s, "udp-server", [S.PYTHON, PEERS, "udp_server", str(self.udp_log), "443"] +
+                 [str(p) for p in UDP_PORTS.values()])
+        sb.make_cert()
+        self.htdocs.mkdir(exist_ok=True)
+        (self.htdocs / "quic.txt").write_text("fetched over QUIC through tlswall\n" * 64)
+        sb.spawn(s, "quic-server", ["gtlsserver", "-q", "-d", str(self.htdocs), "*", str(QUIC_PORT),
+                                    str(sb.key), str(sb.cert)])
         policy = sb.tmp / "policy.toml"
         policy.write_text(POLICY)
         self.d = S.Daemon(sb, self.bdir, "tlswalld-evasion")
@@ -230,6 +300,83 @@ class Evasion:
                   f"events {[(e.get('action'), e.get('reason')) for e in evs]}")
         return not bad, detail + ("; " + "; ".join(bad) if bad else "")
 
+    def udp_lines(self, sport: int, want: int, timeout: float) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = [json.loads(x) for x in self.udp_log.read_text().splitlines() if x.strip()]
+            mine = [x for x in lines if x.get("sport") == sport]
+            if len(mine) >= want or time.monotonic() > deadline:
+                return mine
+            time.sleep(0.1)
+
+    def flow_events(self, ev0: int, sport: int, dport: int) -> list[dict]:
+        return [e for e in self.d.read_events()[ev0:]
+                if e.get("sport") == sport and e.get("dport") == dport and "action" in e]
+
+    def check_udp(self, peer: str, dst: str, port: int, verdict: str, reason: str):
+        """One UDP flow; the recording server and the daemon's events say
+        what happened to it."""
+        ev0 = len(self.d.read_events())
+        r = self.sb.client([S.PYTHON, PEERS, "udp", peer, dst, str(port)], timeout=30)
+        if r.rc != 0 or not r.stdout.strip():
+            raise S.SandboxError(f"udp peer {peer}: {r.brief()}")
+        res = json.loads(r.stdout.strip().splitlines()[-1])
+        sport, n = res["sport"], res["datagrams"]
+        arrives = verdict in ("pass", "report")
+        lines = self.udp_lines(sport, n if arrives else 1, 6 if arrives else 1.0)
+        time.sleep(0.3)
+        evs = self.flow_events(ev0, sport, port)
+        got = sum(x["bytes"] for x in lines)
+        bad = []
+        if res.get("error"):
+            bad.append(f"client error {res['error']}")
+        if arrives and (len(lines) != n or got != res["sent"]):
+            bad.append(f"server got {len(lines)} of {n} datagrams, {got} of {res['sent']} bytes")
+        if not arrives and lines:
+            bad.append(f"server got {len(lines)} datagrams ({got} bytes), want none")
+        want_action = {"block": "drop", "report": "report"}.get(verdict)
+        if want_action is None and evs:
+            bad.append(f"events {[(e.get('action'), e.get('reason')) for e in evs]}, want none")
+        if want_action is not None:
+            if len(evs) != 1:
+                bad.append(f"{len(evs)} events (want one per flow): {[(e.get('action'), e.get('reason')) for e in evs]}")
+            else:
+                e = evs[0]
+                for k, v in (("action", want_action), ("reason", reason), ("protocol", "udp")):
+                    if e.get(k) != v:
+                        bad.append(f"event {k} {e.get(k)!r} != {v!r}")
+        detail = (f"{verdict}: {n} datagrams ({res['sent']} bytes) sent, server got {len(lines)} ({got} bytes); "
+                  f"events {[(e.get('action'), e.get('reason'), e.get('protocol')) for e in evs]}")
+        return not bad, detail + ("; " + "; ".join(bad) if bad else "")
+
+    def check_quic_client(self, dst: str):
+        """ngtcp2's QUIC client fetches a file over QUIC v1 from gtlsserver
+        across the boundary, on the udp = "quic" rule (enforce)."""
+        ev0 = len(self.d.read_events())
+        flows0 = self.d.status().get("counters", {}).get("udp_flows", 0)
+        dl = self.sb.tmp / f"download-{len(dst)}"
+        shutil.rmtree(dl, ignore_errors=True)
+        dl.mkdir()
+        host = f"[{dst}]" if ":" in dst else dst
+        r = self.sb.client(["gtlsclient", "-q", "--handshake-timeout=5s", "--timeout=5s",
+                            "--exit-on-all-streams-close", f"--download={dl}", dst, str(QUIC_PORT),
+                            f"https://{host}:{QUIC_PORT}/quic.txt"], timeout=30)
+        time.sleep(0.3)
+        want = (self.htdocs / "quic.txt").read_bytes()
+        f = dl / "quic.txt"
+        got = f.read_bytes() if f.exists() else b""
+        flows = self.d.status().get("counters", {}).get("udp_flows", 0) - flows0
+        evs = [e for e in self.d.read_events()[ev0:] if e.get("dport") == QUIC_PORT and "action" in e]
+        bad = []
+        if got != want:
+            bad.append(f"downloaded {len(got)} of {len(want)} bytes (gtlsclient rc {r.rc}: {r.brief(200)})")
+        if flows < 1:
+            bad.append("udp_flows did not grow: the QUIC flow was not judged")
+        if evs:
+            bad.append(f"events {[(e.get('action'), e.get('reason')) for e in evs]}, want none")
+        detail = f"pass: {len(got)} bytes fetched over QUIC v1, {flows} UDP flow(s) judged, {len(evs)} events"
+        return not bad, detail + ("; " + "; ".join(bad) if bad else "")
+
     def gso(self, on: bool):
         flag = "on" if on else "off"
         r = self.sb.client(["ethtool", "-K", "eth0", "gso", flag, "tso", flag])
@@ -265,6 +412,10 @@ def main() -> int:
                 checks.run("gso_off_64k_writes", t.gso, False)
                 checks.run("reused_5_tuple_tls_then_plaintext", t.check, "case", "reuse_5tuple",
                            S.SRV_BOUNDARY_V4, "reuse", "")
+                for name, peer, dst, port, verdict, reason in UDP_CASES:
+                    checks.run(name, t.check_udp, peer, dst, port, verdict, reason)
+                checks.run("quic_client_ngtcp2_v1", t.check_quic_client, S.SRV_BOUNDARY_V4)
+                checks.run("quic_client_ngtcp2_v1_ipv6", t.check_quic_client, S.SRV_BOUNDARY_V6)
             finally:
                 if t.d:
                     t.d.stop()

@@ -28,9 +28,9 @@ static_assert(TW_POLICY_SLOTS <= 0xff + 1, "the slot is one key byte");
 static_assert(TW_HELLO_PREFIX == 11);
 static_assert(TW_MAX_PENDING_PKTS == 32);
 static_assert(
-    TW_CNT_MAX == 22,
+    TW_CNT_MAX == 24,
     "per-CPU counter array size (a bigger pinned array is rebuilt, its counts carried over)");
-static_assert(TW_REASON_MAX == 18, "per-CPU drop-reason array size");
+static_assert(TW_REASON_MAX == 20, "per-CPU drop-reason array size");
 static_assert(TW_RECORD_CHECKS == 8);
 static_assert(TW_EV_FLOW_VERDICT_VERSION == 2);
 static_assert(TW_EV_FLOW_V1_SIZE == 96, "version 1 events end where version 2 appends");
@@ -48,6 +48,14 @@ static_assert(TW_MAX_CGROUP_LEVEL <= 32, "cgroup_levels is a __u32 bit set");
 // tw_dest_value.flags bits.
 static_assert(TW_DEST_ANY_RULE == 0x01);
 static_assert(TW_DEST_ANY_ENFORCE == 0x02);
+static_assert(TW_DEST_ANY_UDP_RULE == 0x04);
+static_assert(TW_DEST_ANY_UDP_ENFORCE == 0x08);
+
+// Rules' udp verdicts: 0 (a table of an older release) is allow.
+static_assert(TW_UDP_ALLOW == 0);
+static_assert(TW_UDP_QUIC == 1);
+static_assert(TW_UDP_BLOCK == 2);
+static_assert(TW_UDP_MAX == 3);
 
 // ---- enums: numbers are never reused or renumbered ----
 static_assert(TW_MODE_MONITOR == 0);
@@ -77,7 +85,9 @@ static_assert(TW_REASON_BAD_PREAMBLE == 14);
 static_assert(TW_REASON_PREAMBLE_NOT_ALLOWED == 15);
 static_assert(TW_REASON_BAD_RECORD == 16);
 static_assert(TW_REASON_SERVER_NOT_TLS == 17);
-static_assert(TW_REASON_SERVER_NOT_TLS < TW_REASON_MAX, "reasons index the drop array");
+static_assert(TW_REASON_UDP_NOT_ALLOWED == 18);
+static_assert(TW_REASON_NOT_QUIC == 19);
+static_assert(TW_REASON_NOT_QUIC < TW_REASON_MAX, "reasons index the drop array");
 static_assert(TW_PREAMBLE_POSTGRESQL == 1 && TW_PREAMBLE_MYSQL == 2, "never renumbered");
 static_assert(TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL) == 2);
 // hello_len counts the preamble too, and is a __u8.
@@ -109,10 +119,12 @@ static_assert(TW_CNT_SERVERS_CHECKED == 18);
 static_assert(TW_CNT_SERVERS_NOT_TLS == 19);
 static_assert(TW_CNT_SERVER_VERSION_UNKNOWN == 20);
 static_assert(TW_CNT_BAD_RECORDS == 21);
-static_assert(TW_CNT_BAD_RECORDS < TW_CNT_MAX, "counters index the counter array");
 static_assert(TW_EVIDENCE_CLIENT_HELLO == 0, "zeroed padding of older events means this");
 static_assert(TW_EVIDENCE_CLIENT_RECORDS == 1);
 static_assert(TW_EVIDENCE_SERVER_HELLO == 2);
+static_assert(TW_CNT_UDP_FLOWS == 22);
+static_assert(TW_CNT_UDP_NOT_ALLOWED == 23);
+static_assert(TW_CNT_UDP_NOT_ALLOWED < TW_CNT_MAX, "counters index the counter array");
 
 static_assert(TW_EV_FLOW_VERDICT == 1);
 static_assert(TW_EV_FLOW_UNTRACKED == 2);
@@ -169,8 +181,9 @@ static_assert(offsetof(tw_port_verdict, mode) == 8);
 static_assert(offsetof(tw_port_verdict, exempt) == 9);
 static_assert(offsetof(tw_port_verdict, has_rule) == 10);
 static_assert(offsetof(tw_port_verdict, preambles) == 11);  // was pad[0]
-static_assert(offsetof(tw_port_verdict, pad) == 12);
-static_assert(TW_FIELD_SIZE(tw_port_verdict, pad) == 4);
+static_assert(offsetof(tw_port_verdict, udp) == 12);        // was pad[0]
+static_assert(offsetof(tw_port_verdict, pad) == 13);
+static_assert(TW_FIELD_SIZE(tw_port_verdict, pad) == 3);
 static_assert(offsetof(tw_port_verdict, owner_groups) == 16);
 
 // ---- owner groups and selector keys (policy by owner) ----
@@ -178,6 +191,7 @@ static_assert(sizeof(tw_owner_group) == 12);
 static_assert(offsetof(tw_owner_group, mode) == 8);
 static_assert(offsetof(tw_owner_group, is_exemption) == 9);
 static_assert(offsetof(tw_owner_group, preambles) == 10);  // was pad[0]
+static_assert(offsetof(tw_owner_group, udp) == 11);        // was pad[1], the last spare byte
 static_assert(sizeof(tw_owner_uid_key) == 8);
 static_assert(sizeof(tw_owner_comm_key) == 20);
 static_assert(offsetof(tw_owner_comm_key, comm) == 4);
@@ -361,7 +375,7 @@ constexpr size_t kPortKeyFields = TW_SUM2(tw_port_key, prefixlen, slot) +
 constexpr size_t kPortVerdictFields =
     TW_SUM2(tw_port_verdict, rule_id, boundary) + TW_SUM2(tw_port_verdict, exemption, min_tls) +
     TW_SUM2(tw_port_verdict, mode, exempt) + TW_SUM2(tw_port_verdict, has_rule, preambles) +
-    TW_SUM2(tw_port_verdict, pad, owner_groups);
+    TW_SUM2(tw_port_verdict, udp, pad) + TW_FIELD_SIZE(tw_port_verdict, owner_groups);
 constexpr size_t kSlotMetaFields = TW_SUM2(tw_slot_meta, generation, groups) +
                                    TW_SUM2(tw_slot_meta, exempt_groups, uid_free) +
                                    TW_SUM2(tw_slot_meta, comm_free, cgroup_free) +
@@ -371,7 +385,7 @@ constexpr size_t kOwnerFields = TW_SUM2(tw_owner, cgroup_id, start_boottime_ns) 
                                 TW_SUM2(tw_owner, comm, backend) + TW_FIELD_SIZE(tw_owner, pad);
 constexpr size_t kOwnerGroupFields =
     TW_SUM2(tw_owner_group, rule_id, boundary) + TW_SUM2(tw_owner_group, exemption, min_tls) +
-    TW_SUM2(tw_owner_group, mode, is_exemption) + TW_SUM2(tw_owner_group, preambles, pad);
+    TW_SUM2(tw_owner_group, mode, is_exemption) + TW_SUM2(tw_owner_group, preambles, udp);
 constexpr size_t kStateFields = TW_FIELD_SIZE(tw_state, policy_generation);
 constexpr size_t kMetaFields =
     TW_SUM2(tw_meta, magic, meta_schema) + TW_SUM2(tw_meta, schema_flows, schema_policy) +

@@ -258,6 +258,7 @@ api::PolicyShowReply Policy() {
   r.effective_mode = "enforce";
   r.overridden = true;
   r.min_tls = "1.2";
+  r.udp = "quic";
   api::OwnerSelector o;
   o.kind = "user";
   o.value = "postgres";
@@ -280,7 +281,7 @@ api::PolicyShowReply Policy() {
 TEST(CliRender, PolicyText) {
   const std::string t = render_policy_text(Policy());
   for (const char* s :
-       {"Policy 2026-11-21.1 (generation 7)", "/etc/tlswall/policy.d", "ab12cd",
+       {"Policy 2026-11-21.1 (generation 7)", "/etc/tlswall/policy.d", "ab12cd", " UDP ", " quic ",
         "10-base.toml, 20-db.toml", "dbs: 198.19.0.0/16, 2001:db8:1::/48  (database network)",
         "db-tls", "5432,6432-6439", "enforce (override)", "user=postgres", "legacy-backup",
         "198.19.5.0/24, any port", "comm=backupd", "vendor agent, TLS in Q3", "storage-team",
@@ -305,6 +306,7 @@ TEST(CliRender, PolicyJson) {
   EXPECT_EQ(j.at("rules.0.effective_mode"), "\"enforce\"");
   EXPECT_EQ(j.at("rules.0.overridden"), "true");
   EXPECT_EQ(j.at("rules.0.ports.1"), "\"6432-6439\"");
+  EXPECT_EQ(j.at("rules.0.udp"), "\"quic\"");
   EXPECT_EQ(j.at("rules.0.owners.0.kind"), "\"user\"");
   EXPECT_EQ(j.at("exemptions.0.owners.0.value"), "\"backupd\"");
   EXPECT_EQ(j.at("exemptions.0.expires"), "\"2026-12-31\"");

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -96,6 +97,27 @@ TEST(PolicyConfigs, DemoPolicyIsWhatTheSandboxExpects) {
   EXPECT_EQ(c.v4[1].cls.boundary_mask[0], 1u);
   EXPECT_EQ(c.v4[1].cls.exempt_mask[0], 1u);
   ASSERT_EQ(c.v6.size(), 1u);
+}
+
+// The examples that use `udp` say what their comments say; the demo policy
+// leaves UDP as it always was (allow).
+TEST(PolicyConfigs, ExamplesUdpVerdicts) {
+  const auto udp_of = [](const std::string& file) {
+    const auto r = load_policy(std::string(TLSWALL_SOURCE_DIR) + "/configs/" + file, Now());
+    std::map<std::string, std::string> out;
+    if (!r.ok()) {
+      ADD_FAILURE() << file << ": " << All(r);
+      return out;
+    }
+    for (const Rule& rule : r.policy->rules) out[rule.name] = udp_verdict_name(rule.udp);
+    return out;
+  };
+  const auto internet = udp_of("examples/internet-monitor-first.toml");
+  EXPECT_EQ(internet.at("internet-https"), "quic");
+  EXPECT_EQ(internet.at("internet-dns-over-tls"), "quic");
+  EXPECT_EQ(internet.at("internet-mail-tls"), "allow");
+  EXPECT_EQ(udp_of("examples/partner-network.toml").at("acme-apis"), "block");
+  for (const auto& [name, udp] : udp_of("policy.d")) EXPECT_EQ(udp, "allow") << name;
 }
 
 }  // namespace

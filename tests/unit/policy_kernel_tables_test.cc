@@ -252,6 +252,7 @@ struct Decision {
   bool protected_ = false;
   uint16_t rule_id = 0, boundary = 0, min_tls = 0;
   uint8_t mode = 0;
+  uint8_t udp = 0;  // enum tw_udp_verdict
   bool exempt = false;
   uint16_t exemption = 0;
 
@@ -259,14 +260,15 @@ struct Decision {
     if (dest != o.dest || flags != o.flags || protected_ != o.protected_) return false;
     if (!protected_) return true;
     return rule_id == o.rule_id && boundary == o.boundary && min_tls == o.min_tls &&
-           mode == o.mode && exempt == o.exempt && (!exempt || exemption == o.exemption);
+           mode == o.mode && udp == o.udp && exempt == o.exempt &&
+           (!exempt || exemption == o.exemption);
   }
   std::string str() const {
     std::ostringstream o;
     o << "{dest " << dest << " flags " << int{flags};
     if (protected_) {
       o << " rule " << rule_id << " boundary " << boundary << " min_tls 0x" << std::hex << min_tls
-        << std::dec << " mode " << int{mode};
+        << std::dec << " mode " << int{mode} << " udp " << int{udp};
       if (exempt) o << " exempt " << exemption;
     } else {
       o << " unprotected";
@@ -313,6 +315,7 @@ class KernelModel {
     d.boundary = row->verdict.boundary;
     d.min_tls = row->verdict.min_tls;
     d.mode = row->verdict.mode;
+    d.udp = row->verdict.udp;
     d.exempt = row->verdict.exempt != 0;
     d.exemption = row->verdict.exemption;
     return d;
@@ -345,6 +348,12 @@ Decision FromClass(const CompiledPolicy& c, const tw_dest_class& cls, uint16_t p
     if (r.mode == TW_MODE_ENFORCE && r.owner_group == TW_NO_OWNER_GROUP) {
       d.flags |= TW_DEST_ANY_ENFORCE;
     }
+    if (r.udp != TW_UDP_ALLOW) {
+      d.flags |= TW_DEST_ANY_UDP_RULE;
+      if (r.mode == TW_MODE_ENFORCE && r.owner_group == TW_NO_OWNER_GROUP) {
+        d.flags |= TW_DEST_ANY_UDP_ENFORCE;
+      }
+    }
   }
   for (const auto& r : c.rules) {
     if (r.owner_group != TW_NO_OWNER_GROUP) continue;
@@ -354,6 +363,7 @@ Decision FromClass(const CompiledPolicy& c, const tw_dest_class& cls, uint16_t p
       d.boundary = r.boundary;
       d.min_tls = r.min_tls;
       d.mode = r.mode;
+      d.udp = r.udp;
       break;
     }
   }
@@ -421,8 +431,10 @@ void ExpectMatchesPolicy(const Policy& p, const CompiledPolicy& c, const Addr& a
   for (const auto& r : p.rules) {
     if (!in.count(r.boundary)) continue;
     flags |= TW_DEST_ANY_RULE;
+    if (r.udp != TW_UDP_ALLOW) flags |= TW_DEST_ANY_UDP_RULE;
     if (!r.owners.empty()) continue;  // only for the owners it selects
     if (r.mode == Mode::kEnforce) flags |= TW_DEST_ANY_ENFORCE;
+    if (r.mode == Mode::kEnforce && r.udp != TW_UDP_ALLOW) flags |= TW_DEST_ANY_UDP_ENFORCE;
     if (PortsHold(r.ports, port)) covering.push_back(&r);
   }
   std::set<std::string> exempting;
@@ -446,9 +458,11 @@ void ExpectMatchesPolicy(const Policy& p, const CompiledPolicy& c, const Addr& a
   EXPECT_EQ(c.boundary_names[got.boundary], chosen->boundary);
   EXPECT_EQ(got.mode, chosen->mode == Mode::kEnforce ? TW_MODE_ENFORCE : TW_MODE_MONITOR);
   EXPECT_EQ(got.min_tls, chosen->min_tls);
+  EXPECT_EQ(got.udp, chosen->udp);
   for (const Rule* r : covering) {
     EXPECT_EQ(r->mode, chosen->mode) << "covering rules disagree (validator)";
     EXPECT_EQ(r->min_tls, chosen->min_tls) << "covering rules disagree (validator)";
+    EXPECT_EQ(r->udp, chosen->udp) << "covering rules disagree (validator)";
   }
   EXPECT_EQ(got.exempt, !exempting.empty()) << "exempt";
   if (got.exempt) {
@@ -574,6 +588,7 @@ void ExpectWellFormed(const CompiledPolicy& c, const KernelTables& t) {
           got.boundary = table[p]->verdict.boundary;
           got.min_tls = table[p]->verdict.min_tls;
           got.mode = table[p]->verdict.mode;
+          got.udp = table[p]->verdict.udp;
           got.exempt = table[p]->verdict.exempt != 0;
           got.exemption = table[p]->verdict.exemption;
         }
@@ -1124,6 +1139,7 @@ preambles = ["mysql", "postgresql"]
   for (const auto& row : t.ports) {
     ASSERT_TRUE(row.verdict.has_rule);
     EXPECT_EQ(row.verdict.preambles, TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL)) << row.port;
+    EXPECT_EQ(row.verdict.udp, TW_UDP_ALLOW) << row.port;
     for (uint8_t b : row.verdict.pad) EXPECT_EQ(b, 0);
     ++rows;
   }
@@ -1131,7 +1147,79 @@ preambles = ["mysql", "postgresql"]
   ASSERT_EQ(t.owners.groups.size(), 1u);
   EXPECT_EQ(t.owners.groups[0].preambles,
             TW_PREAMBLE_BIT(TW_PREAMBLE_POSTGRESQL) | TW_PREAMBLE_BIT(TW_PREAMBLE_MYSQL));
-  EXPECT_EQ(t.owners.groups[0].pad[0], 0);
+  EXPECT_EQ(t.owners.groups[0].udp, TW_UDP_ALLOW);
+}
+
+// ============================ udp ============================
+
+TEST(BuildKernelTables, UdpVerdictsReachThePortVerdictsOwnerGroupsAndDestFlags) {
+  const Policy p = MustLoad(R"(
+version = "kt-udp"
+[boundaries.remote]
+cidrs = ["10.9.0.0/16"]
+[boundaries.staging]
+cidrs = ["10.8.0.0/16"]
+[boundaries.open]
+cidrs = ["10.7.0.0/16"]
+
+[[rules]]
+name = "web"
+boundary = "remote"
+ports = [443]
+mode = "enforce"
+udp = "quic"
+
+[[rules]]
+name = "dns"
+boundary = "remote"
+ports = [53]
+mode = "enforce"
+udp = "block"
+
+[[rules]]
+name = "web-app"
+boundary = "remote"
+ports = [8443]
+mode = "monitor"
+comms = ["app"]
+udp = "block"
+
+[[rules]]
+name = "staging"
+boundary = "staging"
+ports = [443]
+udp = "block"
+
+[[rules]]
+name = "open"
+boundary = "open"
+ports = [443]
+)");
+  const CompiledPolicy c = compile_policy(p, Now());
+  const KernelTables t = build_kernel_tables(c);
+  std::map<std::string, uint8_t> udp_by_rule;
+  for (const auto& row : t.ports) {
+    if (!row.verdict.has_rule) continue;
+    udp_by_rule[c.rule_names.at(row.verdict.rule_id)] = row.verdict.udp;
+    for (uint8_t b : row.verdict.pad) EXPECT_EQ(b, 0);
+  }
+  EXPECT_EQ(udp_by_rule["web"], TW_UDP_QUIC);
+  EXPECT_EQ(udp_by_rule["dns"], TW_UDP_BLOCK);
+  EXPECT_EQ(udp_by_rule["staging"], TW_UDP_BLOCK);
+  EXPECT_EQ(udp_by_rule["open"], TW_UDP_ALLOW);
+  ASSERT_EQ(t.owners.groups.size(), 1u);
+  EXPECT_EQ(t.owners.groups[0].udp, TW_UDP_BLOCK);
+  // Dest flags: UDP fragments meet only boundaries whose rules restrict UDP.
+  std::map<uint8_t, uint8_t> flags_by_octet;  // second octet -> flags
+  for (const auto& row : t.v4) {
+    if (row.prefix_len == 16) flags_by_octet[row.addr[1]] = row.value.flags;
+  }
+  EXPECT_EQ(flags_by_octet[9] & (TW_DEST_ANY_UDP_RULE | TW_DEST_ANY_UDP_ENFORCE),
+            TW_DEST_ANY_UDP_RULE | TW_DEST_ANY_UDP_ENFORCE);
+  EXPECT_EQ(flags_by_octet[8] & (TW_DEST_ANY_UDP_RULE | TW_DEST_ANY_UDP_ENFORCE),
+            TW_DEST_ANY_UDP_RULE);  // monitor
+  EXPECT_EQ(flags_by_octet[7] & (TW_DEST_ANY_UDP_RULE | TW_DEST_ANY_UDP_ENFORCE), 0);
+  EXPECT_EQ(flags_by_octet[7] & TW_DEST_ANY_RULE, TW_DEST_ANY_RULE);
 }
 
 }  // namespace

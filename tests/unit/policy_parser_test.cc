@@ -556,5 +556,42 @@ TEST(PolicyParser, PreambleNamesRoundTrip) {
             "postgresql, mysql");
 }
 
+// ---- udp ----
+
+TEST(PolicyParser, UdpVerdictIsParsedAndDefaultsToAllow) {
+  for (const auto& [text, want] : {std::pair<const char*, uint8_t>{"allow", TW_UDP_ALLOW},
+                                   {"quic", TW_UDP_QUIC},
+                                   {"block", TW_UDP_BLOCK}}) {
+    const auto r = Load(kHead + kRule + "udp = \"" + text + "\"\n");
+    ASSERT_TRUE(r.ok()) << All(r);
+    EXPECT_EQ(r.policy->rules[0].udp, want) << text;
+  }
+  const auto absent = Load(kHead + kRule);
+  ASSERT_TRUE(absent.ok()) << All(absent);
+  EXPECT_EQ(absent.policy->rules[0].udp, TW_UDP_ALLOW);
+}
+
+TEST(PolicyParser, UnknownUdpVerdictNamesTheAcceptedOnes) {
+  const auto r = Load(kHead + kRule + "udp = \"deny\"\n");
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(HasDiag(r, "p.toml:8:7: error: ",
+                      "unknown udp of rule \"remote-tls\" \"deny\"; accepted: \"allow\", "
+                      "\"quic\", \"block\""))
+      << All(r);
+  EXPECT_EQ(Errors(r), 1u) << All(r);
+  const auto type = Load(kHead + kRule + "udp = true\n");
+  EXPECT_FALSE(type.ok());
+  EXPECT_TRUE(HasDiag(type, "p.toml:8:7: error: ", "udp of rule \"remote-tls\"")) << All(type);
+  const auto list = Load(kHead + kRule + "udp = [\"quic\"]\n");
+  EXPECT_FALSE(list.ok()) << All(list);
+}
+
+TEST(PolicyParser, UdpVerdictNamesRoundTrip) {
+  for (uint8_t u = 0; u < TW_UDP_MAX; ++u)
+    EXPECT_EQ(udp_verdict_from_string(udp_verdict_name(u)), u);
+  EXPECT_EQ(udp_verdict_from_string("QUIC"), TW_UDP_MAX);
+  EXPECT_STREQ(udp_verdict_name(TW_UDP_MAX), "unknown");
+}
+
 }  // namespace
 }  // namespace tlswall::policy

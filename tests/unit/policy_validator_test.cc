@@ -308,12 +308,29 @@ TEST(PolicyValidator, OverlapWithDifferentPreamblesIsAnError) {
   EXPECT_FALSE(r.ok());
   EXPECT_TRUE(HasDiag(r, "p.toml:13:1: error: ",
                       "\"a\" is monitor with min_tls 1.2 and preambles postgresql; give "
-                      "overlapping rules the same mode, min_tls and preambles"))
+                      "overlapping rules the same mode, min_tls, preambles and udp"))
       << All(r);
   const auto same =
       Load(kHead + RuleText("a", "remote", "[5432]", "preambles = [\"postgresql\"]\n") +
            RuleText("b", "remote", "[\"5000-6000\"]", "preambles = [\"postgresql\"]\n"));
   EXPECT_TRUE(same.ok()) << All(same);
+}
+
+TEST(PolicyValidator, OverlapWithDifferentUdpVerdictsIsAnError) {
+  const auto r = Load(kHead + RuleText("a", "remote", "[443]", "udp = \"quic\"\n") +
+                      RuleText("b", "remote", "[\"400-500\"]"));
+  EXPECT_FALSE(r.ok());
+  EXPECT_TRUE(HasDiag(r, "p.toml:13:1: error: ",
+                      "\"a\" is monitor with min_tls 1.2 and udp quic; give overlapping rules "
+                      "the same mode, min_tls, preambles and udp"))
+      << All(r);
+  // Written out or left to its default, allow is allow.
+  const auto same = Load(kHead + RuleText("a", "remote", "[443]", "udp = \"allow\"\n") +
+                         RuleText("b", "remote", "[\"400-500\"]"));
+  EXPECT_TRUE(same.ok()) << All(same);
+  const auto disjoint = Load(kHead + RuleText("a", "remote", "[443]", "udp = \"block\"\n") +
+                             RuleText("b", "remote", "[\"444-500\"]", "udp = \"quic\"\n"));
+  EXPECT_TRUE(disjoint.ok()) << All(disjoint);
 }
 
 }  // namespace
