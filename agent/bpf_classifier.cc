@@ -152,6 +152,19 @@ LinkKind link_kind(const std::string& ifname) {
   }
 }
 
+// The tc programs and their pin names.
+struct TcProg {
+  const char* pin;
+  LinkKind kind;
+  TcDirection dir;
+};
+constexpr TcProg kTcProgs[] = {
+    {"prog_egress", LinkKind::kEthernet, TcDirection::kEgress},
+    {"prog_ingress", LinkKind::kEthernet, TcDirection::kIngress},
+    {"prog_egress_l3", LinkKind::kL3, TcDirection::kEgress},
+    {"prog_ingress_l3", LinkKind::kL3, TcDirection::kIngress},
+};
+
 struct TcClassifier::Table {
   std::string name;
   bpf_map* map;
@@ -246,10 +259,8 @@ TcClassifier::TcClassifier(const ClassifierOptions& opts) : opts_(opts) {
     throw std::runtime_error("cannot load the tc classifier into the kernel: " + errstr(err) +
                              " (details in the bpf log above)");
   }
-  for (const LinkKind kind : {LinkKind::kEthernet, LinkKind::kL3}) {
-    for (const TcDirection dir : {TcDirection::kEgress, TcDirection::kIngress}) {
-      prog_ids_[prog_index(kind, dir)] = prog_id_of(prog_fd_for(kind, dir));
-    }
+  for (const TcProg& p : kTcProgs) {
+    prog_ids_[prog_index(p.kind, p.dir)] = prog_id_of(prog_fd_for(p.kind, p.dir));
   }
   generation_map_len_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
   void* mem = mmap(nullptr, generation_map_len_, PROT_READ | PROT_WRITE, MAP_SHARED,
@@ -463,12 +474,9 @@ void TcClassifier::take_over(const std::vector<std::string>& ifnames,
     // seen (or converted on a miss) is newer than the old table's copy.
     migrate_flows(old_flows_.get(), old_flows_schema_);
   }
-  pin_replace(egress_prog_fd(), pin_path(opts_.pin_root, "prog_egress", 1));
-  pin_replace(egress_l3_prog_fd(), pin_path(opts_.pin_root, "prog_egress_l3", 1));
-  pin_replace(prog_fd_for(LinkKind::kEthernet, TcDirection::kIngress),
-              pin_path(opts_.pin_root, "prog_ingress", 1));
-  pin_replace(prog_fd_for(LinkKind::kL3, TcDirection::kIngress),
-              pin_path(opts_.pin_root, "prog_ingress_l3", 1));
+  for (const TcProg& p : kTcProgs) {
+    pin_replace(prog_fd_for(p.kind, p.dir), pin_path(opts_.pin_root, p.pin, 1));
+  }
 
   tw_meta m = report_.previous.value_or(tw_meta{});
   m.magic = TW_META_MAGIC;
@@ -637,10 +645,6 @@ std::array<uint64_t, TW_REASON_MAX> TcClassifier::drops_by_reason() const {
 }
 
 int TcClassifier::egress_prog_fd() const { return prog_fd_for(LinkKind::kEthernet); }
-int TcClassifier::egress_l3_prog_fd() const { return prog_fd_for(LinkKind::kL3); }
-int TcClassifier::ingress_prog_fd() const {
-  return prog_fd_for(LinkKind::kEthernet, TcDirection::kIngress);
-}
 
 int TcClassifier::prog_fd_for(LinkKind kind, TcDirection dir) const {
   const auto& p = skel_->progs;

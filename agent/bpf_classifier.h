@@ -126,8 +126,6 @@ class TcClassifier {
   std::array<uint64_t, TW_REASON_MAX> drops_by_reason() const;
 
   int egress_prog_fd() const;
-  int egress_l3_prog_fd() const;
-  int ingress_prog_fd() const;
   // The program for a link kind (Ethernet or L3) and side.
   int prog_fd_for(LinkKind kind, TcDirection dir = TcDirection::kEgress) const;
   int flows_fd() const;

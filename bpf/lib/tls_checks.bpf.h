@@ -43,10 +43,10 @@ static __always_inline void tw_check_failed(struct tw_flow_state *st, struct tw_
 }
 
 /* Egress, a data segment of a protected, non-exempt flow judged TLS;
- * `fresh`: this segment decided it. 1 if a record header failed (the flow
- * is not TLS now), else 0. */
-TW_COLD int tw_check_client(struct __sk_buff *skb, const struct tw_pkt *p, struct tw_flow_state *st,
-			    int fresh)
+ * `fresh`: this segment decided it. A record header that fails makes the
+ * flow not TLS (the caller's verdict follows). */
+TW_COLD void tw_check_client(struct __sk_buff *skb, const struct tw_pkt *p,
+			     struct tw_flow_state *st, int fresh)
 {
 	struct tw_tls_check *c, init;
 	__u32 base, start;
@@ -61,22 +61,21 @@ TW_COLD int tw_check_client(struct __sk_buff *skb, const struct tw_pkt *p, struc
 		}
 		if (bpf_map_update_elem(&tw_tls_checks, &p->key, &init, BPF_ANY) < 0) {
 			tw_count(TW_CNT_FLOW_TABLE_FULL);
-			return 0;
+			return;
 		}
 	}
 	c = bpf_map_lookup_elem(&tw_tls_checks, &p->key);
 	if (!c || (c->flags & (TW_CHK_RECS_DONE | TW_CHK_FAILED)))
-		return 0;
+		return;
 	start = p->seq + ((p->tcp_flags & TCP_FLAG_SYN) ? 1 : 0) - (st->isn + 1);
 	if (tw_records_walk(skb, p->payload_off, start, p->payload_len, c) < 0) {
 		tw_count(TW_CNT_BAD_RECORDS);
 		tw_check_failed(st, c, TW_REASON_BAD_RECORD);
-		return 1;
+		return;
 	}
 	if (c->recs_checked >= TW_RECORD_CHECKS || st->data_pkts >= TW_RECHECK_PKTS)
 		c->flags |= TW_CHK_RECS_DONE;
 	tw_check_settle(&p->key, c);
-	return 0;
 }
 
 /* Ingress, a segment from the server of a flow with a check record (key:

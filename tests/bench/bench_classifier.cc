@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
     if (!loaded.ok()) throw std::runtime_error("bench policy invalid");
     pub.publish(policy::compile_policy(*loaded.policy, now));
     const int prog = cls.egress_prog_fd();
-    const int ingress = cls.ingress_prog_fd();
+    const int ingress = cls.prog_fd_for(agent::LinkKind::kEthernet, agent::TcDirection::kIngress);
     const Bytes h = hello();
     const Bytes answer = bpftest::server_hello();
 

@@ -93,58 +93,6 @@ agent::TcClassifier& shared_classifier() {
   return *cls;
 }
 
-// The id of the BPF object behind `fd` (map or program).
-uint32_t object_id(int fd, bool is_map) {
-  if (is_map) {
-    bpf_map_info info{};
-    __u32 len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
-      throw std::runtime_error(std::string("bpf_obj_get_info_by_fd(map): ") + std::strerror(errno));
-    }
-    return info.id;
-  }
-  bpf_prog_info info{};
-  __u32 len = sizeof(info);
-  if (bpf_obj_get_info_by_fd(fd, &info, &len) != 0) {
-    throw std::runtime_error(std::string("bpf_obj_get_info_by_fd(prog): ") + std::strerror(errno));
-  }
-  return info.id;
-}
-
-// The L3 program of `cls`, found once per process (see ClassifierHarness::prog_fd).
-int shared_l3_prog_fd(agent::TcClassifier& cls) {
-  static int fd = -1;
-  if (fd >= 0) return fd;
-  const uint32_t flows_id = object_id(cls.flows_fd(), true);
-  const uint32_t eth_id = object_id(cls.egress_prog_fd(), false);
-  __u32 id = 0;
-  while (bpf_prog_get_next_id(id, &id) == 0) {
-    if (id == eth_id) continue;
-    const int cand = bpf_prog_get_fd_by_id(id);
-    if (cand < 0) continue;  // unloaded meanwhile
-    std::vector<__u32> maps(64);
-    bpf_prog_info info{};
-    info.nr_map_ids = static_cast<__u32>(maps.size());
-    info.map_ids = reinterpret_cast<__u64>(maps.data());
-    __u32 len = sizeof(info);
-    bool ours = false;
-    if (bpf_obj_get_info_by_fd(cand, &info, &len) == 0 &&
-        std::strncmp(info.name, "tlswall_egress_", sizeof(info.name)) == 0) {
-      for (__u32 i = 0; i < std::min<__u32>(info.nr_map_ids, 64); ++i) {
-        if (maps[i] == flows_id) ours = true;
-      }
-    }
-    if (ours) {
-      fd = cand;
-      return fd;
-    }
-    close(cand);
-  }
-  throw std::runtime_error(
-      "tlswall_egress_l3 not found among the loaded BPF programs (none named "
-      "\"tlswall_egress_\" uses this classifier's tw_flows)");
-}
-
 }  // namespace
 
 ClassifierHarness::ClassifierHarness() {
@@ -225,8 +173,14 @@ uint16_t ClassifierHarness::rule_id(const std::string& rule_name) const {
 }
 
 int ClassifierHarness::prog_fd(Prog prog) const {
-  if (prog == Prog::kIngress) return cls_->ingress_prog_fd();
-  return prog == Prog::kL3 ? shared_l3_prog_fd(*cls_) : cls_->egress_prog_fd();
+  switch (prog) {
+    case Prog::kL3:
+      return cls_->prog_fd_for(agent::LinkKind::kL3);
+    case Prog::kIngress:
+      return cls_->prog_fd_for(agent::LinkKind::kEthernet, agent::TcDirection::kIngress);
+    default:
+      return cls_->egress_prog_fd();
+  }
 }
 
 ClassifierHarness::Run ClassifierHarness::run(const Bytes& frame, const __sk_buff* ctx,

@@ -72,10 +72,7 @@ class ClassifierHarness {
   // Runs one frame and returns the verdict; a test_run failure is a test
   // failure (reported) and returns INT32_MIN.
   int verdict(const Bytes& frame, Prog prog = Prog::kEthernet) const;
-  // The fd of `prog`. TcClassifier exposes only the Ethernet program's fd;
-  // the L3 program is found among the loaded programs: the one named
-  // "tlswall_egress_" (BPF_OBJ_NAME_LEN truncates "tlswall_egress_l3") that
-  // uses this classifier's tw_flows map. Throws if there is none.
+  // The fd of `prog` in this classifier.
   int prog_fd(Prog prog) const;
 
   // Since this harness was created.
